@@ -1,0 +1,1 @@
+"""Compiled packet path: AES-NI, the QUIC-LB decoder and (later) the AF_XDP loop."""
