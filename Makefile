@@ -54,5 +54,9 @@ demo: build
 	@echo "make demo: the end-to-end demo arrives with the QUIC end-to-end issue" >&2
 	@exit 2
 
+# Rebuild the shipped XDP object (needs clang-14); commit the result.
+bpf: debs-test
+	$(MAKE) -C bpf
+
 clean:
 	rm -rf build $(VENV) *.egg-info pesigitg/_fastpath/*.c pesigitg/_fastpath/*.so

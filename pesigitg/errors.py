@@ -1,0 +1,47 @@
+"""The one error model: syscall failures become ``OSError`` saying what we were doing.
+
+Packet-level problems never raise (they are counted drops); configuration problems
+raise ``ConfigError`` (added with the config parser); everything that fails in a
+system call goes through :func:`os_error` so the message always names the operation.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["CAP_BPF", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_ADMIN", "has_capability",
+           "missing_capability_hint", "os_error"]
+
+# linux/capability.h
+CAP_NET_ADMIN = 12
+CAP_NET_RAW = 13
+CAP_SYS_ADMIN = 21
+CAP_BPF = 39
+
+_CAP_NAMES = {CAP_NET_ADMIN: "CAP_NET_ADMIN", CAP_NET_RAW: "CAP_NET_RAW",
+              CAP_SYS_ADMIN: "CAP_SYS_ADMIN", CAP_BPF: "CAP_BPF"}
+
+
+def has_capability(cap: int) -> bool:
+    """Whether this process has ``cap`` in its effective set (from /proc/self/status)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> cap & 1)
+    return False
+
+
+def missing_capability_hint(*needed: int) -> str:
+    """`` (needs CAP_X, which this process lacks)`` or an empty string."""
+    # CAP_SYS_ADMIN stands in for CAP_BPF on kernels before 5.8 and for everything here.
+    if has_capability(CAP_SYS_ADMIN):
+        return ""
+    missing = [_CAP_NAMES[cap] for cap in needed if not has_capability(cap)]
+    if not missing:
+        return ""
+    return f" (needs {' and '.join(missing)}, which this process lacks; run as root)"
+
+
+def os_error(err: int, doing: str, hint: str = "") -> OSError:
+    """``OSError(err)`` whose message starts with what we were doing."""
+    return OSError(err, f"{doing}: {os.strerror(err)}{hint}")
