@@ -14,7 +14,7 @@ def fastpath(name: str) -> Extension:
 
 setup(
     ext_modules=cythonize(
-        [fastpath("cid")],
+        [fastpath(name) for name in ("cid", "table", "decide")],
         include_path=["."],
         compiler_directives={"language_level": "3", "embedsignature": True},
     ),

@@ -1,0 +1,62 @@
+/* The route table: one immutable blob, compiled in Python, read by the loop without
+ * the GIL. Layout is the contract between pesigitg/routes.py (through
+ * pesigitg._fastpath.table.pack_route_table) and the packet path.
+ *
+ *   pes_route_table   header, with the QUIC-LB decode table embedded
+ *   pes_backend[n]    at backends_off
+ *   uint16_t[m]       Maglev lookup table at maglev_off (backend index or NONE)
+ *   pes_sid_entry[k]  per config id, sorted by server ID, at sids_off[id]
+ */
+#ifndef PESIGITG_ROUTETABLE_H
+#define PESIGITG_ROUTETABLE_H
+
+#include <stdint.h>
+#include "cidtable.h"
+
+#define PES_ROUTE_MAGIC 0x52534550u /* "PESR" little endian */
+#define PES_ROUTE_VERSION 1u
+#define PES_BACKEND_NONE 0xFFFFu
+#define PES_MAX_BACKENDS 0xFFFEu
+
+enum pes_backend_state {
+    PES_BACKEND_UP = 1,        /* passes health checks (or checks are off) */
+    PES_BACKEND_DRAINING = 2,  /* keeps its CIDs, gets no new connections */
+    PES_BACKEND_MAC_KNOWN = 4, /* the MAC below is valid */
+};
+
+/* Routable for its own CIDs: up and MAC known (draining or not). */
+#define PES_BACKEND_ROUTABLE (PES_BACKEND_UP | PES_BACKEND_MAC_KNOWN)
+
+enum pes_table_flags {
+    PES_TABLE_MAC_SWAP_ONLY = 1, /* benchmark floor: swap MACs, no parsing */
+};
+
+typedef struct {
+    uint8_t mac[6];
+    uint8_t state;
+    uint8_t reserved;
+} pes_backend;
+
+typedef struct {
+    uint8_t server_id[PES_SERVER_ID_MAX];
+    uint8_t reserved;
+    uint16_t backend;
+} pes_sid_entry;
+
+typedef struct {
+    uint32_t magic;
+    uint32_t version;
+    uint32_t size;          /* whole blob, octets */
+    uint32_t n_backends;
+    uint32_t maglev_size;   /* a prime */
+    uint32_t backends_off;
+    uint32_t maglev_off;
+    uint32_t sids_off[PES_CID_CONFIGS];
+    uint32_t sids_count[PES_CID_CONFIGS];
+    uint8_t if_mac[6];
+    uint8_t flags;
+    uint8_t reserved;
+    pes_cid_table cid;
+} pes_route_table;
+
+#endif /* PESIGITG_ROUTETABLE_H */

@@ -1,0 +1,42 @@
+from libc.stdint cimport uint8_t, uint16_t, uint32_t
+
+from pesigitg._fastpath.includes.cidtable cimport pes_cid_table
+
+
+cdef extern from "routetable.h" nogil:
+    enum:
+        PES_ROUTE_MAGIC
+        PES_ROUTE_VERSION
+        PES_BACKEND_NONE
+        PES_MAX_BACKENDS
+        PES_BACKEND_ROUTABLE
+
+    enum pes_backend_state:
+        PES_BACKEND_UP
+        PES_BACKEND_DRAINING
+        PES_BACKEND_MAC_KNOWN
+
+    enum pes_table_flags:
+        PES_TABLE_MAC_SWAP_ONLY
+
+    ctypedef struct pes_backend:
+        uint8_t mac[6]
+        uint8_t state
+
+    ctypedef struct pes_sid_entry:
+        uint8_t server_id[15]
+        uint16_t backend
+
+    ctypedef struct pes_route_table:
+        uint32_t magic
+        uint32_t version
+        uint32_t size
+        uint32_t n_backends
+        uint32_t maglev_size
+        uint32_t backends_off
+        uint32_t maglev_off
+        uint32_t sids_off[7]
+        uint32_t sids_count[7]
+        uint8_t if_mac[6]
+        uint8_t flags
+        pes_cid_table cid

@@ -1,0 +1,217 @@
+"""Routing decisions, each test body run against the Cython decider and the reference."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pesigitg._fastpath.decide import COUNTER_COUNT, COUNTER_NAMES, decide_frame
+from pesigitg.decision import decide, flow_hash
+from pesigitg.quiclb import CidConfig
+from pesigitg.routes import Backend, CompiledRoutes, Server, compile_routes
+from tests import frames as f
+
+LB_MAC = bytes.fromhex("02000000b001")
+KEY = bytes.fromhex("8f95f09245765f80256934e50c66207f")
+PLAIN = CidConfig(0, 3, 4)
+SINGLE = CidConfig(1, 8, 8, KEY)
+FOUR_ODD = CidConfig(2, 3, 4, KEY)
+FOUR_LONG_SID = CidConfig(3, 10, 5, KEY)
+CONFIGS = [PLAIN, SINGLE, FOUR_ODD, FOUR_LONG_SID]
+
+
+def mac(n: int) -> bytes:
+    return bytes([2, 0, 0, 0, 0xBE, n])
+
+
+BACKENDS = [Backend("10.0.0.1", mac(1)), Backend("10.0.0.2", mac(2)),
+            Backend("10.0.0.3", mac(3), draining=True), Backend("10.0.0.4", mac(4), up=False),
+            Backend("10.0.0.5", None)]
+
+
+def sid(config: CidConfig, n: int) -> bytes:
+    return bytes([n]) * config.server_id_len
+
+
+SERVERS = [Server(c.config_id, sid(c, b), f"10.0.0.{b}") for c in CONFIGS for b in range(1, 6)]
+ROUTES = compile_routes(LB_MAC, CONFIGS, BACKENDS, SERVERS, 5003)
+
+Decide = Callable[[CompiledRoutes, bytes], tuple]
+
+
+def fast(routes: CompiledRoutes, frame: bytes) -> tuple:
+    return decide_frame(routes.table, frame)[:5]
+
+
+def reference(routes: CompiledRoutes, frame: bytes) -> tuple:
+    return decide(routes, frame).as_tuple()
+
+
+@pytest.fixture(params=["fastpath", "reference"])
+def decider(request: pytest.FixtureRequest) -> Decide:
+    return fast if request.param == "fastpath" else reference
+
+
+def cid_for(config: CidConfig, backend: int, nonce: int = 7) -> bytes:
+    return config.encode(sid(config, backend), nonce.to_bytes(config.nonce_len, "big"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.mode}-{c.config_id}")
+@pytest.mark.parametrize("backend", [1, 2])
+def test_short_header_cid_goes_to_its_server(decider, config, backend):
+    frame = f.udp4_frame(f.quic_short(cid_for(config, backend)))
+    assert decider(ROUTES, frame) == ("cid", backend - 1, config.config_id, "none", "none")
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.mode}-{c.config_id}")
+def test_long_header_with_a_server_cid_goes_to_its_server(decider, config):
+    frame = f.udp6_frame(f.quic_long(cid_for(config, 2)))
+    assert decider(ROUTES, frame) == ("cid", 1, config.config_id, "none", "none")
+
+
+def test_draining_server_keeps_its_connections(decider):
+    frame = f.udp4_frame(f.quic_short(cid_for(FOUR_ODD, 3)))
+    assert decider(ROUTES, frame) == ("cid", 2, 2, "none", "none")
+
+
+@pytest.mark.parametrize(("backend", "reason"), [(4, "server_down"), (5, "server_down")])
+def test_cid_of_a_down_or_unresolved_server_falls_back(decider, backend, reason):
+    route, chosen, _, unroutable, _ = decider(ROUTES, f.udp4_frame(f.quic_short(
+        cid_for(SINGLE, backend))))
+    assert (route, unroutable) == ("fallback", reason)
+    assert chosen in ROUTES.pool
+
+
+def test_unknown_server_and_unknown_config_fall_back(decider):
+    unknown = FOUR_LONG_SID.encode(bytes([9]) * 10, bytes(5))
+    assert decider(ROUTES, f.udp4_frame(f.quic_short(unknown)))[3] == "unknown_server"
+    other = CidConfig(5, 3, 4).encode(b"abc", b"1234")
+    assert decider(ROUTES, f.udp4_frame(f.quic_short(other)))[3] == "no_config"
+    assert decider(ROUTES, f.udp4_frame(f.quic_short(b"\xe7" + bytes(7))))[3] == "no_config"
+
+
+def test_fallback_pool_is_up_known_and_not_draining():
+    assert ROUTES.pool == [0, 1]
+
+
+def test_initials_with_the_same_dcid_always_reach_the_same_backend(decider):
+    dcid = bytes.fromhex("c0ffee0123456789")
+    chosen = {decider(ROUTES, f.udp4_frame(f.quic_long(dcid, scid=bytes([n]) * 8),
+                                           sport=40000 + n, src=f"192.0.2.{n + 1}"))
+              for n in range(20)}
+    assert len(chosen) == 1
+    route, backend, _, unroutable, _ = chosen.pop()
+    assert route == "fallback" and unroutable == "no_config"
+    assert backend == ROUTES.maglev[flow_hash(dcid) % 5003]
+
+
+def test_short_header_fallback_hashes_the_four_tuple(decider):
+    frame = f.udp4_frame(f.quic_short(b"\xe0" + bytes(7)), sport=51234, dport=443,
+                         src="192.0.2.77", dst="198.51.100.1")
+    key = bytes([192, 0, 2, 77, 198, 51, 100, 1]) + struct.pack("!HH", 51234, 443)
+    assert decider(ROUTES, frame)[:2] == ("fallback", ROUTES.maglev[flow_hash(key) % 5003])
+
+
+def test_icmp_error_follows_the_quoted_flow(decider):
+    quoted = f.ipv4(f.udp(b"\x40" + bytes(30), sport=443, dport=51234), f.PROTO_UDP,
+                    src="198.51.100.1", dst="192.0.2.77")
+    frame = f.ether(f.ipv4(f.icmp4(3, 4, quoted), f.PROTO_ICMP, src="203.0.113.9",
+                           dst="198.51.100.1"), f.ETH_P_IP)
+    key = bytes([192, 0, 2, 77, 198, 51, 100, 1]) + struct.pack("!HH", 51234, 443)
+    assert decider(ROUTES, frame)[:2] == ("icmp", ROUTES.maglev[flow_hash(key) % 5003])
+
+
+@pytest.mark.parametrize(("frame", "reason"), [
+    (f.udp4_frame(b""), "not_quic"),
+    (f.udp4_frame(b"\xc0\x00\x00"), "not_quic"),
+    (f.udp4_frame(b"\xc0\x00\x00\x00\x01\x30" + bytes(20)), "not_quic"),     # DCID past end
+    (f.udp4_frame(b"\xc0\x00\x00\x00\x01\x15" + bytes(40)), "not_quic"),     # v1, 21 octets
+    (f.udp4_frame(b"\x40" + bytes(10)), "not_quic"),                         # short too small
+    (f.arp_request(), "not_ip"),
+    (f.ether(f.ipv4(f.tcp(), f.PROTO_TCP), f.ETH_P_IP), "not_udp"),
+    (f.ether(f.ipv4(f.udp(b"x" * 30), f.PROTO_UDP, frag=0x2000), f.ETH_P_IP), "fragment"),
+    (f.udp6_frame(ext=[(f.FRAGMENT, f.frag_header(0, more=True))]), "fragment"),
+    (f.udp4_frame()[:14 + 20 + 4], "malformed"),
+    (f.udp4_frame()[:12], "malformed"),
+])
+def test_frames_that_are_not_quic_are_dropped_with_a_reason(decider, frame, reason):
+    assert decider(ROUTES, frame) == ("none", None, None, "none", reason)
+
+
+def test_no_backend_when_the_pool_is_empty(decider):
+    empty = compile_routes(LB_MAC, CONFIGS, [Backend("10.0.0.1", mac(1), up=False)],
+                           [Server(0, b"\x01" * 3, "10.0.0.1")], 5003)
+    frame = f.udp4_frame(f.quic_short(cid_for(PLAIN, 1)))
+    assert decider(empty, frame) == ("none", None, None, "server_down", "no_backend")
+
+
+def test_long_dcid_of_other_versions_is_hashed_not_dropped(decider):
+    frame = f.udp4_frame(b"\xc0\x0a\x0a\x0a\x0a\x28" + bytes(range(40)) + b"\x00" * 20)
+    assert decider(ROUTES, frame)[0] == "fallback"
+
+
+def test_udp_length_bounds_the_datagram(decider):
+    # A 10-octet short header padded by Ethernet to 60 octets must not look longer.
+    frame = f.udp4_frame(b"\x40" + bytes(9))
+    assert decider(ROUTES, frame + bytes(40))[4] == "not_quic"
+
+
+def test_rewrite_changes_only_the_ethernet_addresses():
+    frame = f.udp6_frame(f.quic_short(cid_for(SINGLE, 2)))
+    out = decide_frame(ROUTES.table, frame)[5]
+    assert out == mac(2) + LB_MAC + frame[12:]
+
+
+def test_mac_swap_mode_swaps_the_addresses():
+    swap = compile_routes(LB_MAC, [], [], [], 5003, mac_swap_only=True)
+    frame = f.udp4_frame()
+    assert decide_frame(swap.table, frame)[0] == "swap"
+    assert decide_frame(swap.table, frame)[5] == frame[6:12] + frame[:6] + frame[12:]
+    assert decide(swap, frame).route == "swap"
+
+
+def test_counter_names_match_the_c_enum():
+    assert len(COUNTER_NAMES) == COUNTER_COUNT == len(set(COUNTER_NAMES))
+
+
+# -- differential: arbitrary and mutated frames decide the same in both ----------------
+
+SAMPLES = [
+    f.udp4_frame(f.quic_short(cid_for(FOUR_LONG_SID, 1))),
+    f.udp6_frame(f.quic_long(cid_for(SINGLE, 2)),
+                 ext=[(f.HOPOPTS, f.ext_header()), (f.DSTOPTS, f.ext_header(1))]),
+    f.udp4_frame(f.quic_long(b"\x12" * 8), options=b"\x01" * 8),
+    f.ether(f.ipv6(f.icmp6(2, 0, f.ipv6(f.udp(b"", sport=443), f.PROTO_UDP)), f.PROTO_ICMPV6),
+            f.ETH_P_IPV6),
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(SAMPLES), st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)),
+                                          max_size=4), st.integers(0, 200))
+def test_mutated_frames_decide_alike(frame, mutations, cut):
+    data = bytearray(frame)
+    for position, value in mutations:
+        data[position % len(data)] = value
+    data = data[:max(cut, 14)] if cut < len(data) else data
+    assert fast(ROUTES, bytes(data)) == reference(ROUTES, bytes(data))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=120))
+def test_arbitrary_bytes_decide_alike(data):
+    assert fast(ROUTES, data) == reference(ROUTES, data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(CONFIGS), st.integers(1, 5), st.binary(min_size=19, max_size=19),
+       st.booleans())
+def test_any_cid_of_any_backend_decides_alike(config, backend, nonce, long_header):
+    cid = config.encode(sid(config, backend), nonce[:config.nonce_len])
+    payload = f.quic_long(cid) if long_header else f.quic_short(cid)
+    frame = f.udp4_frame(payload)
+    assert fast(ROUTES, frame) == reference(ROUTES, frame)
