@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # Debian packages the tests need: clang rebuilds the XDP object to check the shipped
 # one, iproute2/ethtool drive the veth tests, bpftool shows maps where installed.
 TEST_DEBS  := clang-14 llvm-14 iproute2 ethtool bpftool
-BENCH_DEBS := $(TEST_DEBS) nginx-light
+BENCH_DEBS := $(TEST_DEBS) nginx-light libnginx-mod-stream
 FASTPATH   := $(wildcard pesigitg/_fastpath/*.pyx pesigitg/_fastpath/*.pxd \
                          pesigitg/_fastpath/includes/*)
 
@@ -49,6 +49,7 @@ test: debs-test build
 
 bench: debs-bench build
 	$(PY) benchmarks/cid_decode.py
+	$(PY) benchmarks/veth_forward.py
 
 demo: build
 	@echo "make demo: the end-to-end demo arrives with the QUIC end-to-end issue" >&2

@@ -14,7 +14,7 @@ def fastpath(name: str) -> Extension:
 
 setup(
     ext_modules=cythonize(
-        [fastpath(name) for name in ("cid", "table", "decide")],
+        [fastpath(name) for name in ("cid", "table", "decide", "xsk", "engine")],
         include_path=["."],
         compiler_directives={"language_level": "3", "embedsignature": True},
     ),

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.netns.netns import namespace, veth_pair
+from pesigitg.netns import namespace, veth_pair
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -34,7 +34,8 @@ cdef extern from "decision.h" nogil:
         uint8_t drop
         int8_t config_id
 
-    enum pes_counter:
+    # Anonymous here so the values index arrays (the C enum is pes_counter).
+    enum:
         PES_CNT_RX
         PES_CNT_FORWARDED
         PES_CNT_CID_ROUTED

@@ -1,4 +1,4 @@
-"""Throwaway network namespaces for tests and benchmarks.
+"""Throwaway network namespaces for tests, benchmarks and the demo.
 
 Names carry the pid and random octets so parallel runs cannot collide; the context
 managers delete what they created on every exit path, failures included.
@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import secrets
 import subprocess
 from collections.abc import Iterator
+
+from pesigitg.errors import os_error
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def unique_name(prefix: str = "pesi") -> str:
+    """A namespace name no parallel run can pick: prefix, pid, random octets."""
     return f"{prefix}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
@@ -31,8 +35,7 @@ def ip(*args: str, ns: str | None = None, check: bool = True) -> str:
 
 def _setns(fd: int) -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
+        raise os_error(ctypes.get_errno(), "entering a network namespace")
 
 
 @contextlib.contextmanager
@@ -72,3 +75,9 @@ def veth_pair(ns: str, a: str, b: str, peer_ns: str | None = None) -> None:
         ip("link", "set", b, "netns", peer_ns, ns=ns)
     ip("link", "set", a, "up", ns=ns)
     ip("link", "set", b, "up", ns=peer_ns or ns)
+
+
+def mac_of(ns: str, dev: str) -> bytes:
+    """The MAC of ``dev`` in ``ns`` (sysfs shows the caller's namespace, so ask ip)."""
+    link = json.loads(ip("-j", "link", "show", "dev", dev, ns=ns))[0]
+    return bytes.fromhex(link["address"].replace(":", ""))

@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/* Benchmark traffic: a generator run with BPF_PROG_TEST_RUN in live-frames mode and
+ * a sink that counts frames by destination MAC.
+ *
+ * gen: writes the next CID of the `cids` table into the frame at `cid_offset` and
+ *      returns XDP_TX, so each repetition leaves the generator's veth as a new frame.
+ * sink: counts IP frames by the last octet of their destination MAC, then drops them.
+ */
+#include <linux/if_ether.h>
+
+#include "bpf_defs.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define CID_SLOT 20
+#define MAX_CIDS 4096
+#define MAX_OFFSET 128
+
+struct cid_slot {
+    __u8 octets[CID_SLOT];
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __type(key, __u32);
+    __type(value, struct cid_slot);
+    __uint(max_entries, MAX_CIDS);
+} cids SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __type(key, __u32);
+    __type(value, __u64);
+    __uint(max_entries, 1);
+} cursor SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __type(key, __u32);
+    __type(value, __u64);
+    __uint(max_entries, 256);
+} seen SEC(".maps");
+
+__u32 cid_count;
+__u32 cid_offset;
+
+SEC("xdp/gen")
+int gen(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    __u32 zero = 0, offset = cid_offset, count = cid_count, idx;
+    __u64 *next = bpf_map_lookup_elem(&cursor, &zero);
+    struct cid_slot *slot;
+
+    if (!next || !count || offset > MAX_OFFSET)
+        return XDP_TX;
+    idx = (__u32)(*next % count);
+    *next += 1;
+    slot = bpf_map_lookup_elem(&cids, &idx);
+    if (!slot || data + offset + CID_SLOT > data_end)
+        return XDP_TX;
+    __builtin_memcpy(data + offset, slot->octets, CID_SLOT);
+    return XDP_TX;
+}
+
+SEC("xdp/sink")
+int sink(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = data;
+    __u32 key;
+    __u64 *count;
+
+    if ((void *)(eth + 1) > data_end)
+        return XDP_PASS;
+    if (eth->h_proto != bpf_htons(ETH_P_IP) && eth->h_proto != bpf_htons(ETH_P_IPV6))
+        return XDP_PASS;
+    key = eth->h_dest[5];
+    count = bpf_map_lookup_elem(&seen, &key);
+    if (count)
+        *count += 1;
+    return XDP_DROP;
+}

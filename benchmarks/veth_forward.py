@@ -1,0 +1,357 @@
+"""Forwarding throughput on a veth pair: pesigitg's engine vs the AF_XDP floor vs nginx.
+
+Two namespaces joined by a veth pair. In ``gen``, BPF_PROG_TEST_RUN in live-frames
+mode (through pesigitg's own loader) transmits QUIC frames with CIDs cycled from a
+table out of ``g0``; a sink XDP program on ``g0`` counts what comes back by
+destination MAC and drops it. In ``lb``, ``l0`` carries pesigitg's XDP program and
+one engine worker process, pinned to another CPU than the generator. The same
+traffic then goes through nginx's UDP stream proxy (``proxy_responses 0``).
+
+    python benchmarks/veth_forward.py [--frames N] [--size OCTETS] [--png FILE]
+
+Prints Mpps forwarded per case and the worker's resident memory before and after
+its run (it must not grow: no per-packet allocation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pesigitg._fastpath.engine import Engine, new_counters, read_counters  # noqa: E402
+from pesigitg._fastpath.table import RouteTable  # noqa: E402
+from pesigitg._fastpath.xsk import XskSocket  # noqa: E402
+from pesigitg.ebpf import LoadedObject, XdpProgram, load_object  # noqa: E402
+from pesigitg.ebpf.attach import XDP_FLAGS_DRV_MODE, ifindex, set_xdp  # noqa: E402
+from pesigitg.ebpf.program import BPF_F_TEST_XDP_LIVE_FRAMES  # noqa: E402
+from pesigitg.netns import inside, ip, mac_of, namespace, veth_pair  # noqa: E402
+from pesigitg.quiclb import CidConfig  # noqa: E402
+from pesigitg.routes import Backend, Server, compile_routes  # noqa: E402
+from tests import frames as f  # noqa: E402
+
+GEN_IP, LB_IP = "10.9.0.2", "10.9.0.1"
+BACKENDS = 8
+KEY = bytes.fromhex("8f95f09245765f80256934e50c66207f")
+FOUR_PASS = CidConfig(0, 3, 4, KEY)
+SINGLE_PASS = CidConfig(1, 8, 8, KEY)
+CIDS = 4096
+LIVE_BATCH = 64
+
+
+def backend_mac(n: int) -> bytes:
+    return bytes([2, 0xBE, 0, 0, 0, n])
+
+
+def compile_traffic(out: Path) -> Path:
+    clang = shutil.which("clang-14") or shutil.which("clang")
+    if clang is None:
+        raise SystemExit("clang is needed to build the traffic programs: make bench "
+                         "installs clang-14")
+    obj = out / "traffic.bpf.o"
+    subprocess.run([clang, "-O2", "-g", "-target", "bpf", "-Wall", "-Werror",
+                    f"-I{ROOT / 'bpf' / 'include'}",
+                    f"-I/usr/include/{os.uname().machine}-linux-gnu", "-c",
+                    str(ROOT / "benchmarks" / "bpf" / "traffic.bpf.c"), "-o", str(obj)],
+                   check=True)
+    return obj
+
+
+@dataclass
+class Result:
+    case: str
+    mpps: float
+    rss_before: int = 0
+    rss_after: int = 0
+    note: str = ""
+
+
+# -- the engine worker: its own process, pinned ----------------------------------------
+
+def _worker(lb_ns: str, cpu: int, blob: bytes, xsk_map_fd: int, counters, conn) -> None:
+    psutil.Process().cpu_affinity([cpu])
+    with inside(lb_ns):
+        xsk = XskSocket("l0", 0)
+    set_xsk = ctypes.c_uint32(xsk.fd)
+    # register in the XSKMAP inherited from the parent (fd numbers survive fork)
+    from pesigitg.ebpf.maps import Map, MapType
+
+    xsks = Map(xsk_map_fd, "xsks", MapType.XSKMAP, 4, 4, 256)
+    xsks.update(struct.pack("<I", 0), bytes(set_xsk))
+    engine = Engine(xsk, RouteTable(blob), counters, busy_poll=True)
+    import threading
+
+    thread = threading.Thread(target=engine.run)
+    thread.start()
+    conn.send(("ready", psutil.Process().memory_info().rss))
+    while True:
+        msg = conn.recv()
+        if msg == "rss":
+            conn.send(psutil.Process().memory_info().rss)
+        elif msg == "stop":
+            break
+    engine.stop()
+    thread.join()
+    xsks.delete(struct.pack("<I", 0))
+    xsk.close()
+    conn.send(xsk.mode)
+
+
+@contextlib.contextmanager
+def engine_worker(lb_ns: str, cpu: int, blob: bytes, xdp: XdpProgram) -> Iterator[object]:
+    counters = new_counters(1)
+    parent, child = mp.Pipe()
+    proc = mp.get_context("fork").Process(
+        target=_worker, args=(lb_ns, cpu, blob, xdp.map("xsks").fd, counters, child))
+    proc.start()
+    try:
+        while not parent.poll(0.5):
+            if not proc.is_alive():
+                raise RuntimeError(f"the engine worker died (exit code {proc.exitcode})")
+        tag, rss = parent.recv()
+        assert tag == "ready"
+        parent.rss_at_start = rss  # type: ignore[attr-defined]
+        parent.counters = counters  # type: ignore[attr-defined]
+        yield parent
+    finally:
+        with contextlib.suppress(Exception):
+            parent.send("stop")
+            parent.recv()
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+
+
+# -- generator and sink -----------------------------------------------------------------
+
+class Traffic:
+    def __init__(self, loaded: LoadedObject, gen_ns: str, g0_index: int) -> None:
+        self.loaded = loaded
+        self.gen = loaded.programs["xdp/gen"]
+        self.sink = loaded.programs["xdp/sink"]
+        self.gen_ns = gen_ns
+        self.g0_index = g0_index
+
+    def load_cids(self, cids: list[bytes], offset: int) -> None:
+        table = self.loaded.maps["cids"]
+        for i, cid in enumerate(cids):
+            table.update(struct.pack("<I", i), cid.ljust(20, b"\xaa"))
+        bss = self.loaded.maps[".bss"]
+        bss.update(bytes(4), struct.pack("<II", len(cids), offset))
+
+    def sink_count(self, last_octets: set[int]) -> int:
+        seen = self.loaded.maps["seen"]
+        return sum(seen.sum_per_cpu(struct.pack("<I", o)) for o in last_octets)
+
+    def run(self, frame: bytes, count: int) -> float:
+        """Transmit ``count`` frames out of g0; returns the seconds it took."""
+        ctx = struct.pack("<IIIIII", 0, len(frame), 0, self.g0_index, 0, 0)
+        start = time.perf_counter()
+        with inside(self.gen_ns):
+            left = count
+            while left:
+                n = min(left, 1_000_000)
+                self.gen.test_run(frame, repeat=n, ctx=ctx, flags=BPF_F_TEST_XDP_LIVE_FRAMES,
+                                  batch_size=LIVE_BATCH)
+                left -= n
+        return time.perf_counter() - start
+
+
+def measure(traffic: Traffic, frame: bytes, frames: int, macs: set[int]) -> float:
+    traffic.run(frame, min(frames // 10, 200_000))   # warm-up: caches, rings, ARP
+    time.sleep(0.2)
+    before = traffic.sink_count(macs)
+    seconds = traffic.run(frame, frames)
+    time.sleep(0.2)                                   # let the last batches drain
+    return (traffic.sink_count(macs) - before) / seconds / 1e6
+
+
+def engine_case(name: str, traffic: Traffic, xdp: XdpProgram, lb_ns: str, lb_mac: bytes,
+                config: CidConfig | None, frame_template: bytes, frames: int,
+                worker_cpu: int, soak: int = 0) -> Result:
+    configs = [config] if config else []
+    backends = [Backend(f"10.9.1.{n}", backend_mac(n)) for n in range(1, BACKENDS + 1)]
+    servers = [Server(config.config_id, bytes([n]) * config.server_id_len, f"10.9.1.{n}")
+               for n in range(1, BACKENDS + 1)] if config else []
+    routes = compile_routes(lb_mac, configs, backends, servers, mac_swap_only=config is None)
+    if config:
+        cids = [config.encode(bytes([1 + i % BACKENDS]) * config.server_id_len,
+                              os.urandom(config.nonce_len), extra=b"") for i in range(CIDS)]
+    else:
+        cids = [os.urandom(8) for _ in range(CIDS)]
+    traffic.load_cids(cids, 14 + 20 + 8 + 1)
+    # In swap mode the frame comes back addressed to its sender, g0.
+    macs = set(range(1, BACKENDS + 1)) if config else {frame_template[11]}
+    with engine_worker(lb_ns, worker_cpu, routes.blob, xdp) as worker:
+        mpps = measure(traffic, frame_template, frames, macs)
+        # Soak: keep going until the worker itself has forwarded `soak` frames, so
+        # the resident-memory reading covers that many packets through the loop.
+        while read_counters(worker.counters)["forwarded"] < soak:
+            traffic.run(frame_template, 2_000_000)
+        worker.send("rss")
+        rss_after = worker.recv()
+        counters = read_counters(worker.counters)
+        rss_before = worker.rss_at_start
+    note = f"worker forwarded {counters['forwarded']:,}, tx_full {counters['tx_full']:,}"
+    return Result(name, mpps, rss_before, rss_after, note)
+
+
+def nginx_case(traffic: Traffic, xdp: XdpProgram, lb_ns: str, g0_mac: bytes,
+               frame: bytes, frames: int, cpu: int, workdir: Path) -> Result:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        return Result("nginx UDP proxy", 0.0, note="nginx not installed (make bench installs it)")
+    conf = workdir / "nginx.conf"
+    module = "/usr/lib/nginx/modules/ngx_stream_module.so"
+    conf.write_text(f"""
+load_module {module};
+worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+stream {{
+    server {{
+        listen {LB_IP}:443 udp;
+        proxy_pass {GEN_IP}:4433;
+        proxy_responses 0;
+        proxy_timeout 5s;
+    }}
+}}
+""")
+    xdp.set_ports([])   # our program passes everything: the kernel stack gets the UDP
+    traffic.load_cids([os.urandom(8) for _ in range(CIDS)], 14 + 20 + 8 + 1)
+    proc = subprocess.Popen(["ip", "netns", "exec", lb_ns, "taskset", "-c", str(cpu), nginx,
+                             "-c", str(conf), "-e", str(workdir / "nginx-error.log")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        if proc.poll() is not None:
+            return Result("nginx UDP proxy", 0.0, note="nginx failed to start: "
+                          + (workdir / "nginx-error.log").read_text()[-300:])
+        mpps = measure(traffic, frame, frames, {g0_mac[5]})
+        rss = sum(p.memory_info().rss for p in psutil.Process(proc.pid).children(recursive=True))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return Result("nginx UDP proxy (1 worker)", mpps, rss, rss)
+
+
+def plot(results: list[Result], path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.barh([r.case for r in results][::-1], [r.mpps for r in results][::-1], color="#3a7")
+    ax.set_xlabel("Mpps forwarded (one worker, veth, copy mode)")
+    for i, r in enumerate(results[::-1]):
+        ax.text(r.mpps, i, f" {r.mpps:.2f}", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=10_000_000,
+                        help="frames per case (default 10 million)")
+    parser.add_argument("--size", type=int, default=128, help="frame size in octets")
+    parser.add_argument("--gen-cpu", type=int, default=0)
+    parser.add_argument("--worker-cpu", type=int, default=1)
+    parser.add_argument("--png", type=Path, default=ROOT / "benchmarks" / "out" / "veth.png")
+    parser.add_argument("--soak", type=int, default=10_000_000,
+                        help="frames the worker must forward in the four-pass case before "
+                             "its resident memory is read (default 10 million)")
+    parser.add_argument("--skip-nginx", action="store_true")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (namespaces, XDP, AF_XDP)", file=sys.stderr)
+        return 1
+    # Terminated from outside: unwind so the namespaces are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    os.sched_setaffinity(0, {args.gen_cpu})
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="pesi-bench-") as tmp, \
+            namespace("pesi-gen") as gen_ns, namespace("pesi-lb") as lb_ns:
+        workdir = Path(tmp)
+        veth_pair(gen_ns, "g0", "l0", lb_ns)
+        ip("addr", "add", f"{GEN_IP}/24", "dev", "g0", ns=gen_ns)
+        ip("addr", "add", f"{LB_IP}/24", "dev", "l0", ns=lb_ns)
+        g0_mac, lb_mac = mac_of(gen_ns, "g0"), mac_of(lb_ns, "l0")
+        ip("neigh", "replace", GEN_IP, "lladdr", g0_mac.hex(":"), "dev", "l0", ns=lb_ns)
+        with inside(gen_ns):
+            g0_index = ifindex("g0")
+        payload_len = max(args.size - 14 - 20 - 8, 32)
+        frame = f.ether(f.ipv4(f.udp(b"\x40" + os.urandom(payload_len - 1), 40000, 443),
+                               f.PROTO_UDP, src=GEN_IP, dst=LB_IP), f.ETH_P_IP,
+                        src=g0_mac, dst=lb_mac)
+        with load_object(compile_traffic(workdir)) as loaded, XdpProgram.load() as xdp:
+            traffic = Traffic(loaded, gen_ns, g0_index)
+            with inside(gen_ns):
+                set_xdp(g0_index, traffic.sink.fd, XDP_FLAGS_DRV_MODE, "attaching the sink")
+            with inside(lb_ns):
+                xdp.set_ports([443])
+                xdp.attach("l0")
+            cases = [("QUIC-LB routing, four-pass", FOUR_PASS),
+                     ("QUIC-LB routing, single-pass", SINGLE_PASS),
+                     ("MAC swap only (AF_XDP floor)", None)]
+            for i, (name, config) in enumerate(cases):
+                print(f"running {name} ...", flush=True)
+                results.append(engine_case(name, traffic, xdp, lb_ns, lb_mac, config, frame,
+                                           args.frames, args.worker_cpu,
+                                           args.soak if i == 0 else 0))
+            if not args.skip_nginx:
+                print("running nginx ...", flush=True)
+                results.append(nginx_case(traffic, xdp, lb_ns, g0_mac, frame,
+                                          min(args.frames, 2_000_000), args.worker_cpu,
+                                          workdir))
+            with inside(lb_ns):
+                xdp.detach()
+
+    print(f"\nveth forwarding, {args.size}-octet frames, generator on CPU {args.gen_cpu}, "
+          f"worker on CPU {args.worker_cpu}, {args.frames:,} generated frames per engine case "
+          f"(the generator outruns copy-mode AF_XDP: the rest is dropped before the socket)")
+    print(f"{'case':34} {'Mpps':>7} {'worker RSS before/after (MiB)':>30}  note")
+    for r in results:
+        rss = f"{r.rss_before / 2**20:.1f} / {r.rss_after / 2**20:.1f}" if r.rss_before else "-"
+        print(f"{r.case:34} {r.mpps:7.3f} {rss:>30}  {r.note}")
+    by = {r.case: r for r in results}
+    floor = by["MAC swap only (AF_XDP floor)"].mpps
+    four = by["QUIC-LB routing, four-pass"].mpps
+    nginx = next((r.mpps for r in results if r.case.startswith("nginx")), 0.0)
+    if floor:
+        print(f"\nfour-pass routing is {four / floor:.0%} of the MAC-swap floor "
+              "(target >= 80%)")
+    if nginx:
+        print(f"four-pass routing is {four / nginx:.1f}x nginx (target >= 5x)")
+    growth = [r for r in results if r.rss_before and r.rss_after > r.rss_before + 1 << 20]
+    print("worker RSS: " + ("flat" if not growth else
+                            "GREW in " + ", ".join(r.case for r in growth)))
+    args.png.parent.mkdir(parents=True, exist_ok=True)
+    if plot(results, args.png):
+        print(f"chart: {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The forwarding loop: one engine owns one AF_XDP socket (one NIC queue).
+
+Per batch: completions back to the fill ring, RX, decide, rewrite, TX, counters.
+The loop runs without the GIL from :meth:`Engine.run` until :meth:`Engine.stop`.
+A new route table handed to :meth:`Engine.swap_table` is picked up at the next batch
+boundary; the old one is released only once the loop has moved past it.
+"""
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memset
+from posix.unistd cimport close, read, write
+
+from pesigitg._fastpath.decide cimport decide, rewrite
+from pesigitg._fastpath.includes.decision cimport *
+from pesigitg._fastpath.includes.routetable cimport pes_route_table
+from pesigitg._fastpath.includes.system cimport (
+    EFD_CLOEXEC,
+    EFD_NONBLOCK,
+    POLLIN,
+    eventfd,
+    poll,
+    pollfd,
+)
+from pesigitg._fastpath.includes.xskring cimport *
+from pesigitg._fastpath.table cimport RouteTable
+from pesigitg._fastpath.xsk cimport XskSocket
+
+import mmap
+
+from pesigitg._fastpath.decide import COUNTER_NAMES, COUNTERS_SIZE
+from pesigitg.errors import os_error
+
+DEF MAX_BATCH = 256
+
+DEFAULT_BATCH = 64
+DEFAULT_POLL_TIMEOUT_MS = 100
+
+
+def new_counters(int workers=1):
+    """Shared, cache-line aligned counter memory for ``workers`` engines (anonymous
+    MAP_SHARED, so it is shared with processes forked after this call)."""
+    return mmap.mmap(-1, COUNTERS_SIZE * workers)
+
+
+def read_counters(buffer, int worker=0):
+    """The counters of ``worker`` in ``buffer`` (see :func:`new_counters`) as a dict."""
+    view = memoryview(buffer).cast("B")[worker * COUNTERS_SIZE:(worker + 1) * COUNTERS_SIZE]
+    values = view.cast("Q")
+    return {name: values[i] for i, name in enumerate(COUNTER_NAMES)}
+
+
+cdef class Engine:
+    """Forward frames of one queue: ``Engine(xsk, table, counters=None, worker=0)``.
+
+    ``counters`` is a buffer from :func:`new_counters` (one block per worker);
+    ``busy_poll`` spins instead of sleeping in poll() when idle (benchmarks only).
+    """
+
+    cdef readonly XskSocket xsk
+    cdef RouteTable _current
+    cdef RouteTable _pending
+    cdef list _retired
+    cdef const pes_route_table *cur
+    cdef void *pend
+    cdef object _counters_buf
+    cdef uint64_t *_cnt
+    cdef int stopping
+    cdef int running
+    cdef int wake_fd
+    cdef readonly uint32_t batch
+    cdef readonly int poll_timeout_ms
+    cdef readonly bint busy_poll
+
+    def __cinit__(self):
+        self.wake_fd = -1
+
+    def __init__(self, XskSocket xsk not None, RouteTable table not None, counters=None,
+                 int worker=0, uint32_t batch=DEFAULT_BATCH,
+                 int poll_timeout_ms=DEFAULT_POLL_TIMEOUT_MS, bint busy_poll=False):
+        cdef uint8_t[::1] view
+        if not 1 <= batch <= MAX_BATCH:
+            raise ValueError(f"batch {batch} is outside 1..{MAX_BATCH}")
+        self.xsk = xsk
+        self.batch = batch
+        self.poll_timeout_ms = poll_timeout_ms
+        self.busy_poll = busy_poll
+        self._current = table
+        self._pending = None
+        self._retired = []
+        self.cur = table.table
+        self.pend = NULL
+        if counters is None:
+            counters = new_counters(1)
+            worker = 0
+        view = memoryview(counters).cast("B")
+        if len(view) < (worker + 1) * COUNTERS_SIZE:
+            raise ValueError(f"counter buffer too small for worker {worker}")
+        if (<size_t>&view[0]) % 64:
+            raise ValueError("counter buffer is not cache-line aligned")
+        self._counters_buf = counters
+        self._cnt = <uint64_t *>(&view[worker * COUNTERS_SIZE])
+        memset(self._cnt, 0, COUNTERS_SIZE)
+        self.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
+        if self.wake_fd < 0:
+            raise os_error(0, "creating the engine's wake-up eventfd")
+
+    def __dealloc__(self):
+        if self.wake_fd >= 0:
+            close(self.wake_fd)
+
+    @property
+    def table(self):
+        """The table the loop is using now."""
+        self._collect()
+        return self._pending if self._pending is not None and self.cur == self._pending.table \
+            else self._current
+
+    def counters(self):
+        cdef dict out = {}
+        for i, name in enumerate(COUNTER_NAMES):
+            out[name] = self._cnt[i]
+        return out
+
+    def swap_table(self, RouteTable table not None):
+        """Hand a new table to the loop; it switches at its next batch boundary."""
+        self._collect()
+        if self._pending is not None:
+            # Not yet picked up: the loop may be about to take it, keep it alive.
+            self._retired.append(self._pending)
+        self._pending = table
+        pes_atomic_store_ptr(&self.pend, <void *>table.table)
+        self._wake()
+
+    cdef _collect(self):
+        # Release tables the loop can no longer reach: not current, not pending.
+        cdef const pes_route_table *cur = <const pes_route_table *>pes_atomic_load_ptr(
+            <void **>&self.cur)
+        cdef void *pend = pes_atomic_load_ptr(&self.pend)
+        if self._pending is not None and pend == NULL and cur == self._pending.table:
+            self._retired.append(self._current)
+            self._current = self._pending
+            self._pending = None
+        self._retired = [t for t in self._retired
+                         if (<RouteTable>t).table == cur or <void *>(<RouteTable>t).table == pend]
+
+    def stop(self):
+        """Ask the loop to return; safe from any thread."""
+        pes_atomic_store_int(&self.stopping, 1)
+        self._wake()
+
+    cdef _wake(self):
+        cdef uint64_t one = 1
+        write(self.wake_fd, &one, sizeof(one))
+
+    def run(self):
+        """Forward until :meth:`stop`; releases the GIL for the whole loop."""
+        if pes_atomic_load_int(&self.running):
+            raise RuntimeError("the engine is already running")
+        pes_atomic_store_int(&self.running, 1)
+        pes_atomic_store_int(&self.stopping, 0)
+        try:
+            with nogil:
+                self._loop()
+        finally:
+            pes_atomic_store_int(&self.running, 0)
+            self._collect()
+
+    cdef void _loop(self) noexcept nogil:
+        cdef uint64_t local[64]
+        cdef uint32_t rx_idx, tx_idx, comp_idx, i, n_rx, n_tx_room, n_tx, n_comp
+        cdef xdp_desc *rx_desc
+        cdef xdp_desc *tx_desc
+        cdef uint8_t *frame
+        cdef pes_decision d
+        cdef void *next_table
+        cdef pollfd fds[2]
+        cdef uint64_t drained
+        fds[0].fd = self.xsk.fd
+        fds[0].events = POLLIN
+        fds[1].fd = self.wake_fd
+        fds[1].events = POLLIN
+        memset(local, 0, sizeof(local))
+        while not pes_atomic_load_int(&self.stopping):
+            # Batch boundary: adopt a new table if one was handed over.
+            next_table = pes_atomic_exchange_ptr(&self.pend, NULL)
+            if next_table != NULL:
+                pes_atomic_store_ptr(<void **>&self.cur, next_table)
+                local[PES_CNT_TABLE_SWAPS] += 1
+
+            # Completions: transmitted frames go back to the fill ring.
+            n_comp = pes_ring_peek(&self.xsk.comp, MAX_BATCH, &comp_idx)
+            for i in range(n_comp):
+                self.xsk.recycle(pes_ring_addr(&self.xsk.comp, comp_idx + i)[0])
+            if n_comp:
+                pes_ring_release(&self.xsk.comp, n_comp)
+            self.xsk.refill()
+            if pes_ring_pending(&self.xsk.fill) == 0:
+                # Nothing for the kernel to receive into: arriving frames are lost.
+                local[PES_CNT_FILL_EMPTY] += 1
+
+            n_rx = pes_ring_peek(&self.xsk.rx, self.batch, &rx_idx)
+            if n_rx == 0:
+                self._flush(local)
+                if pes_ring_pending(&self.xsk.tx):
+                    self.xsk.kick_tx()
+                if not self.busy_poll:
+                    poll(fds, 2, self.poll_timeout_ms)
+                    if fds[1].revents & POLLIN:
+                        read(self.wake_fd, &drained, sizeof(drained))
+                continue
+
+            n_tx_room = pes_ring_reserve(&self.xsk.tx, n_rx, &tx_idx)
+            n_tx = 0
+            for i in range(n_rx):
+                rx_desc = pes_ring_desc(&self.xsk.rx, rx_idx + i)
+                frame = self.xsk.umem + rx_desc.addr
+                local[PES_CNT_RX] += 1
+                if decide(self.cur, frame, rx_desc.len, &d):
+                    if d.unroutable:
+                        local[PES_CNT_UNROUTABLE + d.unroutable - 1] += 1
+                    if n_tx == n_tx_room:
+                        local[PES_CNT_TX_FULL] += 1
+                        self.xsk.recycle(rx_desc.addr)
+                        continue
+                    rewrite(self.cur, frame, &d)
+                    tx_desc = pes_ring_desc(&self.xsk.tx, tx_idx + n_tx)
+                    tx_desc.addr = rx_desc.addr
+                    tx_desc.len = rx_desc.len
+                    tx_desc.options = 0
+                    n_tx += 1
+                    local[PES_CNT_FORWARDED] += 1
+                    if d.route == PES_ROUTE_CID:
+                        local[PES_CNT_CID_ROUTED + d.config_id] += 1
+                    elif d.route == PES_ROUTE_FALLBACK:
+                        local[PES_CNT_FALLBACK_ROUTED] += 1
+                    elif d.route == PES_ROUTE_ICMP:
+                        local[PES_CNT_ICMP_ROUTED] += 1
+                else:
+                    if d.unroutable:
+                        local[PES_CNT_UNROUTABLE + d.unroutable - 1] += 1
+                    local[PES_CNT_DROPPED + d.drop - 1] += 1
+                    self.xsk.recycle(rx_desc.addr)
+            pes_ring_release(&self.xsk.rx, n_rx)
+            if n_tx < n_tx_room:
+                # Give back the TX slots reserved for frames that were dropped.
+                self.xsk.tx.cached_prod -= n_tx_room - n_tx
+            if n_tx:
+                pes_ring_submit(&self.xsk.tx, n_tx)
+                self.xsk.kick_tx()
+            self.xsk.refill()
+            self._flush(local)
+        # Stopped: take back what the kernel has finished transmitting.
+        n_comp = pes_ring_peek(&self.xsk.comp, self.xsk.comp.size, &comp_idx)
+        for i in range(n_comp):
+            self.xsk.recycle(pes_ring_addr(&self.xsk.comp, comp_idx + i)[0])
+        if n_comp:
+            pes_ring_release(&self.xsk.comp, n_comp)
+        self._flush(local)
+
+    cdef inline void _flush(self, uint64_t *local) noexcept nogil:
+        # One add per counter per batch into the shared block.
+        cdef int i
+        for i in range(PES_CNT_COUNT):
+            if local[i]:
+                pes_atomic_add_u64(&self._cnt[i], local[i])
+                local[i] = 0

@@ -1,0 +1,36 @@
+from libc.stdint cimport uint32_t, uint64_t
+
+
+cdef extern from "xskring.h" nogil:
+    struct xdp_desc:
+        uint64_t addr
+        uint32_t len
+        uint32_t options
+
+    ctypedef struct pes_ring:
+        uint32_t cached_prod
+        uint32_t cached_cons
+        uint32_t mask
+        uint32_t size
+        uint32_t *producer
+        uint32_t *consumer
+        uint32_t *flags
+        void *ring
+        void *map
+        uint64_t map_len
+
+    uint32_t pes_ring_free(pes_ring *r, uint32_t want)
+    uint32_t pes_ring_reserve(pes_ring *r, uint32_t want, uint32_t *idx)
+    void pes_ring_submit(pes_ring *r, uint32_t n)
+    uint32_t pes_ring_peek(pes_ring *r, uint32_t want, uint32_t *idx)
+    void pes_ring_release(pes_ring *r, uint32_t n)
+    uint64_t *pes_ring_addr(pes_ring *r, uint32_t idx)
+    xdp_desc *pes_ring_desc(pes_ring *r, uint32_t idx)
+    int pes_ring_needs_wakeup(const pes_ring *r)
+    uint32_t pes_ring_pending(const pes_ring *r)
+    void pes_atomic_store_ptr(void **where, void *value)
+    void *pes_atomic_exchange_ptr(void **where, void *value)
+    void *pes_atomic_load_ptr(void **where)
+    void pes_atomic_store_int(int *where, int value)
+    int pes_atomic_load_int(int *where)
+    void pes_atomic_add_u64(uint64_t *where, uint64_t n)
