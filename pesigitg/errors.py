@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["CAP_BPF", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_ADMIN", "has_capability",
+__all__ = ["CAP_BPF", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_ADMIN", "ConfigError",
+           "has_capability",
            "missing_capability_hint", "os_error"]
 
 # linux/capability.h
@@ -45,3 +46,25 @@ def missing_capability_hint(*needed: int) -> str:
 def os_error(err: int, doing: str, hint: str = "") -> OSError:
     """``OSError(err)`` whose message starts with what we were doing."""
     return OSError(err, f"{doing}: {os.strerror(err)}{hint}")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, naming the file, the line or key, and the value.
+
+    Key material is never part of the message: callers pass ``secret=True``.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 key: str | None = None, value: object = None, secret: bool = False) -> None:
+        self.file, self.line, self.key, self.value = file, line, key, value
+        self.reason = message
+        where = file or "<config>"
+        if line is not None:
+            where += f":{line}"
+        subject = ""
+        if key is not None:
+            subject = f" {key}"
+            if value is not None:
+                subject += " = (hidden)" if secret else f" = {value!r}"
+            subject += ":"
+        super().__init__(f"{where}:{subject} {message}")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from pesigitg.netns import namespace, veth_pair
+from pesigitg.netns import inside, ip, mac_of, namespace, veth_pair
+from tests.netns.daemon import RunningDaemon
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -20,3 +22,35 @@ def veth_ns() -> Iterator[str]:
     with namespace() as ns:
         veth_pair(ns, "v0", "v1")
         yield ns
+
+
+class Lab:
+    """Namespaces ``lb`` (v0, 10.9.0.1) and ``peer`` (v1, 10.9.0.2 and friends)."""
+
+    def __init__(self, lb_ns: str, peer_ns: str, workdir: Path) -> None:
+        self.lb_ns, self.peer_ns, self.workdir = lb_ns, peer_ns, workdir
+        self.lb_mac = mac_of(lb_ns, "v0")
+        self.peer_mac = mac_of(peer_ns, "v1")
+
+    def add_backend_address(self, address: str) -> None:
+        ip("addr", "add", f"{address}/24", "dev", "v1", ns=self.peer_ns)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    with namespace("pesi-lb") as lb_ns, namespace("pesi-peer") as peer_ns:
+        veth_pair(lb_ns, "v0", "v1", peer_ns)
+        ip("addr", "add", "10.9.0.1/24", "dev", "v0", ns=lb_ns)
+        ip("addr", "add", "10.9.0.2/24", "dev", "v1", ns=peer_ns)
+        with inside(peer_ns), open("/proc/sys/net/ipv6/conf/v1/disable_ipv6", "w") as f:
+            f.write("1")
+        yield Lab(lb_ns, peer_ns, tmp_path)
+
+
+@pytest.fixture
+def daemons(lab: Lab) -> Iterator[list[RunningDaemon]]:
+    """Daemons a test starts; all stopped (and checked) afterwards."""
+    started: list[RunningDaemon] = []
+    yield started
+    for daemon in started:
+        daemon.stop()

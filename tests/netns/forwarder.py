@@ -1,14 +1,13 @@
 """A load balancer on a veth pair for data-path tests.
 
 Namespace ``lb`` holds ``v0`` with the XDP program and one engine on queue 0;
-namespace ``peer`` holds ``v1`` and a raw AF_PACKET socket that sends client frames
+namespace ``peer`` holds ``v1`` and a :class:`PeerSocket` that sends client frames
 and captures what the engine transmits back (frames addressed to backend MACs).
 """
 
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,26 +17,23 @@ from pesigitg._fastpath.xsk import XskSocket
 from pesigitg.ebpf import XdpProgram
 from pesigitg.netns import inside, mac_of, namespace, veth_pair
 from pesigitg.routes import CompiledRoutes
-
-ETH_P_ALL = 0x0003
-SO_RCVBUFFORCE = 33
+from tests.netns.peer import PeerSocket
 
 
 class Forwarder:
     def __init__(self, lb_ns: str, peer_ns: str, xdp: XdpProgram, xsk: XskSocket,
-                 engine: Engine, sock: socket.socket, lb_mac: bytes) -> None:
+                 engine: Engine, peer: PeerSocket, lb_mac: bytes) -> None:
         self.lb_ns, self.peer_ns = lb_ns, peer_ns
-        self.xdp, self.xsk, self.engine, self.sock = xdp, xsk, engine, sock
+        self.xdp, self.xsk, self.engine, self.peer = xdp, xsk, engine, peer
         self.lb_mac = lb_mac
-        self.sent = 0
         self.engine_thread: threading.Thread | None = None
         self.routes: CompiledRoutes | None = None
 
     def send(self, frames: list[bytes]) -> None:
-        """Send client frames to the LB (destination MAC rewritten to v0's)."""
-        for frame in frames:
-            self.sock.send(self.lb_mac + frame[6:])
-        self.sent += len(frames)
+        self.peer.send(frames)
+
+    def capture(self, macs: set[bytes], count: int, timeout: float = 3.0) -> list[bytes]:
+        return self.peer.capture(macs, count, timeout)
 
     def wait_rx(self, total: int, timeout: float = 5.0) -> None:
         """Wait until the engine has taken ``total`` frames off its RX ring."""
@@ -47,20 +43,6 @@ class Forwarder:
                 raise AssertionError(f"engine saw {self.engine.counters()['rx']} of "
                                      f"{total} frames")
             time.sleep(0.002)
-
-    def capture(self, macs: set[bytes], count: int, timeout: float = 3.0) -> list[bytes]:
-        """Frames whose destination MAC is in ``macs``, until ``count`` or the timeout."""
-        got: list[bytes] = []
-        deadline = time.monotonic() + timeout
-        while len(got) < count and time.monotonic() < deadline:
-            self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                break
-            if data[:6] in macs:
-                got.append(data)
-        return got
 
     def roundtrip(self, frames: list[bytes], macs: set[bytes]) -> list[bytes]:
         before = self.engine.counters()["rx"]
@@ -76,14 +58,11 @@ def forwarder(routes: CompiledRoutes | None = None, ports: tuple[int, ...] = (44
     with namespace("pesi-lb") as lb_ns, namespace("pesi-peer") as peer_ns:
         veth_pair(lb_ns, "v0", "v1", peer_ns)
         # Quiet the peer: no IPv6 autoconfiguration chatter on the capture socket.
-        with inside(peer_ns):
-            with open("/proc/sys/net/ipv6/conf/v1/disable_ipv6", "w") as f:
-                f.write("1")
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        with inside(peer_ns), open("/proc/sys/net/ipv6/conf/v1/disable_ipv6", "w") as f:
+            f.write("1")
+        lb_mac = mac_of(lb_ns, "v0")
+        peer = PeerSocket(peer_ns, "v1", lb_mac)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
-            sock.bind(("v1", 0))
-            lb_mac = mac_of(lb_ns, "v0")
             if routes is None:
                 raise ValueError("routes are required")
             with inside(lb_ns), XdpProgram.load() as xdp:
@@ -96,7 +75,7 @@ def forwarder(routes: CompiledRoutes | None = None, ports: tuple[int, ...] = (44
                         thread = threading.Thread(target=engine.run, daemon=True)
                         thread.start()
                         try:
-                            fw = Forwarder(lb_ns, peer_ns, xdp, xsk, engine, sock, lb_mac)
+                            fw = Forwarder(lb_ns, peer_ns, xdp, xsk, engine, peer, lb_mac)
                             fw.engine_thread = thread
                             yield fw
                         finally:
@@ -105,4 +84,4 @@ def forwarder(routes: CompiledRoutes | None = None, ports: tuple[int, ...] = (44
                 finally:
                     xdp.detach()
         finally:
-            sock.close()
+            peer.close()

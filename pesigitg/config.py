@@ -1,0 +1,143 @@
+"""pesigitgd's own configuration: ``key = value`` file, command line, defaults.
+
+The file uses the long flag names as keys (``port`` may repeat), ``#`` starts a
+comment, and ``route_config`` is relative to the file. The command line wins over
+the file, and ``-p`` replaces the file's ports rather than adding to them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from pesigitg.errors import ConfigError
+
+__all__ = ["DaemonConfig", "load_daemon_config", "merge"]
+
+IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+XDP_MODES = ("native", "generic")
+REPEATABLE = {"port"}
+KEYS = ("interface", "port", "queues", "route_config", "status_socket", "pidfile",
+        "xdp_mode", "syslog_socket")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    interface: str | None = None
+    ports: tuple[int, ...] = ()
+    queues: int | None = None             # None: one worker per RX queue of the NIC
+    route_config: Path | None = None
+    status_socket: Path | None = None     # default /run/pesigitgd-IFACE.sock
+    pidfile: Path | None = None           # default /run/pesigitgd-IFACE.pid
+    xdp_mode: str = "native"
+    syslog_socket: Path = Path("/dev/log")
+    config_file: Path | None = None
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def effective_ports(self) -> tuple[int, ...]:
+        return self.ports or (443,)
+
+    @property
+    def effective_status_socket(self) -> Path:
+        return self.status_socket or Path(f"/run/pesigitgd-{self.interface}.sock")
+
+    @property
+    def effective_pidfile(self) -> Path:
+        return self.pidfile or Path(f"/run/pesigitgd-{self.interface}.pid")
+
+    def describe(self) -> dict[str, object]:
+        return {"interface": self.interface, "ports": list(self.effective_ports),
+                "queues": self.queues, "route_config": str(self.route_config),
+                "status_socket": str(self.effective_status_socket),
+                "pidfile": str(self.effective_pidfile), "xdp_mode": self.xdp_mode,
+                "config_file": str(self.config_file) if self.config_file else None}
+
+
+def parse_value(key: str, raw: str, *, file: str | None = None, line: int | None = None,
+                base: Path | None = None) -> object:
+    """Check and convert one setting; the same rules for the file and the flags."""
+    def fail(message: str) -> ConfigError:
+        return ConfigError(message, file=file, line=line, key=key, value=raw)
+
+    if key == "interface":
+        if not IFNAME.match(raw):
+            raise fail("not an interface name (1-15 of letters, digits, _ . : @ -)")
+        return raw
+    if key in ("port", "queues"):
+        try:
+            number = int(raw, 10)
+        except ValueError:
+            raise fail("not a decimal number") from None
+        low, high = (1, 65535) if key == "port" else (1, 256)
+        if not low <= number <= high:
+            raise fail(f"must be between {low} and {high}")
+        return number
+    if key == "xdp_mode":
+        if raw not in XDP_MODES:
+            raise fail(f"must be one of {', '.join(XDP_MODES)}")
+        return raw
+    if key in ("route_config", "status_socket", "pidfile", "syslog_socket"):
+        if not raw:
+            raise fail("empty path")
+        path = Path(raw)
+        return base / path if base is not None and not path.is_absolute() else path
+    raise ConfigError(f"unknown setting (known: {', '.join(KEYS)})", file=file, line=line,
+                      key=key)
+
+
+_FIELD = {"port": "ports"}
+
+
+def load_daemon_config(path: Path) -> DaemonConfig:
+    """Read a ``key = value`` file; every problem names the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", file=str(path)) from None
+    values: dict[str, object] = {}
+    seen: dict[str, int] = {}
+    ports: list[int] = []
+    for number, raw_line in enumerate(text.splitlines(), 1):
+        line = re.sub(r"(^|\s)#.*$", "", raw_line).strip()
+        if not line:
+            continue
+        key, sep, raw = line.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep or not key:
+            raise ConfigError(f"expected 'key = value', found {raw_line.strip()!r}",
+                              file=str(path), line=number)
+        if key in seen and key not in REPEATABLE:
+            raise ConfigError(f"given twice (first on line {seen[key]})", file=str(path),
+                              line=number, key=key, value=raw)
+        seen[key] = number
+        value = parse_value(key, raw, file=str(path), line=number,
+                            base=path.parent if key == "route_config" else None)
+        if key == "port":
+            assert isinstance(value, int)
+            ports.append(value)
+        else:
+            values[key] = value
+    config = DaemonConfig(config_file=path, **values)  # type: ignore[arg-type]
+    if ports:
+        config = replace(config, ports=tuple(dict.fromkeys(ports)))
+    return config
+
+
+def merge(file_config: DaemonConfig | None, cli: dict[str, object]) -> DaemonConfig:
+    """Command-line values (already parsed) over the file's, then check completeness."""
+    config = file_config or DaemonConfig()
+    changes = {_FIELD.get(k, k): v for k, v in cli.items() if v is not None and v != []}
+    if "ports" in changes:
+        changes["ports"] = tuple(dict.fromkeys(changes["ports"]))  # type: ignore[call-overload]
+    config = replace(config, **changes)  # type: ignore[arg-type]
+    where = str(config.config_file) if config.config_file else "command line"
+    if not config.interface:
+        raise ConfigError("no interface given (-i IFACE or 'interface = IFACE')", file=where)
+    if config.route_config is None:
+        raise ConfigError("no route config given (-r FILE or 'route_config = FILE')",
+                          file=where)
+    return config

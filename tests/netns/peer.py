@@ -1,0 +1,105 @@
+"""The client/backend side of a test wire: raw frames and QUIC version negotiation.
+
+``PeerSocket`` sends client frames to the load balancer and captures what it sends
+to backends (by destination MAC). ``VersionNegotiationResponder`` answers
+pesigitgd's health probes the way any QUIC server does (RFC 9000 §6.1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import threading
+import time
+
+from pesigitg.netns import inside
+
+ETH_P_ALL = 0x0003
+SO_RCVBUFFORCE = 33
+
+
+class PeerSocket:
+    def __init__(self, ns: str, dev: str, lb_mac: bytes) -> None:
+        with inside(ns):
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
+                                      socket.htons(ETH_P_ALL))
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
+        self.sock.bind((dev, 0))
+        self.lb_mac = lb_mac
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, frames: list[bytes]) -> None:
+        """Send client frames to the LB (destination MAC rewritten to the LB's)."""
+        for frame in frames:
+            self.sock.send(self.lb_mac + frame[6:])
+
+    def capture(self, macs: set[bytes], count: int, timeout: float = 3.0) -> list[bytes]:
+        """Frames whose destination MAC is in ``macs``, until ``count`` or the timeout."""
+        got: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                break
+            if data[:6] in macs:
+                got.append(data)
+        return got
+
+    def drain(self) -> None:
+        self.sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while self.sock.recv(4096):
+                pass
+        self.sock.setblocking(True)
+
+
+def version_negotiation(probe: bytes) -> bytes | None:
+    """RFC 9000 §17.2.1 answer to a long-header packet, or None if it is not one."""
+    if len(probe) < 7 or not probe[0] & 0x80:
+        return None
+    dcid_len = probe[5]
+    dcid = probe[6:6 + dcid_len]
+    pos = 6 + dcid_len
+    if pos >= len(probe):
+        return None
+    scid = probe[pos + 1:pos + 1 + probe[pos]]
+    return (bytes([0x80 | os.urandom(1)[0] & 0x7F]) + b"\0\0\0\0" + bytes([len(scid)]) + scid
+            + bytes([len(dcid)]) + dcid + struct.pack("!I", 1))
+
+
+class VersionNegotiationResponder:
+    """A UDP socket in ``ns`` on (address, port) answering like a QUIC server."""
+
+    def __init__(self, ns: str, address: str, port: int = 443) -> None:
+        with inside(ns):
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((address, port))
+        self.sock.settimeout(0.1)
+        self.answering = threading.Event()
+        self.answering.set()
+        self.answered = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(2048)
+            except (TimeoutError, OSError):
+                continue
+            reply = version_negotiation(data)
+            if reply and self.answering.is_set():
+                self.sock.sendto(reply, peer)
+                self.answered += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()

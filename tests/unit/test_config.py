@@ -1,0 +1,152 @@
+"""Configuration errors an operator sees from `pesigitgd --check`: file, line or key, value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pesigitg.cli import daemon_main
+from pesigitg.config import load_daemon_config, merge
+
+KEY = "8f95f09245765f80256934e50c66207f"
+GOOD_TOML = f"""
+vips = ["198.51.100.1"]
+
+[health]
+interval_ms = 500
+timeout_ms = 200
+
+[[configs]]
+config_id = 0
+server_id_length = 3
+nonce_length = 4
+key = "{KEY}"
+
+  [[configs.servers]]
+  id = "010203"
+  address = "10.0.0.2"
+  mac = "02:00:00:00:00:02"
+"""
+GOOD_CONF = "interface = eth0  # data plane\nport = 443\nport = 8443\nroute_config = lb.toml\n"
+
+
+def check(tmp_path: Path, capsys, conf: str = GOOD_CONF, toml: str = GOOD_TOML,
+          *flags: str) -> tuple[int, str]:
+    (tmp_path / "d.conf").write_text(conf)
+    (tmp_path / "lb.toml").write_text(toml)
+    code = daemon_main(["--check", "-c", str(tmp_path / "d.conf"), *flags])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_valid_configuration_checks_ok(tmp_path, capsys):
+    code, text = check(tmp_path, capsys)
+    assert code == 0
+    assert ("configuration OK: interface eth0, ports 443, 8443, 1 QUIC-LB config(s), "
+            "1 server(s) on 1 backend(s)") in text
+
+
+DAEMON_CASES = [
+    ("interface = v0\nport = 70000\nroute_config = lb.toml",
+     "d.conf:2: port = '70000': must be between 1 and 65535"),
+    ("interface = v0\nport = 44x\n", "d.conf:2: port = '44x': not a decimal number"),
+    ("interface = v0\nbogus = 1\n", "d.conf:2: bogus: unknown setting"),
+    ("interface v0\n", "d.conf:1: expected 'key = value', found 'interface v0'"),
+    ("interface = v0\ninterface = v1\n",
+     "d.conf:2: interface = 'v1': given twice (first on line 1)"),
+    ("interface = far-too-long-name0\n", "d.conf:1: interface = 'far-too-long-name0': not an "
+                                         "interface name"),
+    ("interface = v0\nqueues = 0\n", "d.conf:2: queues = '0': must be between 1 and 256"),
+    ("interface = v0\nxdp_mode = turbo\n",
+     "d.conf:2: xdp_mode = 'turbo': must be one of native, generic"),
+    ("port = 443\nroute_config = lb.toml\n", "no interface given"),
+    ("interface = v0\n", "no route config given"),
+    ("interface = v0\nroute_config = missing.toml\n",
+     "missing.toml: cannot read: No such file or directory"),
+]
+
+
+@pytest.mark.parametrize(("conf", "message"), DAEMON_CASES,
+                         ids=[m.split(": ")[-1][:40] for _, m in DAEMON_CASES])
+def test_malformed_daemon_config_names_file_line_and_value(tmp_path, capsys, conf, message):
+    code, text = check(tmp_path, capsys, conf)
+    assert code == 1
+    assert message in text
+
+
+def config_with(**overrides: str) -> str:
+    return GOOD_TOML.replace(*overrides["replace"]) if "replace" in overrides else GOOD_TOML
+
+
+TOML_CASES = [
+    (("nonce_length = 4", "nonce_length = = 4"), "lb.toml:11: TOML syntax error"),
+    (("config_id = 0", "config_id = 7"), "configs[0].config_id = 7: must be between 0 and 6"),
+    (("config_id = 0", 'config_id = "zero"'),
+     "configs[0].config_id = 'zero': expected an integer"),
+    (("nonce_length = 4", "nonce_length = 17"),
+     "configs[0]: server_id_len + nonce_len = 20 exceeds the maximum of 19"),
+    ((f'key = "{KEY}"', 'key = "not-hex-not-hex-not-hex-not!"'),
+     "configs[0].key = (hidden): must be 32 hex digits (a 16-octet AES key)"),
+    (('id = "010203"', 'id = "zz0102"'), "configs[0].servers[0].id = 'zz0102': not hex octets"),
+    (('id = "010203"', 'id = "0102"'),
+     "configs[0].servers[0].id = '0102': is 2 octets, server_id_length is 3"),
+    (('address = "10.0.0.2"', 'address = "10.0.0.300"'),
+     "configs[0].servers[0].address = '10.0.0.300': not an IPv4 or IPv6 address"),
+    (('mac = "02:00:00:00:00:02"', 'mac = "02:00"'),
+     "configs[0].servers[0].mac = '02:00': not a MAC address"),
+    (('mac = "02:00:00:00:00:02"', 'mac = "02:00:00:00:00:02"\n  weight = 3'),
+     "configs[0].servers[0].weight: unknown key (known: address, draining, id, mac)"),
+    (('mac = "02:00:00:00:00:02"', 'mac = "02:00:00:00:00:02"\n  draining = "yes"'),
+     "configs[0].servers[0].draining = 'yes': expected true or false"),
+    (("interval_ms = 500", 'interval_ms = "fast"'),
+     "health.interval_ms = 'fast': expected an integer"),
+    (("timeout_ms = 200", "timeout_ms = 900"),
+     "health.timeout_ms = 900: must not exceed interval_ms (500)"),
+    (("[health]", "[fallback]\ntable_size = 65536\n[health]"),
+     "fallback.table_size = 65536: must be a prime (Maglev)"),
+    (('vips = ["198.51.100.1"]', 'vips = ["vip"]'),
+     "vips[0] = 'vip': not an IPv4 or IPv6 address"),
+    (('vips = ["198.51.100.1"]', 'weights = 1'), "weights: unknown key"),
+    (("[[configs]]", "[[configs]]\nconfig_id = 0\nserver_id_length = 1\nnonce_length = 4\n"
+                     "[[configs]]"),
+     "configs[1].config_id = 0: duplicate of configs[0].config_id"),
+]
+
+
+@pytest.mark.parametrize(("replace", "message"), TOML_CASES,
+                         ids=[m.split(": ")[0][:40] for _, m in TOML_CASES])
+def test_malformed_route_config_names_file_key_and_value(tmp_path, capsys, replace, message):
+    code, text = check(tmp_path, capsys, GOOD_CONF, GOOD_TOML.replace(*replace))
+    assert code == 1
+    assert "lb.toml" in text and message in text
+    assert KEY not in text and "not-hex-not-hex" not in text
+
+
+def test_duplicate_server_ids_and_conflicting_macs(tmp_path, capsys):
+    twice = GOOD_TOML + '\n  [[configs.servers]]\n  id = "010203"\n  address = "10.0.0.3"\n'
+    code, text = check(tmp_path, capsys, GOOD_CONF, twice)
+    assert code == 1 and ("configs[0].servers[1].id = '010203': duplicate of "
+                          "configs[0].servers[0].id") in text
+    other_mac = (GOOD_TOML + '\n  [[configs.servers]]\n  id = "040506"\n'
+                 '  address = "10.0.0.2"\n  mac = "02:00:00:00:00:09"\n')
+    code, text = check(tmp_path, capsys, GOOD_CONF, other_mac)
+    assert code == 1 and "backend 10.0.0.2 is given different MACs" in text
+
+
+def test_bad_flags_are_usage_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        daemon_main(["--check", "-i", "eth0", "-p", "70000"])
+    assert info.value.code == 2
+    assert "argument -p/--port: must be between 1 and 65535" in capsys.readouterr().err
+
+
+def test_command_line_wins_and_route_config_is_relative_to_the_file(tmp_path):
+    (tmp_path / "d.conf").write_text(GOOD_CONF + "queues = 2\n")
+    file_config = load_daemon_config(tmp_path / "d.conf")
+    assert file_config.ports == (443, 8443) and file_config.queues == 2
+    assert file_config.route_config == tmp_path / "lb.toml"
+    merged = merge(file_config, {"port": [4433], "queues": 4, "interface": None})
+    assert merged.ports == (4433,) and merged.queues == 4 and merged.interface == "eth0"
+    assert merged.effective_pidfile == Path("/run/pesigitgd-eth0.pid")
+    assert merged.effective_status_socket == Path("/run/pesigitgd-eth0.sock")
