@@ -9,6 +9,7 @@ import socket
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -364,6 +365,11 @@ def test_ctl_health_exit_status(lab, daemons):
     bad = subprocess.run([ctl, "-s", str(lab.workdir / "nothing.sock")], capture_output=True,
                          text=True)
     assert bad.returncode == 1 and "cannot reach pesigitgd" in bad.stderr
+    ok_sh = str(Path(__file__).resolve().parents[2] / "contrib" / "ok.sh")
+    env = {**os.environ, "PATH": f"{Path(ctl).parent}:{os.environ['PATH']}"}
+    assert subprocess.run([ok_sh, str(daemon.status_socket)], env=env).returncode == 0
+    assert subprocess.run([ok_sh, str(lab.workdir / "nothing.sock")], env=env,
+                          stderr=subprocess.DEVNULL).returncode == 1
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,68 @@
+"""What ships in contrib/ works: example configs validate, scripts do what they say."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+from pathlib import Path
+
+from pesigitg.cli import daemon_main
+
+CONTRIB = Path(__file__).resolve().parents[2] / "contrib"
+
+
+def test_example_configs_pass_check(tmp_path, capsys):
+    for name in ("pesigitgd.conf", "lb.toml"):
+        shutil.copy(CONTRIB / name, tmp_path / name)
+    assert daemon_main(["--check", "-c", str(tmp_path / "pesigitgd.conf")]) == 0
+    assert "configuration OK: interface eth1" in capsys.readouterr().out
+
+
+def test_systemd_units_use_notify_watchdog_and_reload():
+    for unit in ("pesigitgd.service", "pesigitgd@.service"):
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        parser.read(CONTRIB / "systemd" / unit)
+        service = parser["Service"]
+        assert service["Type"] == "notify" and service["WatchdogSec"]
+        assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+        assert "--check" in service["ExecStartPre"]
+    template = (CONTRIB / "systemd" / "pesigitgd@.service").read_text()
+    assert "/etc/pesigitg/%i.conf" in template
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CONTRIB / script), *args], capture_output=True, text=True,
+                          check=False)
+
+
+def test_dns_rr_prints_https_records_per_rfc9460():
+    result = run("dns-rr.sh", "quic.example.net", "8443", "--ttl", "60", "--ipv4",
+                 "198.51.100.10", "--ipv4", "198.51.100.11", "--ipv6", "2001:db8::10",
+                 "--ech", "AEX+DQBBAQAg")
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == [
+        'quic.example.net. 60 IN HTTPS 1 . alpn="h3,h2" port=8443 '
+        'ipv4hint=198.51.100.10,198.51.100.11 ipv6hint=2001:db8::10 ech="AEX+DQBBAQAg"',
+        "quic.example.net. 60 IN A 198.51.100.10",
+        "quic.example.net. 60 IN A 198.51.100.11",
+        "quic.example.net. 60 IN AAAA 2001:db8::10",
+    ]
+
+
+def test_dns_rr_refuses_bad_ports():
+    assert "port 70000 is outside 1..65535" in run("dns-rr.sh", "a.example", "70000").stderr
+    assert "port 'x' is not a number" in run("dns-rr.sh", "a.example", "x").stderr
+    assert run("dns-rr.sh", "a.example").returncode == 2
+
+
+def test_dsr_backend_dry_run_prints_what_it_would_do():
+    result = run("dsr-backend.sh", "--dry-run", "198.51.100.10", "2001:db8::10")
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["ip addr add 198.51.100.10/32 dev lo",
+                         "ip addr add 2001:db8::10/128 dev lo"]
+    assert "sysctl -q -w net.ipv4.conf.all.arp_ignore=1" in lines
+    assert "sysctl -q -w net.ipv4.conf.all.arp_announce=2" in lines
+    removal = run("dsr-backend.sh", "--remove", "--dry-run", "198.51.100.10")
+    assert removal.stdout.splitlines() == ["ip addr del 198.51.100.10/32 dev lo"]
+    assert "is not an IPv4 or IPv6 address" in run("dsr-backend.sh", "--dry-run", "vip").stderr
