@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pesigitg.demo.daemon import PESIGITGD, RunningDaemon
 from pesigitg.netns import ip
 from pesigitg.quiclb import CidConfig
 from tests import frames as f
-from tests.netns.daemon import PESIGITGD, RunningDaemon, lb_toml
+from tests.netns.lbtoml import lb_toml
 from tests.netns.peer import PeerSocket, VersionNegotiationResponder
 
 KEY_HEX = "8f95f09245765f80256934e50c66207f"

@@ -1,4 +1,4 @@
-"""The real pesigitgd as a subprocess inside a test namespace."""
+"""The real pesigitgd as a subprocess inside a namespace (demo and tests)."""
 
 from __future__ import annotations
 
@@ -14,57 +14,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+__all__ = ["PESIGITGD", "RunningDaemon"]
+
 from pesigitg.cli import query
 
 PESIGITGD = shutil.which("pesigitgd", path=str(Path(sys.executable).parent)) or "pesigitgd"
-
-LB_TOML = """
-[health]
-enabled = {health}
-interval_ms = 200
-timeout_ms = 150
-rise = 2
-fall = 2
-
-[fallback]
-table_size = 5003
-
-[[configs]]
-config_id = 1
-server_id_length = 3
-nonce_length = 4
-key = "8f95f09245765f80256934e50c66207f"
-first_octet_encodes_cid_length = true
-{servers}
-"""
-
-SERVER = """
-  [[configs.servers]]
-  id = "{sid}"
-  address = "{address}"
-{extra}"""
-
-
-def lb_toml(servers: list[dict[str, Any]], health: bool = False) -> str:
-    blocks = []
-    for s in servers:
-        extra = "".join(f'  {k} = {json.dumps(v)}\n' for k, v in s.items()
-                        if k not in ("sid", "address"))
-        blocks.append(SERVER.format(sid=s["sid"], address=s["address"], extra=extra))
-    return LB_TOML.format(health="true" if health else "false", servers="".join(blocks))
-
 
 class RunningDaemon:
     """pesigitgd in namespace ``ns`` with its files in ``workdir``."""
 
     def __init__(self, ns: str, workdir: Path, interface: str = "v0",
-                 extra_conf: str = "") -> None:
+                 extra_conf: str = "", port: int = 443) -> None:
         self.ns, self.workdir, self.interface = ns, workdir, interface
         self.status_socket = workdir / "status.sock"
         self.pidfile = workdir / "pesigitgd.pid"
         self.conf = workdir / "pesigitgd.conf"
         self.routes = workdir / "lb.toml"
-        self.conf.write_text(f"# written by the test\ninterface = {interface}\nport = 443\n"
+        self.conf.write_text(f"# written by pesigitg.demo\ninterface = {interface}\n"
+                             f"port = {port}\n"
                              f"route_config = lb.toml\nstatus_socket = {self.status_socket}\n"
                              f"pidfile = {self.pidfile}\n{extra_conf}")
         self.proc: subprocess.Popen[str] | None = None

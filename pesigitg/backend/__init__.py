@@ -1,0 +1,1 @@
+"""Backend integrations: make QUIC servers issue CIDs pesigitg can route."""

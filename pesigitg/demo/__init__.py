@@ -1,0 +1,1 @@
+"""The end-to-end demo: real QUIC through pesigitgd in throwaway namespaces."""

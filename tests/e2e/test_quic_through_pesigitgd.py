@@ -1,0 +1,54 @@
+"""HTTP/3 clients through pesigitgd to aioquic backends: the behaviours of the demo.
+
+One environment for the module (building it takes seconds); the tests run in file
+order and the last two change it (a backend drains, then one fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from pesigitg.demo.scenario import HEALTH, Demo, demo_environment
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[Demo]:
+    with demo_environment(say=lambda _: None) as environment:
+        yield environment
+
+
+def test_connections_spread_over_all_backends_and_stay_on_theirs(demo):
+    served = asyncio.run(demo.spread(connections=24, requests=3))
+    assert sum(served.values()) == 24 and len(served) == 3
+
+
+def test_a_migrating_client_keeps_its_backend(demo):
+    steps = asyncio.run(demo.migration())
+    assert [s[0] for s in steps] == ["connected", "NAT rebinding: new port", "new address",
+                                     "new connection ID"]
+    assert steps[2][1].startswith(demo.net.client.extra[0] + ":")
+    assert len({backend for *_, backend in steps}) == 1
+    stats = demo.daemon.get("/stats")["total"]
+    assert stats["cid_routed_2"] > 0 and stats["dropped_not_quic"] == 0
+
+
+def test_a_reload_under_live_connections_breaks_none(demo):
+    asyncio.run(demo.reload_under_load(connections=8))
+    assert demo.daemon.get("/health")["status"] == "ok"
+
+
+def test_a_draining_backend_keeps_its_connections_and_gets_no_new_ones(demo):
+    victim = asyncio.run(demo.drain())
+    servers = demo.daemon.get("/config")["servers"]
+    assert [s["draining"] for s in servers if s["address"] == demo.host(victim).address] \
+        == [True]
+
+
+def test_a_failed_backend_is_taken_out_by_health_checks(demo):
+    victim, took = asyncio.run(demo.failure())
+    assert took < (HEALTH["fall"] * demo.health_interval + HEALTH["timeout_ms"]) / 1000 + 0.5
+    states = {s["address"]: s["health"] for s in demo.daemon.get("/config")["servers"]}
+    assert states[demo.host(victim).address] == "down"
