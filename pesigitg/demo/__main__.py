@@ -2,6 +2,10 @@
 
 import sys
 
-from pesigitg.demo.scenario import main
+try:
+    from pesigitg.demo.scenario import main
+except ImportError as exc:     # the aioquic extra is missing
+    print(f"the demo needs aioquic ({exc}): pip install 'pesigitg[aioquic]'", file=sys.stderr)
+    sys.exit(1)
 
 sys.exit(main())

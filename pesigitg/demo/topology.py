@@ -87,6 +87,9 @@ class Topology:
             self.run(host, "ethtool", "-K", host.dev, "tx", "off", quiet=True)
             host.mac = mac_of(host.ns, host.dev)
         ip("addr", "add", f"{self.vip}/32", "dev", self.lb.dev, ns=self.lb.ns)
+        if not (CONTRIB / "dsr-backend.sh").exists():
+            raise FileNotFoundError(f"{CONTRIB / 'dsr-backend.sh'} is missing: the demo runs "
+                                    "from a source checkout (make demo)")
         for backend in self.backends:
             self.run(backend, str(CONTRIB / "dsr-backend.sh"), self.vip)
 

@@ -197,3 +197,18 @@ def test_shipped_object_is_built_from_the_current_source(tmp_path):
     subprocess.run(["make", "-s", "-C", str(ROOT / "bpf"), f"OUT={tmp_path}"], check=True)
     assert (tmp_path / "pesigitg.bpf.o").read_bytes() == shipped_object().read_bytes(), (
         "pesigitg/bpf/pesigitg.bpf.o is stale: run `make -C bpf` and commit the object")
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_loading_and_closing_leaks_no_file_descriptor():
+    from pesigitg.ebpf import XdpProgram
+
+    before = open_fds()
+    for _ in range(5):
+        with XdpProgram.load() as xdp:
+            xdp.set_ports([443])
+            assert len(open_fds() - before) >= 7    # BTF, six maps, the program
+    assert open_fds() == before

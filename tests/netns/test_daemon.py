@@ -39,6 +39,14 @@ def xdp_attached(lab, dev="v0") -> bool:
     return "prog/xdp" in ip("-d", "link", "show", "dev", dev, ns=lab.lb_ns)
 
 
+def datagram_listener(path: Path, timeout: float = 15) -> socket.socket:
+    """A Unix datagram socket standing in for syslog or systemd's notify socket."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(path))
+    listener.settimeout(timeout)
+    return listener
+
+
 def pool(daemon: RunningDaemon) -> list[str]:
     return daemon.get("/config")["fallback_pool"]
 
@@ -63,9 +71,7 @@ def test_foreground_daemon_serves_status_and_cleans_up_on_term(lab, daemons):
 def test_daemon_mode_detaches_holds_the_pidfile_and_logs_to_syslog(lab, daemons):
     daemon = make(lab, daemons)
     log_path = lab.workdir / "log.sock"
-    syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    syslog.bind(str(log_path))
-    syslog.settimeout(10)
+    syslog = datagram_listener(log_path)
     try:
         started = subprocess.run(daemon.command("--syslog-socket", str(log_path)),
                                  capture_output=True, text=True, timeout=30)
@@ -288,9 +294,7 @@ def test_a_crashed_worker_is_restarted_and_health_is_degraded_meanwhile(lab, dae
 def test_systemd_notify_protocol(lab, daemons):
     daemon = make(lab, daemons)
     notify = lab.workdir / "notify.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(notify))
-    listener.settimeout(15)
+    listener = datagram_listener(notify)
 
     def next_message(containing: str) -> dict[str, str]:
         while True:
