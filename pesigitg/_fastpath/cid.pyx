@@ -16,6 +16,7 @@ from pesigitg._fastpath.includes.aesni cimport (
     pes_aes128_key,
     pes_aesni_supported,
 )
+from pesigitg._fastpath.includes.fourpass cimport pes_four_pass_decrypt
 from pesigitg._fastpath.includes.cidtable cimport (
     PES_CID_CONFIGS,
     PES_CID_FOUR_PASS,
@@ -107,60 +108,6 @@ def pack_cid_table(configs):
 
 # -- decoding (§5.3 plaintext, §5.4 single pass, §5.5 four pass) ------------------------
 
-cdef inline void _feistel_round(const pes_aes128_key *key, uint8_t length, uint8_t pass_no,
-                                const uint8_t *src, uint8_t *dst, int half) noexcept nogil:
-    # §5.5.1: dst ^= truncate(AES(src || zeros || length || pass), half)
-    cdef uint8_t block[16]
-    cdef int i
-    memset(block, 0, 16)
-    memcpy(block, src, half)
-    block[14] = length
-    block[15] = pass_no
-    pes_aes128_encrypt(key, block, block)
-    for i in range(half):
-        dst[i] ^= block[i]
-
-
-cdef inline void _four_pass_decrypt(const pes_cid_config *conf, const uint8_t *block,
-                                    uint8_t *sid_out) noexcept nogil:
-    # §5.5.2 run backwards: passes 4, 3, 2 recover left_0, pass 1 right_0.
-    cdef int length = conf.server_id_len + conf.nonce_len
-    cdef int half = (length + 1) >> 1
-    cdef bint odd = length & 1
-    cdef uint8_t left[10]
-    cdef uint8_t right[10]
-    cdef uint8_t plain[20]
-    memcpy(left, block, half)
-    memcpy(right, block + length - half, half)
-    if odd:
-        # The middle octet is shared: high nibble belongs left, low nibble right.
-        left[half - 1] &= 0xF0
-        right[0] &= 0x0F
-    _feistel_round(&conf.key, length, 4, right, left, half)
-    if odd:
-        left[half - 1] &= 0xF0
-    _feistel_round(&conf.key, length, 3, left, right, half)
-    if odd:
-        right[0] &= 0x0F
-    _feistel_round(&conf.key, length, 2, right, left, half)
-    if odd:
-        left[half - 1] &= 0xF0
-    if conf.server_id_len <= conf.nonce_len:
-        # The server ID lies wholly in left_0: the fourth AES call is not needed.
-        memcpy(sid_out, left, conf.server_id_len)
-        return
-    _feistel_round(&conf.key, length, 1, left, right, half)
-    if odd:
-        right[0] &= 0x0F
-        memcpy(plain, left, half)
-        plain[half - 1] |= right[0]
-        memcpy(plain + half, right + 1, half - 1)
-    else:
-        memcpy(plain, left, half)
-        memcpy(plain + half, right, half)
-    memcpy(sid_out, plain, conf.server_id_len)
-
-
 cdef int cid_decode(const pes_cid_table *table, const uint8_t *cid, size_t avail,
                     uint8_t *sid_out) noexcept nogil:
     cdef int config_id
@@ -182,7 +129,8 @@ cdef int cid_decode(const pes_cid_table *table, const uint8_t *cid, size_t avail
         pes_aes128_decrypt(&conf.key, cid + 1, plain)
         memcpy(sid_out, plain, conf.server_id_len)
     else:
-        _four_pass_decrypt(conf, cid + 1, sid_out)
+        pes_four_pass_decrypt(&conf.key, cid + 1, conf.server_id_len + conf.nonce_len,
+                              conf.server_id_len, conf.nonce_len, sid_out)
     return config_id
 
 
