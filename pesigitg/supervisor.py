@@ -44,6 +44,7 @@ WORKER_STOP_TIMEOUT = 5.0
 RESTART_BACKOFF_MAX = 30.0
 RESTART_BACKOFF_RESET = 60.0   # a worker that ran this long restarts quickly again
 NEIGHBOUR_INTERVAL = 1.0
+START_RESOLVE_WAIT = 1.0       # seconds to wait for backend MACs before attaching
 RESTART_NEEDED = ("interface", "queues", "status_socket", "pidfile", "xdp_mode")
 
 
@@ -160,7 +161,7 @@ class Supervisor:
         self.xdp = XdpProgram.load()
         self.xdp.set_ports(cfg.effective_ports)
         self.xdp.set_vips(self.routes.vips)
-        await self._refresh_macs()
+        await self._resolve_at_start()
         self.health.configure(self.routes.addresses, self.routes.health, self._health_port())
         self.compiled = self._compile()
         self.counters = new_counters(queues)
@@ -363,6 +364,21 @@ class Supervisor:
             if mac is None:
                 self.neighbours.solicit(address)
         return changed
+
+    async def _resolve_at_start(self) -> None:
+        """Solicit every backend and give ARP/NDP a moment, so the fallback pool is not
+        empty when traffic starts; backends still unresolved join when they resolve."""
+        await self._refresh_macs()
+        deadline = time.monotonic() + START_RESOLVE_WAIT
+        while any(self.macs.get(a) is None and self.routes.backend_mac(a) is None
+                  for a in self.routes.addresses) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            await self._refresh_macs()
+        missing = [a for a in self.routes.addresses
+                   if self.macs.get(a) is None and self.routes.backend_mac(a) is None]
+        if missing:
+            log.warning("no MAC yet for %s: not routable until ARP/NDP resolves them",
+                        ", ".join(missing))
 
     async def _neighbour_loop(self) -> None:
         while True:
