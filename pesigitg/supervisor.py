@@ -165,6 +165,8 @@ class Supervisor:
         self.health.configure(self.routes.addresses, self.routes.health, self._health_port())
         self.compiled = self._compile()
         self.counters = new_counters(queues)
+        # Before anything touches the interface: a socket in use is a reason to stop.
+        await self.status.start()
         cpus = numa_cpus(cfg.interface)
         self.workers = [WorkerHandle(WorkerSpec(i, cfg.interface, i, cpus[i % len(cpus)],
                                                 self.xdp.map("xsks").fd))
@@ -179,7 +181,6 @@ class Supervisor:
                                f"{WORKER_START_TIMEOUT:.0f} s") from None
         # Attach only now: every queue has its socket, nothing is dropped at start.
         self.xdp_mode = await asyncio.to_thread(self.xdp.attach, cfg.interface, cfg.xdp_mode)
-        await self.status.start()
         self._tasks.append(loop.create_task(self._neighbour_loop(), name="neighbours"))
         if self.notifier.watchdog_interval:
             self._tasks.append(loop.create_task(self._watchdog_loop(), name="watchdog"))
@@ -400,6 +401,7 @@ class Supervisor:
 
     def reload(self) -> None:
         """SIGHUP: re-read both files; apply if valid, keep running the old one if not."""
+        self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(asyncio.get_running_loop().create_task(self._reload(),
                                                                   name="reload"))
 

@@ -58,11 +58,11 @@ cdef class Engine:
     """
 
     cdef readonly XskSocket xsk
-    cdef RouteTable _current
-    cdef RouteTable _pending
-    cdef list _retired
+    # Tables the loop may reach (at cur or pend), kept alive by address.
+    cdef dict _tables
     cdef const pes_route_table *cur
-    cdef void *pend
+    cdef const pes_route_table *pend
+    cdef int swap_lock
     cdef object _counters_buf
     cdef uint64_t *_cnt
     cdef int stopping
@@ -85,9 +85,7 @@ cdef class Engine:
         self.batch = batch
         self.poll_timeout_ms = poll_timeout_ms
         self.busy_poll = busy_poll
-        self._current = table
-        self._pending = None
-        self._retired = []
+        self._tables = {<size_t>table.table: table}
         self.cur = table.table
         self.pend = NULL
         if counters is None:
@@ -112,9 +110,12 @@ cdef class Engine:
     @property
     def table(self):
         """The table the loop is using now."""
-        self._collect()
-        return self._pending if self._pending is not None and self.cur == self._pending.table \
-            else self._current
+        pes_spin_lock(&self.swap_lock)
+        try:
+            self._prune()
+            return self._tables[<size_t>self.cur]
+        finally:
+            pes_spin_unlock(&self.swap_lock)
 
     def counters(self):
         cdef dict out = {}
@@ -124,25 +125,20 @@ cdef class Engine:
 
     def swap_table(self, RouteTable table not None):
         """Hand a new table to the loop; it switches at its next batch boundary."""
-        self._collect()
-        if self._pending is not None:
-            # Not yet picked up: the loop may be about to take it, keep it alive.
-            self._retired.append(self._pending)
-        self._pending = table
-        pes_atomic_store_ptr(&self.pend, <void *>table.table)
+        pes_spin_lock(&self.swap_lock)
+        try:
+            self._tables[<size_t>table.table] = table
+            self.pend = table.table
+            self._prune()
+        finally:
+            pes_spin_unlock(&self.swap_lock)
         self._wake()
 
-    cdef _collect(self):
-        # Release tables the loop can no longer reach: not current, not pending.
-        cdef const pes_route_table *cur = <const pes_route_table *>pes_atomic_load_ptr(
-            <void **>&self.cur)
-        cdef void *pend = pes_atomic_load_ptr(&self.pend)
-        if self._pending is not None and pend == NULL and cur == self._pending.table:
-            self._retired.append(self._current)
-            self._current = self._pending
-            self._pending = None
-        self._retired = [t for t in self._retired
-                         if (<RouteTable>t).table == cur or <void *>(<RouteTable>t).table == pend]
+    cdef _prune(self):
+        # Under swap_lock: the loop reaches tables only through cur and pend, and
+        # moves pend to cur under the same lock, so every other table can go.
+        reachable = (<size_t>self.cur, <size_t>self.pend)
+        self._tables = {k: v for k, v in self._tables.items() if k in reachable}
 
     def stop(self):
         """Ask the loop to return; safe from any thread."""
@@ -164,7 +160,6 @@ cdef class Engine:
                 self._loop()
         finally:
             pes_atomic_store_int(&self.running, 0)
-            self._collect()
 
     cdef void _loop(self) noexcept nogil:
         cdef uint64_t local[64]
@@ -173,7 +168,6 @@ cdef class Engine:
         cdef xdp_desc *tx_desc
         cdef uint8_t *frame
         cdef pes_decision d
-        cdef void *next_table
         cdef pollfd fds[2]
         cdef uint64_t drained
         fds[0].fd = self.xsk.fd
@@ -183,10 +177,13 @@ cdef class Engine:
         memset(local, 0, sizeof(local))
         while not pes_atomic_load_int(&self.stopping):
             # Batch boundary: adopt a new table if one was handed over.
-            next_table = pes_atomic_exchange_ptr(&self.pend, NULL)
-            if next_table != NULL:
-                pes_atomic_store_ptr(<void **>&self.cur, next_table)
-                local[PES_CNT_TABLE_SWAPS] += 1
+            if pes_atomic_load_ptr(<void **>&self.pend) != NULL:
+                pes_spin_lock(&self.swap_lock)
+                if self.pend != NULL:
+                    self.cur = self.pend
+                    self.pend = NULL
+                    local[PES_CNT_TABLE_SWAPS] += 1
+                pes_spin_unlock(&self.swap_lock)
 
             # Completions: transmitted frames go back to the fill ring.
             n_comp = pes_ring_peek(&self.xsk.comp, MAX_BATCH, &comp_idx)

@@ -385,3 +385,19 @@ def _no_leftover_processes(lab):
     for pid in leftovers:
         os.kill(int(pid), signal.SIGKILL)
     assert not leftovers, f"processes left in the namespace: {leftovers}"
+
+
+def test_a_status_socket_in_use_stops_the_start_and_is_left_alone(lab, daemons):
+    daemon = make(lab, daemons)
+    squatter = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    squatter.bind(str(daemon.status_socket))
+    squatter.listen()
+    try:
+        result = subprocess.run(daemon.command("-f"), capture_output=True, text=True,
+                                timeout=30)
+        assert result.returncode == 1
+        assert f"status socket {daemon.status_socket} is in use by another process" \
+            in result.stderr
+        assert daemon.status_socket.exists() and not xdp_attached(lab)
+    finally:
+        squatter.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 
@@ -155,3 +156,13 @@ def test_every_umem_frame_is_accounted_for_after_stop(lb):
     lb.engine_thread.join(timeout=5)
     # Frames are either on the free stack or in the fill ring waiting for the kernel.
     assert lb.xsk.frames_free + lb.xsk.fill_pending == lb.xsk.frame_count
+
+
+def test_the_engine_reports_the_table_it_switched_to(lb):
+    new = build_routes(lb.lb_mac, extra=True).table
+    lb.engine.swap_table(new)
+    deadline = time.monotonic() + 5
+    while lb.engine.table is not new:
+        assert time.monotonic() < deadline, "the loop never adopted the new table"
+        time.sleep(0.01)
+    assert lb.engine.counters()["table_swaps"] >= 2

@@ -1,4 +1,5 @@
-/* AF_XDP ring access (Documentation/networking/af_xdp.rst).
+/* AF_XDP ring access (Documentation/networking/af_xdp.rst), and the few atomics the
+ * loop shares with its control thread.
  *
  * Each ring is a single-producer single-consumer queue shared with the kernel. The
  * producer publishes entries with a release store of the producer index; the
@@ -94,16 +95,6 @@ static inline uint32_t pes_ring_pending(const pes_ring *r)
     return *r->producer - __atomic_load_n(r->consumer, __ATOMIC_ACQUIRE);
 }
 
-static inline void pes_atomic_store_ptr(void **where, void *value)
-{
-    __atomic_store_n(where, value, __ATOMIC_RELEASE);
-}
-
-static inline void *pes_atomic_exchange_ptr(void **where, void *value)
-{
-    return __atomic_exchange_n(where, value, __ATOMIC_ACQ_REL);
-}
-
 static inline void *pes_atomic_load_ptr(void **where)
 {
     return __atomic_load_n(where, __ATOMIC_ACQUIRE);
@@ -117,6 +108,20 @@ static inline void pes_atomic_store_int(int *where, int value)
 static inline int pes_atomic_load_int(int *where)
 {
     return __atomic_load_n(where, __ATOMIC_ACQUIRE);
+}
+
+/* The table handoff between the control thread and the loop (held for a few
+ * instructions, taken by the loop only when a table is pending). */
+static inline void pes_spin_lock(int *lock)
+{
+    while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE))
+        while (__atomic_load_n(lock, __ATOMIC_RELAXED))
+            __builtin_ia32_pause();
+}
+
+static inline void pes_spin_unlock(int *lock)
+{
+    __atomic_store_n(lock, 0, __ATOMIC_RELEASE);
 }
 
 static inline void pes_atomic_add_u64(uint64_t *where, uint64_t n)
