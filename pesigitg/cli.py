@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import socket
 import sys
@@ -108,10 +109,7 @@ def daemon_main(argv: list[str] | None = None) -> int:
     pidfile = PidFile(config.effective_pidfile)
     try:
         pidfile.acquire()
-    except PidFileBusy as exc:
-        print(f"pesigitgd: {exc}", file=sys.stderr)
-        return EXIT_FAIL
-    except OSError as exc:
+    except (PidFileBusy, OSError) as exc:
         print(f"pesigitgd: {exc}", file=sys.stderr)
         return EXIT_FAIL
     if not foreground and not config.syslog_socket.exists():
@@ -125,8 +123,6 @@ def daemon_main(argv: list[str] | None = None) -> int:
     setup_logging(foreground=foreground, interface=config.interface,
                   syslog_socket=config.syslog_socket)
     if pidfile.stale_pid:
-        import logging
-
         logging.getLogger("pesigitg").info("took over the stale pidfile %s of pid %d",
                                            pidfile.path, pidfile.stale_pid)
 
