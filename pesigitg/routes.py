@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pesigitg._fastpath.table import (
     BACKEND_NONE,
     FLAG_MAC_SWAP_ONLY,
+    STATE_DRAINING,
+    STATE_MAC_KNOWN,
+    STATE_UP,
     RouteTable,
     maglev_fill,
     pack_route_table,
@@ -29,9 +32,6 @@ __all__ = ["BACKEND_NONE", "DEFAULT_MAGLEV_SIZE", "Backend", "CompiledRoutes", "
            "compile_routes", "is_prime", "maglev_params", "maglev_table"]
 
 DEFAULT_MAGLEV_SIZE = 65537
-
-# enum pes_backend_state (includes/routetable.h)
-STATE_UP, STATE_DRAINING, STATE_MAC_KNOWN = 1, 2, 4
 
 
 def is_prime(n: int) -> bool:

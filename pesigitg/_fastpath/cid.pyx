@@ -139,16 +139,11 @@ cdef class CidDecoder:
 
     cdef bytes _table
     cdef const pes_cid_table *_t
-    cdef readonly tuple server_id_lens
 
     def __cinit__(self, configs):
         configs = list(configs)
         self._table = pack_cid_table(configs)
         self._t = <const pes_cid_table *><const char *>self._table
-        lens = [0] * PES_CID_CONFIGS
-        for config in configs:
-            lens[config.config_id] = config.server_id_len
-        self.server_id_lens = tuple(lens)
 
     def decode(self, cid):
         """``(config_id, server_id)`` for a routable CID, else ``None``."""

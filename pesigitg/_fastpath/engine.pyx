@@ -64,6 +64,7 @@ cdef class Engine:
     cdef const pes_route_table *pend
     cdef int swap_lock
     cdef object _counters_buf
+    cdef int _worker
     cdef uint64_t *_cnt
     cdef int stopping
     cdef int running
@@ -97,6 +98,7 @@ cdef class Engine:
         if (<size_t>&view[0]) % 64:
             raise ValueError("counter buffer is not cache-line aligned")
         self._counters_buf = counters
+        self._worker = worker
         self._cnt = <uint64_t *>(&view[worker * COUNTERS_SIZE])
         memset(self._cnt, 0, COUNTERS_SIZE)
         self.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
@@ -118,10 +120,7 @@ cdef class Engine:
             pes_spin_unlock(&self.swap_lock)
 
     def counters(self):
-        cdef dict out = {}
-        for i, name in enumerate(COUNTER_NAMES):
-            out[name] = self._cnt[i]
-        return out
+        return read_counters(self._counters_buf, self._worker)
 
     def swap_table(self, RouteTable table not None):
         """Hand a new table to the loop; it switches at its next batch boundary."""

@@ -8,6 +8,9 @@ SID_ENTRY_SIZE: int
 BACKEND_NONE: int
 MAX_BACKENDS: int
 FLAG_MAC_SWAP_ONLY: int
+STATE_UP: int
+STATE_DRAINING: int
+STATE_MAC_KNOWN: int
 
 def maglev_fill(offsets: Sequence[int], skips: Sequence[int], size: int) -> bytes: ...
 def pack_route_table(if_mac: bytes, configs: Sequence[CidConfig],

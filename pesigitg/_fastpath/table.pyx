@@ -20,7 +20,10 @@ from pesigitg._fastpath.includes.cidtable cimport (
     pes_cid_table,
 )
 from pesigitg._fastpath.includes.routetable cimport (
+    PES_BACKEND_DRAINING,
+    PES_BACKEND_MAC_KNOWN,
     PES_BACKEND_NONE,
+    PES_BACKEND_UP,
     PES_MAX_BACKENDS,
     PES_ROUTE_MAGIC,
     PES_ROUTE_VERSION,
@@ -38,6 +41,9 @@ SID_ENTRY_SIZE = sizeof(pes_sid_entry)
 BACKEND_NONE = PES_BACKEND_NONE
 MAX_BACKENDS = PES_MAX_BACKENDS
 FLAG_MAC_SWAP_ONLY = PES_TABLE_MAC_SWAP_ONLY
+STATE_UP = PES_BACKEND_UP
+STATE_DRAINING = PES_BACKEND_DRAINING
+STATE_MAC_KNOWN = PES_BACKEND_MAC_KNOWN
 
 
 cdef inline uint32_t _align8(uint32_t n) noexcept nogil:
