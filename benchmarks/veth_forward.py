@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import multiprocessing as mp
 import os
 import shutil
@@ -29,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import psutil
@@ -36,15 +36,14 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pesigitg._fastpath.engine import Engine, new_counters, read_counters  # noqa: E402
-from pesigitg._fastpath.table import RouteTable  # noqa: E402
-from pesigitg._fastpath.xsk import XskSocket  # noqa: E402
+from pesigitg._fastpath.engine import new_counters, read_counters  # noqa: E402
 from pesigitg.ebpf import LoadedObject, XdpProgram, load_object  # noqa: E402
 from pesigitg.ebpf.attach import XDP_FLAGS_DRV_MODE, ifindex, set_xdp  # noqa: E402
 from pesigitg.ebpf.program import BPF_F_TEST_XDP_LIVE_FRAMES  # noqa: E402
 from pesigitg.netns import inside, ip, mac_of, namespace, veth_pair  # noqa: E402
 from pesigitg.quiclb import CidConfig  # noqa: E402
 from pesigitg.routes import Backend, Server, compile_routes  # noqa: E402
+from pesigitg.worker import WorkerSpec, worker_main  # noqa: E402
 from tests import frames as f  # noqa: E402
 
 GEN_IP, LB_IP = "10.9.0.2", "10.9.0.1"
@@ -83,57 +82,41 @@ class Result:
     note: str = ""
 
 
-# -- the engine worker: its own process, pinned ----------------------------------------
+# -- the engine worker: pesigitgd's own worker process, pinned -------------------------
 
-def _worker(lb_ns: str, cpu: int, blob: bytes, xsk_map_fd: int, counters, conn) -> None:
-    psutil.Process().cpu_affinity([cpu])
-    with inside(lb_ns):
-        xsk = XskSocket("l0", 0)
-    set_xsk = ctypes.c_uint32(xsk.fd)
-    # register in the XSKMAP inherited from the parent (fd numbers survive fork)
-    from pesigitg.ebpf.maps import Map, MapType
+@dataclass
+class Worker:
+    process: mp.process.BaseProcess
+    conn: Connection
+    counters: object
+    rss_at_start: int
 
-    xsks = Map(xsk_map_fd, "xsks", MapType.XSKMAP, 4, 4, 256)
-    xsks.update(struct.pack("<I", 0), bytes(set_xsk))
-    engine = Engine(xsk, RouteTable(blob), counters, busy_poll=True)
-    import threading
-
-    thread = threading.Thread(target=engine.run)
-    thread.start()
-    conn.send(("ready", psutil.Process().memory_info().rss))
-    while True:
-        msg = conn.recv()
-        if msg == "rss":
-            conn.send(psutil.Process().memory_info().rss)
-        elif msg == "stop":
-            break
-    engine.stop()
-    thread.join()
-    xsks.delete(struct.pack("<I", 0))
-    xsk.close()
-    conn.send(xsk.mode)
+    def rss(self) -> int:
+        return psutil.Process(self.process.pid).memory_info().rss
 
 
 @contextlib.contextmanager
-def engine_worker(lb_ns: str, cpu: int, blob: bytes, xdp: XdpProgram) -> Iterator[object]:
+def engine_worker(lb_ns: str, cpu: int, blob: bytes, xdp: XdpProgram) -> Iterator[Worker]:
     counters = new_counters(1)
     parent, child = mp.Pipe()
-    proc = mp.get_context("fork").Process(
-        target=_worker, args=(lb_ns, cpu, blob, xdp.map("xsks").fd, counters, child))
-    proc.start()
+    spec = WorkerSpec(0, "l0", 0, cpu, xdp.map("xsks"), busy_poll=True)
+    proc = mp.get_context("fork").Process(target=worker_main,
+                                          args=(spec, blob, counters, child))
+    with inside(lb_ns):     # the child opens its socket in the namespace it forks in
+        proc.start()
     try:
         while not parent.poll(0.5):
             if not proc.is_alive():
                 raise RuntimeError(f"the engine worker died (exit code {proc.exitcode})")
-        tag, rss = parent.recv()
-        assert tag == "ready"
-        parent.rss_at_start = rss  # type: ignore[attr-defined]
-        parent.counters = counters  # type: ignore[attr-defined]
-        yield parent
+        message = parent.recv()
+        if message[0] != "ready":
+            raise RuntimeError(f"the engine worker failed: {message[1]}")
+        worker = Worker(proc, parent, counters, 0)
+        worker.rss_at_start = worker.rss()
+        yield worker
     finally:
-        with contextlib.suppress(Exception):
-            parent.send("stop")
-            parent.recv()
+        with contextlib.suppress(OSError):
+            parent.send(("stop",))
         proc.join(timeout=10)
         if proc.is_alive():
             proc.kill()
@@ -205,8 +188,7 @@ def engine_case(name: str, traffic: Traffic, xdp: XdpProgram, lb_ns: str, lb_mac
         # the resident-memory reading covers that many packets through the loop.
         while read_counters(worker.counters)["forwarded"] < soak:
             traffic.run(frame_template, 2_000_000)
-        worker.send("rss")
-        rss_after = worker.recv()
+        rss_after = worker.rss()
         counters = read_counters(worker.counters)
         rss_before = worker.rss_at_start
     note = f"worker forwarded {counters['forwarded']:,}, tx_full {counters['tx_full']:,}"

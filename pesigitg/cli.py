@@ -16,7 +16,6 @@ from pesigitg.config import DaemonConfig, load_daemon_config, merge, parse_value
 from pesigitg.daemonize import PidFile, PidFileBusy, daemonize
 from pesigitg.errors import ConfigError
 from pesigitg.lbconfig import RouteConfig, load_route_config
-from pesigitg.routes import Backend
 from pesigitg.sdnotify import Notifier
 
 __all__ = ["ctl_main", "daemon_main"]
@@ -75,19 +74,10 @@ def load_configuration(args: argparse.Namespace) -> tuple[DaemonConfig, RouteCon
     return config, routes, cli
 
 
-def check_runnable(routes: RouteConfig) -> None:
-    """What --check can verify beyond syntax: the table compiles, AES-NI where needed."""
-    from pesigitg._fastpath.cid import aesni_supported
-    from pesigitg.supervisor import compile_route_config
-
-    if any(c.key is not None for c in routes.configs) and not aesni_supported():
-        raise ConfigError("this CPU has no AES-NI instructions, which pesigitg needs to "
-                          "decode encrypted QUIC-LB connection IDs", file=str(routes.path))
-    compile_route_config(routes, bytes(6), lambda a: Backend(a, None))
-
-
 def daemon_main(argv: list[str] | None = None) -> int:
     args = daemon_parser().parse_args(argv)
+    from pesigitg.supervisor import check_runnable
+
     try:
         config, routes, cli = load_configuration(args)
         check_runnable(routes)

@@ -61,10 +61,9 @@ class Report:
         out = []
         for spec in s.routes.servers:
             state = s.health.states.get(spec.address)
-            mac = s.routes.backend_mac(spec.address)
-            source = "static" if mac else ("neighbour" if s.macs.get(spec.address)
-                                           else "unresolved")
-            mac = mac or s.macs.get(spec.address)
+            mac = s.mac(spec.address)
+            source = ("static" if s.routes.backend_mac(spec.address)
+                      else "neighbour" if mac else "unresolved")
             out.append({
                 "config_id": spec.config_id, "server_id": spec.server_id.hex(),
                 "address": spec.address, "mac": mac.hex(":") if mac else None,
@@ -149,8 +148,7 @@ class Report:
             "pesigitg_backend_draining": ("1 if the backend is draining",
                                           lambda a: s.routes.backend_draining(a)),
             "pesigitg_backend_mac_known": ("1 if the backend's MAC is known",
-                                           lambda a: bool(s.routes.backend_mac(a)
-                                                          or s.macs.get(a))),
+                                           lambda a: s.mac(a) is not None),
             "pesigitg_backend_in_fallback_pool": ("1 if Maglev may choose the backend",
                                                   lambda a: a in pool),
         }

@@ -22,6 +22,7 @@ from typing import Any
 from pyroute2 import Ethtool
 
 from pesigitg import __version__
+from pesigitg._fastpath.cid import aesni_supported
 from pesigitg._fastpath.engine import new_counters, read_counters
 from pesigitg.config import DaemonConfig, load_daemon_config, merge
 from pesigitg.ebpf import XdpProgram
@@ -35,7 +36,8 @@ from pesigitg.sdnotify import Notifier
 from pesigitg.status import StatusServer
 from pesigitg.worker import WorkerSpec, numa_cpus, worker_main
 
-__all__ = ["StartupError", "Supervisor", "compile_route_config", "rx_queue_count"]
+__all__ = ["StartupError", "Supervisor", "check_runnable", "compile_route_config",
+           "rx_queue_count"]
 
 log = logging.getLogger("pesigitg")
 
@@ -62,6 +64,15 @@ def rx_queue_count(interface: str) -> tuple[int, str]:
         return 1, "combined"
     kind = "combined" if channels.combined_count or not channels.rx_count else "rx"
     return max(channels.combined_count + channels.rx_count, 1), kind
+
+
+def check_runnable(routes: RouteConfig) -> None:
+    """What can be verified beyond syntax without the network (``--check``, SIGHUP):
+    the route table compiles, and the CPU has AES-NI when a config has a key."""
+    if any(c.key is not None for c in routes.configs) and not aesni_supported():
+        raise ConfigError("this CPU has no AES-NI instructions, which pesigitg needs to "
+                          "decode encrypted QUIC-LB connection IDs", file=str(routes.path))
+    compile_route_config(routes, bytes(6), lambda a: Backend(a, None))
 
 
 def compile_route_config(routes: RouteConfig, if_mac: bytes,
@@ -169,7 +180,7 @@ class Supervisor:
         await self.status.start()
         cpus = numa_cpus(cfg.interface)
         self.workers = [WorkerHandle(WorkerSpec(i, cfg.interface, i, cpus[i % len(cpus)],
-                                                self.xdp.map("xsks").fd))
+                                                self.xdp.map("xsks")))
                         for i in range(queues)]
         for handle in self.workers:
             self._spawn(handle)
@@ -326,9 +337,12 @@ class Supervisor:
     def _health_port(self) -> int:
         return self.routes.health.port or self.config.effective_ports[0]
 
+    def mac(self, address: str) -> bytes | None:
+        """A backend's MAC: the static one from lb.toml, else the neighbour table's."""
+        return self.routes.backend_mac(address) or self.macs.get(address)
+
     def backend(self, address: str) -> Backend:
-        mac = self.routes.backend_mac(address) or self.macs.get(address)
-        return Backend(address, mac, self.health.is_up(address),
+        return Backend(address, self.mac(address), self.health.is_up(address),
                        self.routes.backend_draining(address))
 
     def _compile(self) -> CompiledRoutes:
@@ -371,15 +385,16 @@ class Supervisor:
         empty when traffic starts; backends still unresolved join when they resolve."""
         await self._refresh_macs()
         deadline = time.monotonic() + START_RESOLVE_WAIT
-        while any(self.macs.get(a) is None and self.routes.backend_mac(a) is None
-                  for a in self.routes.addresses) and time.monotonic() < deadline:
+        while self._unresolved() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
             await self._refresh_macs()
-        missing = [a for a in self.routes.addresses
-                   if self.macs.get(a) is None and self.routes.backend_mac(a) is None]
+        missing = self._unresolved()
         if missing:
             log.warning("no MAC yet for %s: not routable until ARP/NDP resolves them",
                         ", ".join(missing))
+
+    def _unresolved(self) -> list[str]:
+        return [a for a in self.routes.addresses if self.mac(a) is None]
 
     async def _neighbour_loop(self) -> None:
         while True:
@@ -427,7 +442,7 @@ class Supervisor:
             new = merge(file_cfg, self.cli)
             assert new.route_config is not None
             routes = load_route_config(new.route_config)
-            compile_route_config(routes, self.if_mac, lambda a: Backend(a, None))
+            check_runnable(routes)
         except (ConfigError, ValueError, RuntimeError) as exc:
             log.error("reload failed, still running the previous configuration: %s", exc)
             self.notifier.ready(self.report.status_line())

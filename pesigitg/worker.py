@@ -1,6 +1,7 @@
 """A worker process: one NIC queue, one AF_XDP socket, one engine.
 
-Forked by the supervisor (so it inherits the XSKMAP and the shared counters), it
+Forked (so it inherits the XSKMAP and the shared counters) by the supervisor, or by
+the forwarding benchmark, it
 pins itself, opens and registers its socket, runs the engine loop in a thread and
 serves the supervisor's pipe: ``("table", blob)`` swaps the route table,
 ``("stop",)`` or end-of-file stops it. The loop itself never touches Python.
@@ -11,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import struct
 import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -22,7 +22,8 @@ import psutil
 from pesigitg._fastpath.engine import Engine
 from pesigitg._fastpath.table import RouteTable
 from pesigitg._fastpath.xsk import XskSocket
-from pesigitg.ebpf.maps import Map, MapType
+from pesigitg.ebpf.maps import Map
+from pesigitg.ebpf.xdp import register_xsk
 
 __all__ = ["WorkerSpec", "numa_cpus", "worker_main"]
 
@@ -35,8 +36,9 @@ class WorkerSpec:
     interface: str
     queue: int
     cpu: int | None
-    xsk_map_fd: int
+    xsks: Map           # the steering program's XSKMAP, inherited across fork
     batch: int = 64
+    busy_poll: bool = False     # spin instead of sleeping when idle (benchmarks)
 
 
 def numa_cpus(interface: str) -> list[int]:
@@ -67,9 +69,9 @@ def worker_main(spec: WorkerSpec, blob: bytes, counters: object, conn: Connectio
         if spec.cpu is not None:
             psutil.Process().cpu_affinity([spec.cpu])
         xsk = XskSocket(spec.interface, spec.queue)
-        xsks = Map(spec.xsk_map_fd, "xsks", MapType.XSKMAP, 4, 4, 256)
-        xsks.update(struct.pack("<I", spec.queue), struct.pack("<I", xsk.fd))
-        engine = Engine(xsk, RouteTable(blob), counters, worker=spec.index, batch=spec.batch)
+        register_xsk(spec.xsks, spec.queue, xsk.fd)
+        engine = Engine(xsk, RouteTable(blob), counters, worker=spec.index, batch=spec.batch,
+                        busy_poll=spec.busy_poll)
     except Exception as exc:
         conn.send(("failed", f"{name}: {exc}"))
         os._exit(3)

@@ -23,7 +23,7 @@ from pesigitg.ebpf.program import Program
 from pesigitg.ebpf.syscall import prog_name_by_id
 from pesigitg.errors import os_error
 
-__all__ = ["Verdict", "XdpAttachError", "XdpProgram", "shipped_object"]
+__all__ = ["Verdict", "XdpAttachError", "XdpProgram", "register_xsk", "shipped_object"]
 
 log = logging.getLogger("pesigitg.ebpf")
 
@@ -45,6 +45,13 @@ class Verdict(IntEnum):
 
 class XdpAttachError(OSError):
     """Attaching would replace a program that is not ours, or the mode is refused."""
+
+
+def register_xsk(xsks: Map, queue: int, fd: int) -> None:
+    """Put the AF_XDP socket ``fd`` into the XSKMAP slot of RX queue ``queue``."""
+    if not 0 <= queue < xsks.max_entries:
+        raise ValueError(f"queue {queue} is outside 0..{xsks.max_entries - 1}")
+    xsks.update(struct.pack("<I", queue), struct.pack("<I", fd))
 
 
 def shipped_object() -> Path:
@@ -166,10 +173,7 @@ class XdpProgram:
 
     def register_socket(self, queue: int, fd: int) -> None:
         """Put the AF_XDP socket ``fd`` into the XSKMAP slot of RX queue ``queue``."""
-        xsks = self.map("xsks")
-        if not 0 <= queue < xsks.max_entries:
-            raise ValueError(f"queue {queue} is outside 0..{xsks.max_entries - 1}")
-        xsks.update(struct.pack("<I", queue), struct.pack("<I", fd))
+        register_xsk(self.map("xsks"), queue, fd)
 
     def unregister_socket(self, queue: int) -> None:
         self.map("xsks").delete(struct.pack("<I", queue))
