@@ -1,0 +1,104 @@
+"""Per-packet cost of the routing decision: ns per frame for parse + CID decode + decide +
+rewrite, in process, over a batch of realistic frames, per mode.
+
+The frames sit one per 2048 octets like UMEM chunks; the batch entry point runs the
+same calls as the forwarding loop, without the GIL, on one pinned CPU.
+
+    python benchmarks/decide_cost.py [--cpu N] [--seconds S] [--batch N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from array import array
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pesigitg._fastpath.engine import decide_batch  # noqa: E402
+from pesigitg.quiclb import CidConfig  # noqa: E402
+from pesigitg.routes import Backend, Server, compile_routes  # noqa: E402
+from tests import frames as f  # noqa: E402
+
+KEY = bytes.fromhex("8f95f09245765f80256934e50c66207f")
+STRIDE = 2048
+BACKENDS = 16
+
+# (label, config or None, frame kind): kinds are "short" (1-RTT, CID-routed), "long"
+# (Initial with a client-chosen DCID: Maglev on the DCID) and "unroutable" (short
+# header whose config id is not configured: Maglev on the 4-tuple).
+CASES = [
+    ("plaintext 3+4, short header", CidConfig(0, 3, 4), "short"),
+    ("single-pass 8+8, short header", CidConfig(0, 8, 8, KEY), "short"),
+    ("four-pass 3+4 (3 rounds), short header", CidConfig(0, 3, 4, KEY), "short"),
+    ("four-pass 10+5 (4 rounds), short header", CidConfig(0, 10, 5, KEY), "short"),
+    ("four-pass 3+4, IPv6 short header", CidConfig(0, 3, 4, KEY), "short6"),
+    ("Initial, client DCID (Maglev)", CidConfig(0, 3, 4, KEY), "long"),
+    ("unroutable short header (Maglev)", CidConfig(0, 3, 4, KEY), "unroutable"),
+]
+
+
+def frames_for(config: CidConfig, kind: str, count: int) -> tuple[bytearray, array]:
+    buf = bytearray(STRIDE * count)
+    lengths = array("I")
+    for i in range(count):
+        sid = bytes([1 + i % BACKENDS]) * config.server_id_len
+        cid = config.encode(sid, os.urandom(config.nonce_len))
+        sport = 1024 + i
+        if kind == "short":
+            frame = f.udp4_frame(f.quic_short(cid, os.urandom(1100)), sport=sport)
+        elif kind == "short6":
+            frame = f.udp6_frame(f.quic_short(cid, os.urandom(1100)), sport=sport)
+        elif kind == "long":
+            frame = f.udp4_frame(f.quic_long(os.urandom(8), payload=os.urandom(1150)),
+                                 sport=sport)
+        else:
+            frame = f.udp4_frame(f.quic_short(bytes([0xE0]) + os.urandom(7),
+                                              os.urandom(1100)), sport=sport)
+        buf[i * STRIDE:i * STRIDE + len(frame)] = frame
+        lengths.append(len(frame))
+    return buf, lengths
+
+
+def measure(label: str, config: CidConfig, kind: str, batch: int, seconds: float) -> float:
+    backends = [Backend(f"10.1.0.{n}", bytes([2, 0, 0, 0, 0, n])) for n in range(1, BACKENDS + 1)]
+    servers = [Server(0, bytes([n]) * config.server_id_len, f"10.1.0.{n}")
+               for n in range(1, BACKENDS + 1)]
+    routes = compile_routes(bytes(6), [config], backends, servers)
+    buf, lengths = frames_for(config, kind, batch)
+    view = memoryview(buf)
+    decide_batch(routes.table, view, lengths, STRIDE, 20)   # warm up
+    repeat = 50
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter_ns()
+        forwarded = decide_batch(routes.table, view, lengths, STRIDE, repeat)
+        elapsed = time.perf_counter_ns() - start
+        if forwarded != batch * repeat:
+            raise SystemExit(f"{label}: {forwarded} of {batch * repeat} frames forwarded")
+        best = min(best, elapsed / (batch * repeat))
+    return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cpu", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=1.0, help="per case")
+    parser.add_argument("--batch", type=int, default=1024, help="frames per batch")
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {args.cpu})
+    print(f"per-packet cost, {args.batch} frames of ~1150 octets, CPU {args.cpu}, "
+          f"best of {args.seconds:.1f} s per case")
+    print(f"{'case':44} {'ns/packet':>10}")
+    for label, config, kind in CASES:
+        print(f"{label:44} {measure(label, config, kind, args.batch, args.seconds):10.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
