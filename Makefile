@@ -10,8 +10,8 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # one, iproute2/ethtool drive the veth tests, bpftool shows maps where installed.
 TEST_DEBS  := clang-14 llvm-14 iproute2 ethtool bpftool
 BENCH_DEBS := $(TEST_DEBS) nginx-light libnginx-mod-stream
-FASTPATH   := $(wildcard pesigitg/_fastpath/*.pyx pesigitg/_fastpath/*.pxd \
-                         pesigitg/_fastpath/includes/*)
+FASTPATH   := $(wildcard pesigitg/_fastpath/*.pyx pesigitg/_fastpath/*.pxi \
+                         pesigitg/_fastpath/*.pxd pesigitg/_fastpath/includes/* bpf/include/*.h)
 
 .PHONY: all test demo bench bpf build debs-test debs-bench clean
 
@@ -49,6 +49,7 @@ test: debs-test build
 
 bench: debs-bench build
 	$(PY) benchmarks/cid_decode.py
+	$(PY) benchmarks/decide_cost.py
 	$(PY) benchmarks/veth_forward.py
 
 # Real HTTP/3 through pesigitgd in throwaway namespaces (needs root); exits non-zero

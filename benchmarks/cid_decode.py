@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from pesigitg._fastpath.cid import SERVER_ID_MAX, CidDecoder
-from pesigitg.quiclb import CidConfig
+from pesigitg._fastpath import SERVER_ID_MAX, CidDecoder
+from pesigitg.routing.quiclb import CidConfig
 
 KEY = bytes.fromhex("8f95f09245765f80256934e50c66207f")
 

@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pesigitg._fastpath.engine import decide_batch  # noqa: E402
-from pesigitg.quiclb import CidConfig  # noqa: E402
-from pesigitg.routes import Backend, Server, compile_routes  # noqa: E402
+from pesigitg._fastpath import decide_batch  # noqa: E402
+from pesigitg.routing.quiclb import CidConfig  # noqa: E402
+from pesigitg.routing.routes import Backend, Server, compile_routes  # noqa: E402
 from tests import frames as f  # noqa: E402
 
 KEY = bytes.fromhex("8f95f09245765f80256934e50c66207f")

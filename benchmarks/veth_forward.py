@@ -36,14 +36,14 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pesigitg._fastpath.engine import new_counters, read_counters  # noqa: E402
+from pesigitg._fastpath import new_counters, read_counters  # noqa: E402
+from pesigitg.daemon.worker import WorkerSpec, worker_main  # noqa: E402
 from pesigitg.ebpf import LoadedObject, XdpProgram, load_object  # noqa: E402
 from pesigitg.ebpf.attach import XDP_FLAGS_DRV_MODE, ifindex, set_xdp  # noqa: E402
 from pesigitg.ebpf.program import BPF_F_TEST_XDP_LIVE_FRAMES  # noqa: E402
-from pesigitg.netns import inside, ip, mac_of, namespace, veth_pair  # noqa: E402
-from pesigitg.quiclb import CidConfig  # noqa: E402
-from pesigitg.routes import Backend, Server, compile_routes  # noqa: E402
-from pesigitg.worker import WorkerSpec, worker_main  # noqa: E402
+from pesigitg.routing.quiclb import CidConfig  # noqa: E402
+from pesigitg.routing.routes import Backend, Server, compile_routes  # noqa: E402
+from pesigitg.testing.netns import inside, ip, mac_of, namespace, veth_pair  # noqa: E402
 from tests import frames as f  # noqa: E402
 
 GEN_IP, LB_IP = "10.9.0.2", "10.9.0.1"
@@ -96,10 +96,11 @@ class Worker:
 
 
 @contextlib.contextmanager
-def engine_worker(lb_ns: str, cpu: int, blob: bytes, xdp: XdpProgram) -> Iterator[Worker]:
+def engine_worker(lb_ns: str, cpu: int, blob: bytes, xdp: XdpProgram, floor: bool
+                  ) -> Iterator[Worker]:
     counters = new_counters(1)
     parent, child = mp.Pipe()
-    spec = WorkerSpec(0, "l0", 0, cpu, xdp.map("xsks"), busy_poll=True)
+    spec = WorkerSpec(0, "l0", 0, cpu, xdp.xsks, busy_poll=True, floor=floor)
     proc = mp.get_context("fork").Process(target=worker_main,
                                           args=(spec, blob, counters, child))
     with inside(lb_ns):     # the child opens its socket in the namespace it forks in
@@ -173,7 +174,7 @@ def engine_case(name: str, traffic: Traffic, xdp: XdpProgram, lb_ns: str, lb_mac
     backends = [Backend(f"10.9.1.{n}", backend_mac(n)) for n in range(1, BACKENDS + 1)]
     servers = [Server(config.config_id, bytes([n]) * config.server_id_len, f"10.9.1.{n}")
                for n in range(1, BACKENDS + 1)] if config else []
-    routes = compile_routes(lb_mac, configs, backends, servers, mac_swap_only=config is None)
+    routes = compile_routes(lb_mac, configs, backends, servers)
     if config:
         cids = [config.encode(bytes([1 + i % BACKENDS]) * config.server_id_len,
                               os.urandom(config.nonce_len), extra=b"") for i in range(CIDS)]
@@ -182,7 +183,7 @@ def engine_case(name: str, traffic: Traffic, xdp: XdpProgram, lb_ns: str, lb_mac
     traffic.load_cids(cids, 14 + 20 + 8 + 1)
     # In swap mode the frame comes back addressed to its sender, g0.
     macs = set(range(1, BACKENDS + 1)) if config else {frame_template[11]}
-    with engine_worker(lb_ns, worker_cpu, routes.blob, xdp) as worker:
+    with engine_worker(lb_ns, worker_cpu, routes.blob, xdp, floor=config is None) as worker:
         mpps = measure(traffic, frame_template, frames, macs)
         # Soak: keep going until the worker itself has forwarded `soak` frames, so
         # the resident-memory reading covers that many packets through the loop.

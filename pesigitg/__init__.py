@@ -1,6 +1,6 @@
 """pesigitg: a QUIC-aware layer-4 load balancer (XDP steering, AF_XDP workers, QUIC-LB)."""
 
-from pesigitg.quiclb import CidConfig, CidEncoder, NonceSpaceExhausted
+from pesigitg.routing.quiclb import CidConfig, CidEncoder, NonceSpaceExhausted
 
 __version__ = "0.1.0"
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from pesigitg.quiclb import CidConfig, first_octet_config_id
+from pesigitg.routing.quiclb import CidConfig, first_octet_config_id
 
 Decode = Callable[[Sequence[CidConfig], bytes], "tuple[int, bytes] | None"]
 
@@ -27,7 +27,7 @@ def _reference_decode(configs: Sequence[CidConfig], cid: bytes) -> tuple[int, by
 
 
 def _fastpath_decode(configs: Sequence[CidConfig], cid: bytes) -> tuple[int, bytes] | None:
-    from pesigitg._fastpath.cid import CidDecoder
+    from pesigitg._fastpath import CidDecoder
 
     return CidDecoder(configs).decode(cid[:20])
 

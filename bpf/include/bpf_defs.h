@@ -17,8 +17,8 @@
 #define __uint(name, val) int (*name)[val]
 #define __type(name, val) typeof(val) *name
 
+/* For the other BPF programs (benchmarks, tests); the steering program reads octets. */
 #define bpf_htons(x) __builtin_bswap16(x)
-#define bpf_ntohs(x) __builtin_bswap16(x)
 
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)BPF_FUNC_redirect_map;

@@ -1,0 +1,1 @@
+# The compiled packet path (one extension module, fastpath.pyx).

@@ -2,7 +2,7 @@
 
 :func:`serve` is a drop-in for :func:`aioquic.asyncio.serve`: every connection ID
 the server hands out (the source CID of its long headers and every
-NEW_CONNECTION_ID) comes from a :class:`~pesigitg.quiclb.CidEncoder` for the given
+NEW_CONNECTION_ID) comes from a :class:`~pesigitg.routing.quiclb.CidEncoder` for the given
 config and server ID, so pesigitgd routes the connection to this server whatever
 the client's address. ``configuration.connection_id_length`` is set to the CID
 length of the config.
@@ -28,7 +28,7 @@ from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionId
 
-from pesigitg.quiclb import CidConfig, CidEncoder
+from pesigitg.routing.quiclb import CidConfig, CidEncoder
 
 __all__ = ["adopt_connection", "serve"]
 

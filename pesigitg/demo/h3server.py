@@ -19,7 +19,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ProtocolNegotiated, QuicEvent
 
 from pesigitg.backend.aioquic import serve
-from pesigitg.quiclb import CidConfig, CidEncoder
+from pesigitg.routing.quiclb import CidConfig, CidEncoder
 
 __all__ = ["NamedBackend", "main"]
 

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from pesigitg.demo.certs import write_self_signed
-from pesigitg.demo.daemon import RunningDaemon
 from pesigitg.demo.h3client import H3Client, client_configuration, connect
 from pesigitg.demo.topology import Host, Topology
-from pesigitg.netns import inside
-from pesigitg.quiclb import CidConfig
+from pesigitg.routing.quiclb import CidConfig
+from pesigitg.testing.daemon import RunningDaemon
+from pesigitg.testing.netns import inside
 
 __all__ = ["Demo", "StepFailed", "demo_environment", "main"]
 

@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pesigitg.netns import ip, mac_of, unique_name
+from pesigitg.testing.netns import ip, mac_of, unique_name
 
 __all__ = ["Host", "Topology"]
 

@@ -1,7 +1,8 @@
 """``XdpProgram``: pesigitg's steering program, its maps, and where it is attached.
 
-Map names, the settings layout and the counter names come from the object's BTF,
-which is compiled from ``bpf/include/pesigitg_shared.h``: that header is the contract.
+Map names and the settings variable come from the contract (``bpf/include/
+pesigitg_abi.h``, through the fast path), the counter names from the object's BTF
+enum, compiled from the same header; loading checks the object has every map.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from enum import IntEnum
 from importlib import resources
 from pathlib import Path
 
+from pesigitg._fastpath import MAPS, SETTINGS_VAR
 from pesigitg.ebpf import attach as nl
 from pesigitg.ebpf.btf import Kind
 from pesigitg.ebpf.loader import LoadedObject, load_object
@@ -75,11 +77,15 @@ class XdpProgram:
             reasons = btf.enum(REASON_ENUM)
             self.reasons = {name[len(REASON_PREFIX):].lower(): value
                             for name, value in reasons.items() if name != REASON_COUNT}
+            missing = sorted(set(MAPS.values()) - set(loaded.maps))
+            if missing:
+                raise ValueError(f"{loaded.path}: no map {', '.join(missing)}: the object was "
+                                 "built from another version of pesigitg_abi.h")
             bss = btf.find(Kind.DATASEC, ".bss")
             offsets = {btf.type(var).name: off for _, var, off in (bss.members if bss else [])}
-            if "settings" not in offsets:
-                raise ValueError(f"{loaded.path}: no settings variable in .bss")
-            self._settings_offset = offsets["settings"]
+            if SETTINGS_VAR not in offsets:
+                raise ValueError(f"{loaded.path}: no {SETTINGS_VAR} variable in .bss")
+            self._settings_offset = offsets[SETTINGS_VAR]
         except (KeyError, ValueError):
             loaded.close()
             raise
@@ -120,7 +126,7 @@ class XdpProgram:
             if not isinstance(port, int) or not 1 <= port <= 65535:
                 raise ValueError(f"port {port!r} is not a UDP port number (1..65535)")
             wanted.add(port)
-        table = self.map("ports")
+        table = self.map(MAPS["PORTS"])
         if len(wanted) > table.max_entries:
             raise ValueError(f"{len(wanted)} ports given, at most {table.max_entries} "
                              "can be steered")
@@ -131,7 +137,7 @@ class XdpProgram:
             table.update(struct.pack("<H", port), b"\x01")
 
     def ports(self) -> set[int]:
-        return {struct.unpack("<H", key)[0] for key in self.map("ports").keys()}
+        return {struct.unpack("<H", key)[0] for key in self.map(MAPS["PORTS"]).keys()}
 
     def set_vips(self, addrs: Iterable[str | ipaddress.IPv4Address | ipaddress.IPv6Address]
                  ) -> None:
@@ -144,14 +150,15 @@ class XdpProgram:
             except ValueError:
                 raise ValueError(f"VIP {addr!r} is not an IPv4 or IPv6 address") from None
             (v4 if ip.version == 4 else v6).add(ip.packed)
-        for name, wanted in (("vips4", v4), ("vips6", v6)):
+        maps = ((MAPS["VIPS4"], v4, 4), (MAPS["VIPS6"], v6, 6))
+        for name, wanted, family in maps:
             if len(wanted) > self.map(name).max_entries:
-                raise ValueError(f"{len(wanted)} IPv{name[-1]} VIPs given, at most "
+                raise ValueError(f"{len(wanted)} IPv{family} VIPs given, at most "
                                  f"{self.map(name).max_entries}")
         if not v4 and not v6:
             # Filter off first, so no datagram is refused while the maps empty.
             self._set_vip_filter(False)
-        for name, wanted in (("vips4", v4), ("vips6", v6)):
+        for name, wanted, _ in maps:
             table = self.map(name)
             for key in list(table.keys()):
                 if key not in wanted:
@@ -162,7 +169,7 @@ class XdpProgram:
             self._set_vip_filter(True)
 
     def vips(self) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-        return {ipaddress.ip_address(key) for name in ("vips4", "vips6")
+        return {ipaddress.ip_address(key) for name in (MAPS["VIPS4"], MAPS["VIPS6"])
                 for key in self.map(name).keys()}
 
     def _set_vip_filter(self, on: bool) -> None:
@@ -171,16 +178,18 @@ class XdpProgram:
         struct.pack_into("<I", value, self._settings_offset, int(on))
         bss.update(bytes(4), bytes(value))
 
+    @property
+    def xsks(self) -> Map:
+        """The XSKMAP: one AF_XDP socket per RX queue."""
+        return self.map(MAPS["XSKS"])
+
     def register_socket(self, queue: int, fd: int) -> None:
         """Put the AF_XDP socket ``fd`` into the XSKMAP slot of RX queue ``queue``."""
-        register_xsk(self.map("xsks"), queue, fd)
-
-    def unregister_socket(self, queue: int) -> None:
-        self.map("xsks").delete(struct.pack("<I", queue))
+        register_xsk(self.xsks, queue, fd)
 
     def counters(self) -> dict[str, int]:
         """Verdict counters summed over CPUs, by reason name."""
-        table = self.map("counters")
+        table = self.map(MAPS["COUNTERS"])
         return {name: table.sum_per_cpu(struct.pack("<I", index))
                 for name, index in self.reasons.items()}
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pesigitg.demo.daemon import RunningDaemon
-from pesigitg.netns import inside, ip, mac_of, namespace, veth_pair
+from pesigitg.testing.daemon import RunningDaemon
+from pesigitg.testing.netns import inside, ip, mac_of, namespace, veth_pair
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -12,11 +12,10 @@ import threading
 import time
 from collections.abc import Iterator
 
-from pesigitg._fastpath.engine import Engine
-from pesigitg._fastpath.xsk import XskSocket
+from pesigitg._fastpath import Engine, XskSocket
 from pesigitg.ebpf import XdpProgram
-from pesigitg.netns import inside, mac_of, namespace, veth_pair
-from pesigitg.routes import CompiledRoutes
+from pesigitg.routing.routes import CompiledRoutes
+from pesigitg.testing.netns import inside, mac_of, namespace, veth_pair
 from tests.netns.peer import PeerSocket
 
 

@@ -14,7 +14,7 @@ import struct
 import threading
 import time
 
-from pesigitg.netns import inside
+from pesigitg.testing.netns import inside
 
 ETH_P_ALL = 0x0003
 SO_RCVBUFFORCE = 33

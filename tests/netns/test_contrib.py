@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from pesigitg.netns import ip, namespace
+from pesigitg.testing.netns import ip, namespace
 
 CONTRIB = Path(__file__).resolve().parents[2] / "contrib"
 

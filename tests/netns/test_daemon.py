@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pesigitg.demo.daemon import PESIGITGD, RunningDaemon
-from pesigitg.netns import ip
-from pesigitg.quiclb import CidConfig
+from pesigitg.routing.quiclb import CidConfig
+from pesigitg.testing.daemon import PESIGITGD, RunningDaemon
+from pesigitg.testing.netns import ip
 from tests import frames as f
 from tests.netns.lbtoml import lb_toml
 from tests.netns.peer import PeerSocket, VersionNegotiationResponder

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from pesigitg.quiclb import CidConfig
-from pesigitg.routes import Backend, Server, compile_routes
+from pesigitg._fastpath import decide_frame
+from pesigitg.routing.quiclb import CidConfig
+from pesigitg.routing.routes import Backend, Server, compile_routes
 from tests import frames as f
 from tests.netns.forwarder import forwarder
 
@@ -166,3 +167,30 @@ def test_the_engine_reports_the_table_it_switched_to(lb):
         assert time.monotonic() < deadline, "the loop never adopted the new table"
         time.sleep(0.01)
     assert lb.engine.counters()["table_swaps"] >= 2
+
+
+def test_each_decision_moves_the_counters_named_after_it(lb):
+    # The loop indexes counters by enum value; the names come from the ABI header. For
+    # every reason a steered frame can carry, the counters that move are those named
+    # after the decision the fast path reports for it.
+    frames = [
+        f.udp4_frame(f.quic_short(cid(CONFIGS[1], 2))),                          # cid
+        f.udp4_frame(f.quic_short(CidConfig(5, 3, 4).encode(b"abc", b"1234"))),  # no_config
+        f.udp4_frame(f.quic_long(b"")),                                          # short_cid
+        f.udp4_frame(f.quic_short(CONFIGS[2].encode(b"\x09\x09\x09", b"1234"))),  # unknown
+        f.udp4_frame(b"\x40" * 10),                                              # not_quic
+    ]
+    for frame in frames:
+        route, _, config_id, unroutable, drop, _ = decide_frame(lb.routes.table, frame)
+        want = {"rx"}
+        if route != "none":
+            want |= {"forwarded",
+                     f"cid_routed_{config_id}" if route == "cid" else f"{route}_routed"}
+        if unroutable != "none":
+            want.add(f"unroutable_{unroutable}")
+        if drop != "none":
+            want.add(f"dropped_{drop}")
+        before = lb.engine.counters()
+        lb.roundtrip([frame], MACS)
+        after = lb.engine.counters()
+        assert {name for name in after if after[name] != before[name]} == want, want

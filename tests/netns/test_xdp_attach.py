@@ -11,7 +11,7 @@ import pytest
 
 from pesigitg.ebpf import XdpAttachError, XdpProgram, load_program
 from pesigitg.ebpf.attach import XDP_FLAGS_DRV_MODE, attached_xdp, ifindex, set_xdp
-from pesigitg.netns import inside, ip
+from pesigitg.testing.netns import inside, ip
 
 XDP = 6
 RETURN_PASS = struct.pack("<BBhi", 0xB7, 0, 0, 2) + struct.pack("<BBhi", 0x95, 0, 0, 0)

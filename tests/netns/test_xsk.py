@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from pesigitg._fastpath.xsk import XskSocket
+from pesigitg._fastpath import XskSocket
 from pesigitg.ebpf import XdpProgram
-from pesigitg.netns import inside
+from pesigitg.testing.netns import inside
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from aioquic.quic.configuration import QuicConfiguration
 
 from pesigitg.backend.aioquic import serve
 from pesigitg.demo.certs import write_self_signed
-from pesigitg.quiclb import CidConfig, CidEncoder
+from pesigitg.routing.quiclb import CidConfig, CidEncoder
 
 KEY = bytes.fromhex("fdf726a9893ec05c0632d3956680baf0")
 

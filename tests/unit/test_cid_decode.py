@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pesigitg.quiclb import CidConfig
+from pesigitg.routing.quiclb import CidConfig
 from tests.conftest import _fastpath_decode, _reference_decode
 from tests.unit.quiclb_vectors import ALL
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pesigitg.cli import daemon_main
-from pesigitg.config import load_daemon_config, merge
+from pesigitg.daemon.main import daemon_main
+from pesigitg.daemon.settings import load_daemon_config, merge
 
 KEY = "8f95f09245765f80256934e50c66207f"
 GOOD_TOML = f"""

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from pesigitg.cli import daemon_main
+from pesigitg.daemon.main import daemon_main
 
 CONTRIB = Path(__file__).resolve().parents[2] / "contrib"
 

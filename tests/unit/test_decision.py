@@ -9,19 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pesigitg._fastpath.decide import COUNTER_COUNT, COUNTER_NAMES, decide_frame
-from pesigitg.decision import decide, flow_hash
-from pesigitg.quiclb import CidConfig
-from pesigitg.routes import Backend, CompiledRoutes, Server, compile_routes
+from pesigitg._fastpath import decide_frame
+from pesigitg.routing.decision import decide, flow_hash
+from pesigitg.routing.quiclb import CidConfig
+from pesigitg.routing.routes import Backend, CompiledRoutes, Server, compile_routes
 from tests import frames as f
+from tests.corpus import CONFIGS, FOUR_LONG_SID, FOUR_ODD, PLAIN, SINGLE, cid_for
 
 LB_MAC = bytes.fromhex("02000000b001")
-KEY = bytes.fromhex("8f95f09245765f80256934e50c66207f")
-PLAIN = CidConfig(0, 3, 4)
-SINGLE = CidConfig(1, 8, 8, KEY)
-FOUR_ODD = CidConfig(2, 3, 4, KEY)
-FOUR_LONG_SID = CidConfig(3, 10, 5, KEY)
-CONFIGS = [PLAIN, SINGLE, FOUR_ODD, FOUR_LONG_SID]
 
 
 def mac(n: int) -> bytes:
@@ -54,10 +49,6 @@ def reference(routes: CompiledRoutes, frame: bytes) -> tuple:
 @pytest.fixture(params=["fastpath", "reference"])
 def decider(request: pytest.FixtureRequest) -> Decide:
     return fast if request.param == "fastpath" else reference
-
-
-def cid_for(config: CidConfig, backend: int, nonce: int = 7) -> bytes:
-    return config.encode(sid(config, backend), nonce.to_bytes(config.nonce_len, "big"))
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.mode}-{c.config_id}")
@@ -135,11 +126,26 @@ def test_icmp_error_follows_the_quoted_flow(decider):
     (f.ether(f.ipv4(f.tcp(), f.PROTO_TCP), f.ETH_P_IP), "not_udp"),
     (f.ether(f.ipv4(f.udp(b"x" * 30), f.PROTO_UDP, frag=0x2000), f.ETH_P_IP), "fragment"),
     (f.udp6_frame(ext=[(f.FRAGMENT, f.frag_header(0, more=True))]), "fragment"),
+    (f.udp6_frame(ext=[(f.DSTOPTS, f.ext_header())] * 9), "ext_depth"),
     (f.udp4_frame()[:14 + 20 + 4], "malformed"),
     (f.udp4_frame()[:12], "malformed"),
+    (f.ether(f.ipv4(struct.pack("!HHHH", 1, 443, 4, 0), f.PROTO_UDP), f.ETH_P_IP),
+     "malformed"),                                                          # UDP length 4
+    # An error quoting a fragment, or quoting no UDP, is not routable.
+    (f.ether(f.ipv4(f.icmp4(3, 4, f.ipv4(f.udp(b"x" * 8, sport=443), f.PROTO_UDP,
+                                         frag=0x2000)), f.PROTO_ICMP), f.ETH_P_IP), "not_udp"),
+    (f.ether(f.ipv4(f.icmp4(3, 3, f.ipv4(f.tcp(sport=443), f.PROTO_TCP)), f.PROTO_ICMP),
+             f.ETH_P_IP), "not_udp"),
 ])
 def test_frames_that_are_not_quic_are_dropped_with_a_reason(decider, frame, reason):
     assert decider(ROUTES, frame) == ("none", None, None, "none", reason)
+
+
+def test_eight_extension_headers_are_walked_and_an_atomic_fragment_is_whole(decider):
+    # RFC 6946: a fragment header with offset 0 and M clear is a complete datagram.
+    ext = [(f.DSTOPTS, f.ext_header())] * 7 + [(f.FRAGMENT, f.frag_header(0))]
+    frame = f.udp6_frame(f.quic_short(cid_for(PLAIN, 2)), ext=ext)
+    assert decider(ROUTES, frame) == ("cid", 1, 0, "none", "none")
 
 
 def test_no_backend_when_the_pool_is_empty(decider):
@@ -164,18 +170,6 @@ def test_rewrite_changes_only_the_ethernet_addresses():
     frame = f.udp6_frame(f.quic_short(cid_for(SINGLE, 2)))
     out = decide_frame(ROUTES.table, frame)[5]
     assert out == mac(2) + LB_MAC + frame[12:]
-
-
-def test_mac_swap_mode_swaps_the_addresses():
-    swap = compile_routes(LB_MAC, [], [], [], 5003, mac_swap_only=True)
-    frame = f.udp4_frame()
-    assert decide_frame(swap.table, frame)[0] == "swap"
-    assert decide_frame(swap.table, frame)[5] == frame[6:12] + frame[:6] + frame[12:]
-    assert decide(swap, frame).route == "swap"
-
-
-def test_counter_names_match_the_c_enum():
-    assert len(COUNTER_NAMES) == COUNTER_COUNT == len(set(COUNTER_NAMES))
 
 
 # -- differential: arbitrary and mutated frames decide the same in both ----------------

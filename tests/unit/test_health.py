@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import struct
 
-from pesigitg.health import MAX_BACKOFF, HealthState, build_probe, is_version_negotiation
-from pesigitg.lbconfig import HealthSpec
-from pesigitg.sdnotify import Notifier
+from pesigitg.daemon.health import MAX_BACKOFF, HealthState, build_probe, is_version_negotiation
+from pesigitg.daemon.sdnotify import Notifier
+from pesigitg.routing.route_config import HealthSpec
 from tests.netns.peer import version_negotiation
 
 SPEC = HealthSpec(interval_ms=1000, rise=2, fall=3)

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from pesigitg.quiclb import (
+from pesigitg.routing.quiclb import (
     CidConfig,
     CidEncoder,
     NonceSpaceExhausted,

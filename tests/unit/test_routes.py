@@ -6,9 +6,10 @@ from collections import Counter
 
 import pytest
 
-from pesigitg._fastpath.table import BACKEND_NONE, RouteTable
-from pesigitg.quiclb import CidConfig
-from pesigitg.routes import Backend, Server, compile_routes, is_prime, maglev_table
+from pesigitg._fastpath import BACKEND_NONE, RouteTable
+from pesigitg.routing.maglev import is_prime, maglev_table
+from pesigitg.routing.quiclb import CidConfig
+from pesigitg.routing.routes import Backend, Server, compile_routes
 
 MAC = bytes.fromhex("020000000001")
 SMALL_PRIME = 5003

@@ -1,0 +1,1 @@
+# C declarations of the packet path: one .pxd per C header (family).

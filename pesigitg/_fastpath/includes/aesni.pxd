@@ -1,3 +1,4 @@
+# aesni.h: AES-128 with AES-NI (key schedule, one-block encrypt and decrypt).
 from libc.stdint cimport uint8_t
 
 

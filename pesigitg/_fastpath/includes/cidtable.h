@@ -1,18 +1,15 @@
 /* The QUIC-LB decode table the packet path reads without the GIL.
  *
  * One slot per config id 0..6 (§3 of draft-ietf-quic-load-balancers-21). Python
- * packs it (pesigitg._fastpath.cid.pack_cid_table); the route-table blob embeds it.
- * The layout is the contract: tests check sizeof against the Python side.
+ * packs it (pack_cid_table in cid.pxi); the route-table blob embeds it. Limits come
+ * from pesigitg_abi.h.
  */
 #ifndef PESIGITG_CIDTABLE_H
 #define PESIGITG_CIDTABLE_H
 
 #include <stdint.h>
 #include "aesni.h"
-
-#define PES_CID_CONFIGS 7
-#define PES_CID_MAX_LEN 20
-#define PES_SERVER_ID_MAX 15 /* 19 plaintext octets - 4 nonce octets */
+#include "pesigitg_abi.h"
 
 enum pes_cid_mode {
     PES_CID_UNSET = 0,

@@ -1,14 +1,10 @@
+# cidtable.h: the packed QUIC-LB decode table (one slot per config id).
 from libc.stdint cimport uint8_t
 
 from pesigitg._fastpath.includes.aesni cimport pes_aes128_key
 
 
 cdef extern from "cidtable.h" nogil:
-    enum:
-        PES_CID_CONFIGS
-        PES_CID_MAX_LEN
-        PES_SERVER_ID_MAX
-
     enum pes_cid_mode:
         PES_CID_UNSET
         PES_CID_PLAINTEXT

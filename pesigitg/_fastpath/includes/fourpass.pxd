@@ -1,3 +1,4 @@
+# fourpass.h: four-pass Feistel decryption of a QUIC-LB CID in SSE registers.
 from libc.stdint cimport uint8_t
 
 from pesigitg._fastpath.includes.aesni cimport pes_aes128_key

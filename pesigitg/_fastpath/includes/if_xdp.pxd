@@ -1,3 +1,4 @@
+# linux/if_xdp.h: AF_XDP socket options, ring offsets and descriptors.
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 
 

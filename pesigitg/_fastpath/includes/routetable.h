@@ -1,6 +1,6 @@
 /* The route table: one immutable blob, compiled in Python, read by the loop without
- * the GIL. Layout is the contract between pesigitg/routes.py (through
- * pesigitg._fastpath.table.pack_route_table) and the packet path.
+ * the GIL. Layout is the contract between pesigitg/routing/routes.py (through
+ * pack_route_table in table.pxi) and the packet path.
  *
  *   pes_route_table   header, with the QUIC-LB decode table embedded
  *   pes_backend[n]    at backends_off
@@ -15,8 +15,7 @@
 
 #define PES_ROUTE_MAGIC 0x52534550u /* "PESR" little endian */
 #define PES_ROUTE_VERSION 1u
-#define PES_BACKEND_NONE 0xFFFFu
-#define PES_MAX_BACKENDS 0xFFFEu
+#define PES_BACKEND_NONE 0xFFFFu /* a Maglev slot with no backend (PES_MAX_BACKENDS + 1) */
 
 enum pes_backend_state {
     PES_BACKEND_UP = 1,        /* passes health checks (or checks are off) */
@@ -26,10 +25,6 @@ enum pes_backend_state {
 
 /* Routable for its own CIDs: up and MAC known (draining or not). */
 #define PES_BACKEND_ROUTABLE (PES_BACKEND_UP | PES_BACKEND_MAC_KNOWN)
-
-enum pes_table_flags {
-    PES_TABLE_MAC_SWAP_ONLY = 1, /* benchmark floor: swap MACs, no parsing */
-};
 
 typedef struct {
     uint8_t mac[6];
@@ -54,8 +49,7 @@ typedef struct {
     uint32_t sids_off[PES_CID_CONFIGS];
     uint32_t sids_count[PES_CID_CONFIGS];
     uint8_t if_mac[6];
-    uint8_t flags;
-    uint8_t reserved;
+    uint8_t reserved[2];
     pes_cid_table cid;
 } pes_route_table;
 

@@ -1,3 +1,4 @@
+# routetable.h: the route-table blob (header, backends, Maglev slots, server IDs).
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 
 from pesigitg._fastpath.includes.cidtable cimport pes_cid_table
@@ -8,7 +9,6 @@ cdef extern from "routetable.h" nogil:
         PES_ROUTE_MAGIC
         PES_ROUTE_VERSION
         PES_BACKEND_NONE
-        PES_MAX_BACKENDS
         PES_BACKEND_ROUTABLE
 
     enum pes_backend_state:
@@ -16,15 +16,12 @@ cdef extern from "routetable.h" nogil:
         PES_BACKEND_DRAINING
         PES_BACKEND_MAC_KNOWN
 
-    enum pes_table_flags:
-        PES_TABLE_MAC_SWAP_ONLY
-
     ctypedef struct pes_backend:
         uint8_t mac[6]
         uint8_t state
 
     ctypedef struct pes_sid_entry:
-        uint8_t server_id[15]
+        uint8_t server_id[15]  # PES_SERVER_ID_MAX
         uint16_t backend
 
     ctypedef struct pes_route_table:
@@ -38,5 +35,4 @@ cdef extern from "routetable.h" nogil:
         uint32_t sids_off[7]
         uint32_t sids_count[7]
         uint8_t if_mac[6]
-        uint8_t flags
         pes_cid_table cid

@@ -1,3 +1,4 @@
+# xskring.h: AF_XDP ring access with acquire/release ordering, and atomics.
 from libc.stdint cimport uint32_t, uint64_t
 
 

@@ -1,0 +1,180 @@
+/* pesigitg's one contract: every limit, reason, counter and map name that the XDP
+ * program, the Cython fast path and Python agree on, written once.
+ *
+ * Lists are X-macros: each entry is one line, NAME and its meaning. C expands them into
+ * enums (and the fast path into name tables); Python reads the names from the compiled
+ * fast path (pesigitg._fastpath) or from the XDP object's BTF, never restating them.
+ * Adding a drop reason is one line here plus the code that decides it.
+ *
+ * Values are ABI: counters are indexed by them and survive a restart, so lists are
+ * append-only. Compiled by clang -target bpf and by the C compiler of the extension.
+ */
+#ifndef PESIGITG_ABI_H
+#define PESIGITG_ABI_H
+
+#include <linux/types.h>
+
+/* -- limits ---------------------------------------------------------------------------- */
+
+#define PES_LIMITS(X)                                                                     \
+    X(XSK_SLOTS, 256, "AF_XDP sockets, one per RX queue")                                 \
+    X(MAX_PORTS, 64, "steered UDP ports")                                                 \
+    X(MAX_VIPS, 256, "VIPs per address family")                                          \
+    X(IPV6_EXT_MAX, 8, "IPv6 extension headers walked before the upper layer")           \
+    X(CID_CONFIGS, 7, "QUIC-LB config ids 0..6 (7 means unroutable)")                    \
+    X(CID_MAX_LEN, 20, "connection ID octets in QUIC v1 (RFC 9000 17.2)")                \
+    X(SERVER_ID_MIN, 1, "server ID octets, at least")                                    \
+    X(SERVER_ID_MAX, 15, "server ID octets, at most (19 - 4 nonce octets)")              \
+    X(NONCE_MIN, 4, "nonce octets, at least")                                            \
+    X(NONCE_MAX, 18, "nonce octets, at most (19 - 1 server ID octet)")                   \
+    X(PLAINTEXT_MAX, 19, "server ID + nonce octets, at most")                            \
+    X(SHORT_HEADER_MIN, 21, "octets of a 1-RTT packet with an empty DCID (RFC 9001 5.4.2)") \
+    X(MAX_BACKENDS, 0xFFFE, "backends in one route table")                               \
+    X(MAGLEV_MAX, 1000003, "Maglev lookup table slots, at most")
+
+#define PES_LIMIT_ENUM(name, value, doc) PES_##name = (value),
+enum pes_limit { PES_LIMITS(PES_LIMIT_ENUM) };
+
+/* -- the XDP program ------------------------------------------------------------------- */
+
+/* Map names: the program declares its maps with these identifiers, user space finds
+ * them by these names (bpftool shows them). */
+#define PES_MAP_PORTS ports
+#define PES_MAP_VIPS4 vips4
+#define PES_MAP_VIPS6 vips6
+#define PES_MAP_XSKS xsks
+#define PES_MAP_COUNTERS counters
+#define PES_SETTINGS_VAR settings
+
+#define PES_MAPS(X)                                                                       \
+    X(PORTS, "steered UDP destination ports, host order")                                 \
+    X(VIPS4, "IPv4 VIPs of the destination filter")                                      \
+    X(VIPS6, "IPv6 VIPs of the destination filter")                                      \
+    X(XSKS, "AF_XDP socket of each RX queue")                                            \
+    X(COUNTERS, "per-CPU verdict counters")
+
+/* Every verdict of the XDP program, each a per-CPU counter. */
+#define PES_XDP_VERDICTS(X)                                                               \
+    X(PASS_NOT_IP, "ARP, VLAN-tagged, other ethertypes")                                  \
+    X(PASS_NOT_UDP, "TCP, other protocols, unknown IPv6 headers")                        \
+    X(PASS_PORT, "UDP to a port that is not steered")                                    \
+    X(PASS_VIP, "steered port, destination not a listed VIP")                            \
+    X(PASS_FRAGMENT, "an IP fragment that is not a UDP fragment to a listed VIP")        \
+    X(PASS_MALFORMED, "truncated or inconsistent headers")                               \
+    X(PASS_ICMP, "ICMP that is not an error quoting a steered datagram")                 \
+    X(PASS_EXT_DEPTH, "IPv6 header chain longer than we walk")                           \
+    X(REDIRECT_UDP, "steered to the queue's AF_XDP socket")                              \
+    X(REDIRECT_ICMP, "ICMP error about a steered flow, steered")                         \
+    X(DROP_NO_SOCKET, "would be steered, but no socket on this queue")                   \
+    X(DROP_FRAGMENT, "UDP fragment to a listed VIP: QUIC never fragments (DF)")
+
+#define PES_XDP_ENUM(name, doc) PES_XDP_##name,
+enum pes_xdp_reason { PES_XDP_VERDICTS(PES_XDP_ENUM) PES_XDP_REASONS };
+
+/* Key of the IPv6 VIP map: the address in network order. */
+struct pes_ipv6_key {
+    __u8 addr[16];
+};
+
+/* Run-time settings, a global in .bss (one global-data map). */
+struct pes_xdp_settings {
+    __u32 vip_filter;   /* 0: any destination; 1: only listed VIPs */
+};
+
+/* -- the shared parser (pesigitg_parse.h) ----------------------------------------------- */
+
+/* What the L2-L4 parser found, and what each side does with it: the worker's drop
+ * reason and the XDP program's verdict (UDP and ICMP_ERROR are decided further). */
+#define PES_PARSE_OUTCOMES(X)                                                             \
+    X(UDP, NONE, REDIRECT_UDP, "a whole UDP datagram")                                   \
+    X(ICMP_ERROR, NONE, REDIRECT_ICMP, "an ICMP or ICMPv6 error quoting a UDP datagram") \
+    X(NOT_IP, NOT_IP, PASS_NOT_IP, "not IPv4 or IPv6")                                   \
+    X(NOT_UDP, NOT_UDP, PASS_NOT_UDP, "neither UDP nor ICMP")                            \
+    X(ICMP, NOT_UDP, PASS_ICMP, "ICMP that is not an error quoting a whole UDP header")  \
+    X(FRAGMENT, FRAGMENT, PASS_FRAGMENT, "IPv4 MF or offset, IPv6 non-atomic fragment")  \
+    X(MALFORMED, MALFORMED, PASS_MALFORMED, "truncated or inconsistent headers")         \
+    X(EXT_DEPTH, EXT_DEPTH, PASS_EXT_DEPTH, "more IPv6 extension headers than we walk")
+
+#define PES_PARSE_ENUM(name, drop, xdp, doc) PES_PARSE_##name,
+enum pes_parse_outcome { PES_PARSE_OUTCOMES(PES_PARSE_ENUM) PES_PARSE_COUNT };
+
+/* -- the worker's decision -------------------------------------------------------------- */
+
+#define PES_ROUTES(X)                                                                     \
+    X(NONE, "dropped")                                                                    \
+    X(CID, "routable CID: the server it names")                                          \
+    X(FALLBACK, "Maglev over the fallback pool")                                         \
+    X(ICMP, "ICMP error: Maglev on the quoted flow's 4-tuple")
+
+/* Why a CID was not routable (the frame then falls back). */
+#define PES_UNROUTABLE(X)                                                                 \
+    X(NONE, "routable")                                                                   \
+    X(NO_CONFIG, "config id 7 or one that is not configured")                            \
+    X(SHORT_CID, "fewer octets than the config's CID length")                            \
+    X(UNKNOWN_SERVER, "decoded server ID is not in the config")                          \
+    X(SERVER_DOWN, "known server, but down or its MAC unknown")
+
+/* Why the worker dropped a frame. */
+#define PES_DROPS(X)                                                                      \
+    X(NONE, "forwarded")                                                                  \
+    X(NOT_IP, "not IPv4 or IPv6 (the XDP program passes these)")                         \
+    X(NOT_UDP, "not UDP, or ICMP that is not an error we route")                         \
+    X(MALFORMED, "truncated or inconsistent headers")                                    \
+    X(FRAGMENT, "an IP fragment (the XDP program never steers one)")                     \
+    X(NOT_QUIC, "UDP payload that breaks the QUIC invariants")                           \
+    X(NO_BACKEND, "fallback needed, fallback pool empty")                                \
+    X(EXT_DEPTH, "more IPv6 extension headers than we walk")
+
+#define PES_ROUTE_ENUM(name, doc) PES_ROUTE_##name,
+#define PES_UNR_ENUM(name, doc) PES_UNR_##name,
+#define PES_DROP_ENUM(name, doc) PES_DROP_##name,
+enum pes_route_kind { PES_ROUTES(PES_ROUTE_ENUM) PES_ROUTE_COUNT };
+enum pes_unroutable { PES_UNROUTABLE(PES_UNR_ENUM) PES_UNR_COUNT };
+enum pes_drop { PES_DROPS(PES_DROP_ENUM) PES_DROP_COUNT };
+
+typedef struct {
+    __u16 backend;      /* when route != NONE */
+    __u8 route;         /* enum pes_route_kind */
+    __u8 unroutable;    /* enum pes_unroutable */
+    __u8 drop;          /* enum pes_drop */
+    __s8 config_id;     /* config of a CID-routed frame, else -1 */
+} pes_decision;
+
+/* -- the worker's counters -------------------------------------------------------------- */
+
+/* How the members of a counter family are named: a family of width 1 is one counter
+ * named after it; CONFIG_ID families end in the config id, the others in the name of
+ * their reason (NONE excluded). */
+enum pes_counter_label {
+    PES_LABEL_NONE,
+    PES_LABEL_CONFIG_ID,
+    PES_LABEL_UNROUTABLE,
+    PES_LABEL_DROP,
+};
+
+/* Counter families in block order: name, width, how members are labelled, what they
+ * count (the Prometheus unit: pesigitg_<name>_<unit>_total), meaning. */
+#define PES_COUNTERS(X)                                                                   \
+    X(RX, 1, NONE, frames, "frames taken from the AF_XDP socket")                         \
+    X(FORWARDED, 1, NONE, frames, "frames sent to a backend")                            \
+    X(CID_ROUTED, PES_CID_CONFIGS, CONFIG_ID, frames,                                     \
+      "frames routed by their connection ID, by QUIC-LB config id")                      \
+    X(FALLBACK_ROUTED, 1, NONE, frames, "frames routed by Maglev over the fallback pool") \
+    X(ICMP_ROUTED, 1, NONE, frames, "ICMP errors routed by the flow they quote")         \
+    X(UNROUTABLE, PES_UNR_COUNT - 1, UNROUTABLE, frames,                                  \
+      "frames whose CID could not be routed (they fell back), by reason")                \
+    X(DROPPED, PES_DROP_COUNT - 1, DROP, frames, "frames dropped, by reason")            \
+    X(TX_FULL, 1, NONE, , "frames dropped because the TX ring was full")                 \
+    X(FILL_EMPTY, 1, NONE, , "batches that found the fill ring empty")                   \
+    X(TABLE_SWAPS, 1, NONE, , "route tables adopted by the worker")
+
+#define PES_CNT_ENUM(name, width, label, unit, doc) \
+    PES_CNT_##name, PES_CNT_##name##_LAST = PES_CNT_##name + (width) - 1,
+enum pes_counter { PES_COUNTERS(PES_CNT_ENUM) PES_CNT_COUNT };
+
+/* One worker's counters: one writer (its loop), cache-line aligned and padded. */
+typedef struct {
+    __u64 v[PES_CNT_COUNT];
+} __attribute__((aligned(64))) pes_counters;
+
+#endif /* PESIGITG_ABI_H */

@@ -1,0 +1,129 @@
+# Types of the compiled packet path (pesigitg/_fastpath/fastpath.pyx and its parts).
+import mmap
+from collections.abc import Iterable, Mapping, Sequence
+
+from pesigitg.routing.quiclb import CidConfig
+
+# abi.pxi: derived from bpf/include/pesigitg_abi.h
+XDP_VERDICTS: tuple[tuple[str, str], ...]
+ROUTES: tuple[str, ...]
+UNROUTABLE: tuple[str, ...]
+UNROUTABLE_REASONS: tuple[tuple[str, str], ...]
+DROPS: tuple[str, ...]
+DROP_REASONS: tuple[tuple[str, str], ...]
+PARSE_OUTCOMES: tuple[tuple[str, str, str, str], ...]
+LIMITS: dict[str, int]
+MAPS: dict[str, str]
+SETTINGS_VAR: str
+COUNTER_FAMILIES: tuple[tuple[str, str | None, tuple[str, ...], str, str], ...]
+COUNTER_NAMES: tuple[str, ...]
+COUNTERS_SIZE: int
+# the limits (LIMITS, one module attribute each)
+XSK_SLOTS: int
+MAX_PORTS: int
+MAX_VIPS: int
+IPV6_EXT_MAX: int
+CID_CONFIGS: int
+CID_MAX_LEN: int
+SERVER_ID_MIN: int
+SERVER_ID_MAX: int
+NONCE_MIN: int
+NONCE_MAX: int
+PLAINTEXT_MAX: int
+SHORT_HEADER_MIN: int
+MAX_BACKENDS: int
+MAGLEV_MAX: int
+
+# cid.pxi
+CID_CONFIG_SIZE: int
+NO_CONFIG: int
+TOO_SHORT: int
+
+def aesni_supported() -> bool: ...
+def aes128_expand(key: bytes) -> bytes: ...
+def aes128_encrypt_block(key: bytes, block: bytes) -> bytes: ...
+def aes128_decrypt_block(key: bytes, block: bytes) -> bytes: ...
+def pack_cid_table(configs: Iterable[CidConfig]) -> bytes: ...
+
+class CidDecoder:
+    def __init__(self, configs: Iterable[CidConfig]) -> None: ...
+    def decode(self, cid: bytes) -> tuple[int, bytes] | None: ...
+    def decode_batch(self, cids: memoryview, config_ids: memoryview,
+                     server_ids: memoryview) -> int: ...
+
+# table.pxi
+ROUTE_HEADER_SIZE: int
+BACKEND_SIZE: int
+SID_ENTRY_SIZE: int
+BACKEND_NONE: int
+STATE_UP: int
+STATE_DRAINING: int
+STATE_MAC_KNOWN: int
+
+def maglev_fill(offsets: Sequence[int], skips: Sequence[int], size: int) -> bytes: ...
+def pack_route_table(if_mac: bytes, configs: Sequence[CidConfig],
+                     backends: Sequence[tuple[bytes | None, int]],
+                     servers: Mapping[int, Sequence[tuple[bytes, int]]],
+                     maglev: bytes) -> bytes: ...
+
+class RouteTable:
+    blob: bytes
+    n_backends: int
+    maglev_size: int
+    if_mac: bytes
+    def __init__(self, blob: bytes) -> None: ...
+    def __len__(self) -> int: ...
+    def backend(self, index: int) -> tuple[bytes, int]: ...
+    def maglev(self) -> list[int]: ...
+
+# decide.pxi
+def decide_frame(table: RouteTable, frame: bytes
+                 ) -> tuple[str, int | None, int | None, str, str, bytes | None]: ...
+def parse_frame(frame: bytes) -> tuple[str, dict[str, object]]: ...
+def decide_batch(table: RouteTable, frames: memoryview, lengths: Sequence[int], stride: int,
+                 repeat: int) -> int: ...
+
+# xsk.pxi
+DEFAULT_FRAME_SIZE: int
+DEFAULT_RING_SIZE: int
+DEFAULT_FRAME_COUNT: int
+
+class XskSocket:
+    fd: int
+    umem_fd: int
+    ifindex: int
+    queue: int
+    frame_size: int
+    frame_count: int
+    mode: str
+    frames_free: int
+    fill_pending: int
+    def __init__(self, ifname: str, queue: int, *, frame_size: int = ..., frame_count: int = ...,
+                 rx_size: int = ..., tx_size: int = ..., fill_size: int = ...,
+                 comp_size: int = ..., zero_copy: bool | str = ...) -> None: ...
+    def statistics(self) -> dict[str, int]: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> XskSocket: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+# engine.pxi
+DEFAULT_BATCH: int
+DEFAULT_POLL_TIMEOUT_MS: int
+
+def new_counters(workers: int = 1) -> mmap.mmap: ...
+def read_counters(buffer: object, worker: int = 0) -> dict[str, int]: ...
+
+class Engine:
+    xsk: XskSocket
+    batch: int
+    poll_timeout_ms: int
+    busy_poll: bool
+    floor: bool
+    table: RouteTable
+    def __init__(self, xsk: XskSocket, table: RouteTable, counters: object = None,
+                 worker: int = 0, batch: int = ..., poll_timeout_ms: int = ...,
+                 busy_poll: bool = False, floor: bool = False) -> None: ...
+    def counters(self) -> dict[str, int]: ...
+    def swap_table(self, table: RouteTable) -> None: ...
+    def stop(self) -> None: ...
+    def run(self) -> None: ...

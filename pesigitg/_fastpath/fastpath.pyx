@@ -1,0 +1,40 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The packet path, one extension module: QUIC-LB decoder, route table, decision,
+AF_XDP socket and the forwarding loop.
+
+One module (uvloop's layout: included parts) so the per-packet calls (parse, decode,
+decide, rewrite) are static functions of one C file and inline into the loop. The
+parts, each one concern:
+
+    abi.pxi     names and numbers of bpf/include/pesigitg_abi.h, for Python
+    cid.pxi     QUIC-LB decode (AES-NI), CidDecoder
+    table.pxi   the route-table blob, Maglev fill, RouteTable
+    decide.pxi  the routing decision over the shared parser; test and bench entries
+    xsk.pxi     the AF_XDP socket
+    engine.pxi  the forwarding loop and its counters
+
+C declarations live in includes/*.pxd, C shims and layouts in includes/*.h.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.errno cimport EAGAIN, EBUSY, EINTR, EINVAL, ENOPROTOOPT, EOPNOTSUPP, errno
+from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcmp, memcpy, memset
+from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
+from posix.unistd cimport close, ftruncate, read, write
+
+from pesigitg._fastpath.includes.abi cimport *
+from pesigitg._fastpath.includes.xskring cimport *
+
+import mmap as _mmap
+import time
+
+from pesigitg.errors import os_error
+
+include "abi.pxi"
+include "cid.pxi"
+include "table.pxi"
+include "decide.pxi"
+include "xsk.pxi"
+include "engine.pxi"

@@ -1,0 +1,262 @@
+# The route-table blob: packing (from pesigitg.routing.routes), validation, Maglev fill.
+#
+# The C layout is in includes/routetable.h; this is the only code that writes it, and
+# RouteTable is the only way a blob reaches the packet path: it validates every offset
+# and index once, so the loop can trust the blob.
+
+from pesigitg._fastpath.includes.routetable cimport (
+    PES_BACKEND_DRAINING,
+    PES_BACKEND_MAC_KNOWN,
+    PES_BACKEND_NONE,
+    PES_BACKEND_UP,
+    PES_ROUTE_MAGIC,
+    PES_ROUTE_VERSION,
+    pes_backend,
+    pes_route_table,
+    pes_sid_entry,
+)
+
+ROUTE_HEADER_SIZE = sizeof(pes_route_table)
+BACKEND_SIZE = sizeof(pes_backend)
+SID_ENTRY_SIZE = sizeof(pes_sid_entry)
+BACKEND_NONE = PES_BACKEND_NONE
+STATE_UP = PES_BACKEND_UP
+STATE_DRAINING = PES_BACKEND_DRAINING
+STATE_MAC_KNOWN = PES_BACKEND_MAC_KNOWN
+
+
+cdef inline uint32_t _align8(uint32_t n) noexcept nogil:
+    return (n + 7) & ~7
+
+
+def maglev_fill(offsets, skips, uint32_t size):
+    """Maglev population (Eisenbud et al., NSDI 2016, §3.4 Pseudocode 1).
+
+    Backend ``i`` prefers slots ``(offsets[i] + j * skips[i]) % size`` for j = 0, 1, ...;
+    the backends take turns claiming their next preferred free slot until the table
+    is full. Returns ``size`` uint16 backend indices as bytes (native order).
+    """
+    cdef Py_ssize_t n = len(offsets)
+    cdef Py_ssize_t i
+    cdef uint32_t filled = 0
+    cdef uint64_t c
+    cdef uint16_t *table
+    cdef uint32_t *off
+    cdef uint32_t *skp
+    cdef uint32_t *nxt
+    if len(skips) != n:
+        raise ValueError("offsets and skips differ in length")
+    if n > PES_MAX_BACKENDS:
+        raise ValueError(f"{n} backends exceed the maximum of {PES_MAX_BACKENDS}")
+    out = PyBytes_FromStringAndSize(NULL, size * 2)
+    table = <uint16_t *>PyBytes_AS_STRING(out)
+    for c in range(size):
+        table[c] = PES_BACKEND_NONE
+    if n == 0:
+        return out
+    off = <uint32_t *>malloc(n * sizeof(uint32_t) * 3)
+    if off == NULL:
+        raise MemoryError()
+    skp = off + n
+    nxt = off + 2 * n
+    try:
+        for i in range(n):
+            off[i] = offsets[i] % size
+            skp[i] = skips[i] % size
+            if skp[i] == 0:
+                raise ValueError(f"skip of backend {i} is a multiple of the table size")
+            nxt[i] = 0
+        with nogil:
+            while True:
+                for i in range(n):
+                    # With size prime and 0 < skip < size the walk visits every slot.
+                    c = (off[i] + <uint64_t>nxt[i] * skp[i]) % size
+                    while table[c] != PES_BACKEND_NONE:
+                        nxt[i] += 1
+                        c = (off[i] + <uint64_t>nxt[i] * skp[i]) % size
+                    table[c] = <uint16_t>i
+                    nxt[i] += 1
+                    filled += 1
+                    if filled == size:
+                        break
+                if filled == size:
+                    break
+    finally:
+        free(off)
+    return out
+
+
+def pack_route_table(if_mac, configs, backends, servers, maglev):
+    """Write the blob.
+
+    ``configs``: CidConfig objects; ``backends``: (mac or None, state bits) per backend;
+    ``servers``: {config_id: [(server_id, backend_index), ...]}; ``maglev``: bytes from
+    :func:`maglev_fill`.
+    """
+    cdef uint32_t n_backends = len(backends)
+    cdef uint32_t maglev_size = len(maglev) // 2
+    cdef uint32_t pos, backends_off, maglev_off, sid_off
+    cdef uint32_t i
+    cdef bytes raw
+    cdef pes_route_table *hdr
+    cdef pes_backend *be
+    cdef pes_sid_entry *entry
+    cdef uint8_t *base
+    if len(if_mac) != 6:
+        raise ValueError(f"interface MAC is {len(if_mac)} octets, expected 6")
+    if n_backends > PES_MAX_BACKENDS:
+        raise ValueError(f"{n_backends} backends exceed the maximum of {PES_MAX_BACKENDS}")
+    if maglev_size == 0:
+        raise ValueError("the Maglev table is empty")
+    cid = pack_cid_table(configs)
+    sid_lens = {c.config_id: c.server_id_len for c in configs}
+    sorted_servers = {}
+    for config_id, entries in servers.items():
+        if config_id not in sid_lens:
+            raise ValueError(f"servers given for config id {config_id}, which is not configured")
+        ordered = sorted((bytes(sid), idx) for sid, idx in entries)
+        for k, (sid, idx) in enumerate(ordered):
+            if len(sid) != sid_lens[config_id]:
+                raise ValueError(f"server ID {sid.hex()} is {len(sid)} octets, config "
+                                 f"{config_id} uses {sid_lens[config_id]}")
+            if k and ordered[k - 1][0] == sid:
+                raise ValueError(f"server ID {sid.hex()} appears twice in config {config_id}")
+            if not 0 <= idx < n_backends:
+                raise ValueError(f"server {sid.hex()} names backend {idx}, which does not exist")
+        sorted_servers[config_id] = ordered
+
+    pos = _align8(sizeof(pes_route_table))
+    backends_off = pos
+    pos = _align8(pos + n_backends * sizeof(pes_backend))
+    maglev_off = pos
+    pos = _align8(pos + maglev_size * 2)
+    sids_off = {}
+    for config_id, ordered in sorted_servers.items():
+        sids_off[config_id] = pos
+        pos = _align8(pos + len(ordered) * sizeof(pes_sid_entry))
+
+    blob = bytearray(pos)
+    cdef uint8_t[::1] view = blob
+    base = &view[0]
+    hdr = <pes_route_table *>base
+    hdr.magic = PES_ROUTE_MAGIC
+    hdr.version = PES_ROUTE_VERSION
+    hdr.size = pos
+    hdr.n_backends = n_backends
+    hdr.maglev_size = maglev_size
+    hdr.backends_off = backends_off
+    hdr.maglev_off = maglev_off
+    for i in range(6):
+        hdr.if_mac[i] = if_mac[i]
+    memcpy(&hdr.cid, PyBytes_AS_STRING(cid), sizeof(pes_cid_table))
+    for i in range(n_backends):
+        mac, state = backends[i]
+        be = <pes_backend *>(base + backends_off) + i
+        be.state = state
+        if mac is not None:
+            raw = bytes(mac)
+            if len(raw) != 6:
+                raise ValueError(f"backend {i}: MAC is {len(raw)} octets, expected 6")
+            memcpy(be.mac, PyBytes_AS_STRING(raw), 6)
+    raw = bytes(maglev)
+    memcpy(base + maglev_off, PyBytes_AS_STRING(raw), maglev_size * 2)
+    for config_id, ordered in sorted_servers.items():
+        sid_off = sids_off[config_id]
+        hdr.sids_off[config_id] = sid_off
+        hdr.sids_count[config_id] = len(ordered)
+        for i in range(len(ordered)):
+            raw, idx = ordered[i]
+            entry = <pes_sid_entry *>(base + sid_off) + i
+            memcpy(entry.server_id, PyBytes_AS_STRING(raw), len(raw))
+            entry.backend = idx
+    RouteTable(bytes(blob))  # the packer must only ever produce blobs that validate
+    return bytes(blob)
+
+
+cdef class RouteTable:
+    """A validated route-table blob; ``table`` points into the bytes it keeps alive."""
+
+    cdef readonly bytes blob
+    cdef const pes_route_table *table
+
+    def __cinit__(self, bytes blob not None):
+        cdef const pes_route_table *t
+        cdef uint32_t i
+        cdef const uint16_t *maglev
+        cdef const pes_sid_entry *entries
+        cdef const pes_cid_config *conf
+        cdef int c
+        cdef Py_ssize_t size = len(blob)
+        if size < <Py_ssize_t>sizeof(pes_route_table):
+            raise ValueError(f"route table is {size} octets, shorter than its header")
+        t = <const pes_route_table *>PyBytes_AS_STRING(blob)
+        if t.magic != PES_ROUTE_MAGIC or t.version != PES_ROUTE_VERSION:
+            raise ValueError("route table has a bad magic or version")
+        if t.size != size:
+            raise ValueError(f"route table says it is {t.size} octets, blob is {size}")
+        if t.n_backends > PES_MAX_BACKENDS or t.maglev_size == 0:
+            raise ValueError("route table has a bad backend count or Maglev size")
+        _check_span(t.backends_off, t.n_backends * sizeof(pes_backend), size, "backends")
+        _check_span(t.maglev_off, t.maglev_size * 2, size, "Maglev table")
+        maglev = <const uint16_t *>(<const uint8_t *>t + t.maglev_off)
+        for i in range(t.maglev_size):
+            if maglev[i] != PES_BACKEND_NONE and maglev[i] >= t.n_backends:
+                raise ValueError(f"Maglev slot {i} names backend {maglev[i]}, which does not exist")
+        for c in range(PES_CID_CONFIGS):
+            conf = &t.cid.conf[c]
+            if conf.mode == PES_CID_UNSET:
+                if t.sids_count[c]:
+                    raise ValueError(f"servers listed for unconfigured config id {c}")
+                continue
+            if (conf.mode > PES_CID_FOUR_PASS or conf.server_id_len < 1
+                    or conf.server_id_len > PES_SERVER_ID_MAX or conf.nonce_len < PES_NONCE_MIN
+                    or conf.server_id_len + conf.nonce_len > PES_PLAINTEXT_MAX
+                    or conf.cid_len != 1 + conf.server_id_len + conf.nonce_len):
+                raise ValueError(f"config id {c} has inconsistent lengths or mode")
+            _check_span(t.sids_off[c], t.sids_count[c] * sizeof(pes_sid_entry), size,
+                        f"servers of config {c}")
+            entries = <const pes_sid_entry *>(<const uint8_t *>t + t.sids_off[c])
+            for i in range(t.sids_count[c]):
+                if entries[i].backend >= t.n_backends:
+                    raise ValueError(f"config {c} server {i} names a backend that does not exist")
+                if i and memcmp(entries[i - 1].server_id, entries[i].server_id,
+                                conf.server_id_len) >= 0:
+                    raise ValueError(f"servers of config {c} are not sorted and unique")
+        self.blob = blob
+        self.table = t
+
+    def __len__(self):
+        return len(self.blob)
+
+    @property
+    def n_backends(self):
+        return self.table.n_backends
+
+    @property
+    def maglev_size(self):
+        return self.table.maglev_size
+
+    @property
+    def if_mac(self):
+        return bytes(self.table.if_mac[:6])
+
+    def backend(self, uint32_t index):
+        """``(mac, state)`` of backend ``index``."""
+        cdef const pes_backend *be
+        if index >= self.table.n_backends:
+            raise IndexError(f"backend {index} does not exist")
+        be = <const pes_backend *>(<const uint8_t *>self.table + self.table.backends_off) + index
+        return bytes(be.mac[:6]), be.state
+
+    def maglev(self):
+        """The Maglev lookup table as a list of backend indices (BACKEND_NONE if empty)."""
+        cdef const uint16_t *m = <const uint16_t *>(<const uint8_t *>self.table
+                                                     + self.table.maglev_off)
+        return [m[i] for i in range(self.table.maglev_size)]
+
+
+cdef inline void _check_span(uint64_t offset, uint64_t length, Py_ssize_t size, str what) except *:
+    if length == 0:
+        return
+    if offset % 2 or offset + length > <uint64_t>size or offset < sizeof(pes_route_table):
+        raise ValueError(f"route table: {what} lie outside the blob")

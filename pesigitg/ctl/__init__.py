@@ -1,0 +1,1 @@
+"""``pesigitg-ctl``: the operator's client of the status socket, and offline file tools."""

@@ -1,0 +1,50 @@
+"""``pesigitg-ctl``: query a running pesigitgd over its status socket."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pesigitg import __version__
+from pesigitg.ctl.client import query
+
+__all__ = ["ctl_main", "ctl_parser"]
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def ctl_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pesigitg-ctl", description="Query a running pesigitgd over its status socket.")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("-s", "--status-socket", type=Path, help="status socket path")
+    group.add_argument("-i", "--interface", help="the daemon's interface: "
+                       "/run/pesigitgd-IFACE.sock")
+    p.add_argument("what", nargs="?", default="health",
+                   help="health (exit 0 when ok), stats, config, metrics, or a path like /stats")
+    p.add_argument("-V", "--version", action="version", version=f"pesigitg-ctl {__version__}")
+    return p
+
+
+def ctl_main(argv: list[str] | None = None) -> int:
+    parser = ctl_parser()
+    args = parser.parse_args(argv)
+    if args.status_socket is None and args.interface is None:
+        parser.error("give the status socket (-s PATH) or the daemon's interface (-i IFACE)")
+    path = args.status_socket or Path(f"/run/pesigitgd-{args.interface}.sock")
+    request = args.what if args.what.startswith("/") else f"/{args.what}"
+    try:
+        answer = query(path, request)
+    except OSError as exc:
+        print(f"pesigitg-ctl: cannot reach pesigitgd at {path}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_FAIL
+    sys.stdout.write(answer)
+    if request == "/health":
+        try:
+            return EXIT_OK if json.loads(answer).get("status") == "ok" else EXIT_FAIL
+        except ValueError:
+            return EXIT_FAIL
+    return EXIT_FAIL if answer.startswith('{"error"') else EXIT_OK

@@ -1,0 +1,172 @@
+"""Backend health: a QUIC version-negotiation probe, rise/fall, back-off.
+
+The probe is a >= 1200-octet long-header datagram with a reserved version
+(0x?a?a?a?a, RFC 9000 §15); any QUIC server must answer it with a Version
+Negotiation packet (RFC 9000 §6.1, §17.2.1) echoing our connection IDs, which proves
+the QUIC stack on the backend is alive, not just the host.
+
+:class:`HealthState` is the sans-I/O part (results in, state changes out);
+:class:`HealthChecker` runs probes on asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from pesigitg.routing.route_config import HealthSpec
+
+__all__ = ["MAX_BACKOFF", "HealthChecker", "HealthState", "build_probe",
+           "is_version_negotiation"]
+
+log = logging.getLogger("pesigitg.daemon.health")
+
+PROBE_SIZE = 1200
+CID_LEN = 8
+MAX_BACKOFF = 8         # a down backend is probed at most every 8 intervals
+
+
+def build_probe(dcid: bytes, scid: bytes, version: int | None = None) -> bytes:
+    """A client-Initial-shaped datagram with a reserved version, padded to 1200."""
+    if version is None:
+        version = (int.from_bytes(os.urandom(4), "big") & 0xF0F0F0F0) | 0x0A0A0A0A
+    head = (bytes([0xC0]) + struct.pack("!I", version) + bytes([len(dcid)]) + dcid
+            + bytes([len(scid)]) + scid)
+    return head + bytes(PROBE_SIZE - len(head))
+
+
+def is_version_negotiation(reply: bytes, dcid: bytes, scid: bytes) -> bool:
+    """RFC 9000 §17.2.1: version 0, our SCID as its DCID, our DCID as its SCID."""
+    if len(reply) < 7 or not reply[0] & 0x80 or reply[1:5] != b"\0\0\0\0":
+        return False
+    pos = 5
+    their_dcid_len = reply[pos]
+    their_dcid = reply[pos + 1:pos + 1 + their_dcid_len]
+    pos += 1 + their_dcid_len
+    if pos >= len(reply):
+        return False
+    their_scid = reply[pos + 1:pos + 1 + reply[pos]]
+    versions = reply[pos + 1 + reply[pos]:]
+    return their_dcid == scid and their_scid == dcid and len(versions) >= 4
+
+
+@dataclass
+class HealthState:
+    """Consecutive results of one backend; starts up (HAProxy's default)."""
+    up: bool = True
+    successes: int = 0
+    failures: int = 0
+    backoff: int = 1
+    checks: int = 0
+    last_result: str = "not checked yet"
+    last_change: float = 0.0
+
+    def record(self, success: bool, spec: HealthSpec, detail: str, now: float) -> bool:
+        """Count one probe result; True when the up/down state changed."""
+        self.checks += 1
+        self.last_result = detail
+        if success:
+            self.successes += 1
+            self.failures = 0
+            self.backoff = 1
+            if not self.up and self.successes >= spec.rise:
+                self.up, self.last_change = True, now
+                return True
+            return False
+        self.failures += 1
+        self.successes = 0
+        if self.up and self.failures >= spec.fall:
+            self.up, self.last_change = False, now
+            return True
+        if not self.up:
+            self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+        return False
+
+    def delay(self, spec: HealthSpec) -> float:
+        """Seconds until the next probe: the interval, stretched while down."""
+        return spec.interval_ms / 1000 * (self.backoff if not self.up else 1)
+
+
+class _Probe(asyncio.DatagramProtocol):
+    def __init__(self, done: asyncio.Future[str], dcid: bytes, scid: bytes) -> None:
+        self.done, self.dcid, self.scid = done, dcid, scid
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self.done.done() and is_version_negotiation(data, self.dcid, self.scid):
+            self.done.set_result("version negotiation received")
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.done.done():
+            self.done.set_result(f"error: {exc.strerror if isinstance(exc, OSError) else exc}")
+
+
+async def probe(address: str, port: int, timeout: float) -> tuple[bool, str]:
+    """One probe; ``(up, what happened)``."""
+    loop = asyncio.get_running_loop()
+    dcid, scid = os.urandom(CID_LEN), os.urandom(CID_LEN)
+    done: asyncio.Future[str] = loop.create_future()
+    try:
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Probe(done, dcid, scid), remote_addr=(address, port))
+    except OSError as exc:
+        return False, f"cannot send: {exc.strerror}"
+    try:
+        transport.sendto(build_probe(dcid, scid))
+        result = await asyncio.wait_for(done, timeout)
+    except TimeoutError:
+        return False, f"no version negotiation within {timeout * 1000:.0f} ms"
+    finally:
+        transport.close()
+    return result.startswith("version negotiation"), result
+
+
+class HealthChecker:
+    """One probing task per backend; reports state changes through ``on_change``."""
+
+    def __init__(self, on_change: Callable[[str, bool], None]) -> None:
+        self.on_change = on_change
+        self.states: dict[str, HealthState] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.spec = HealthSpec()
+        self.port = 443
+
+    def configure(self, addresses: Iterable[str], spec: HealthSpec, port: int) -> None:
+        """(Re)start probing ``addresses``; states of known backends carry over, their
+        back-off is reset (a reload is a reason to look again soon)."""
+        wanted = list(dict.fromkeys(addresses))
+        self.spec, self.port = spec, port
+        for address in list(self._tasks):
+            self._tasks.pop(address).cancel()
+        self.states = {a: self.states.get(a, HealthState()) for a in wanted}
+        for state in self.states.values():
+            state.backoff = 1
+            if not spec.enabled:
+                state.up, state.last_result = True, "health checks disabled"
+        if spec.enabled:
+            for address in wanted:
+                self._tasks[address] = asyncio.get_running_loop().create_task(
+                    self._run(address), name=f"health {address}")
+
+    def is_up(self, address: str) -> bool:
+        state = self.states.get(address)
+        return True if state is None else state.up
+
+    def stop(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
+
+    async def _run(self, address: str) -> None:
+        state = self.states[address]
+        while True:
+            up, detail = await probe(address, self.port, self.spec.timeout_ms / 1000)
+            if state.record(up, self.spec, detail, time.time()):
+                log.warning("backend %s is %s: %s", address, "up" if state.up else "DOWN",
+                            detail)
+                self.on_change(address, state.up)
+            await asyncio.sleep(state.delay(self.spec))

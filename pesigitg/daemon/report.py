@@ -1,0 +1,185 @@
+"""What the daemon tells: /health, /stats, /config, /metrics, and the USR1/USR2 logs.
+
+Every view is built from one :class:`Snapshot` of the daemon's state, taken by the
+supervisor when asked, so the status socket, the Prometheus exposition and the signal
+dumps always agree. Counter names and their meanings come from the contract
+(``COUNTER_FAMILIES``). Keys are never shown.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pesigitg._fastpath import COUNTER_FAMILIES, COUNTER_NAMES
+from pesigitg.daemon.status import prometheus
+
+__all__ = ["BackendView", "Report", "Snapshot", "WorkerView"]
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    index: int
+    queue: int
+    cpu: int | None
+    alive: bool
+    pid: int | None
+    mode: str
+    restarts: int
+    counters: dict[str, int]
+
+
+@dataclass(frozen=True)
+class BackendView:
+    address: str
+    mac: bytes | None
+    mac_source: str         # "static", "neighbour" or "unresolved"
+    up: bool
+    last_check: str | None
+    draining: bool
+    in_pool: bool
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The daemon's state at one moment, everything a report shows."""
+    version: str
+    interface: str
+    uptime: float
+    ports: tuple[int, ...]
+    workers: list[WorkerView]
+    xdp_attached: bool
+    xdp_mode: str | None
+    xdp_counters: dict[str, int]
+    daemon: dict[str, object]           # DaemonConfig.describe()
+    routes: dict[str, Any]              # RouteConfig.describe()
+    servers: list[dict[str, Any]]       # (config id, server id, address) per server
+    backends: list[BackendView] = field(default_factory=list)
+    if_mac: bytes = bytes(6)
+
+    @property
+    def pool(self) -> list[str]:
+        return sorted(b.address for b in self.backends if b.in_pool)
+
+    def backend(self, address: str) -> BackendView:
+        return next(b for b in self.backends if b.address == address)
+
+
+def _total(workers: list[WorkerView]) -> dict[str, int]:
+    return {name: sum(w.counters.get(name, 0) for w in workers) for name in COUNTER_NAMES}
+
+
+def _fmt(counters: dict[str, int]) -> str:
+    return " ".join(f"{k}={v}" for k, v in counters.items() if v) or "all zero"
+
+
+class Report:
+    """The status socket's source: every answer from a fresh snapshot."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self.snapshot = snapshot
+
+    def status_line(self) -> str:
+        s = self.snapshot()
+        alive = sum(w.alive for w in s.workers)
+        up = sum(b.up for b in s.backends)
+        return (f"{s.interface}: {alive}/{len(s.workers)} workers, "
+                f"ports {','.join(map(str, s.ports))}, "
+                f"{len(s.routes['configs'])} QUIC-LB config(s), "
+                f"{up}/{len(s.backends)} backends up, fallback pool {len(s.pool)}")
+
+    # -- the status endpoints ---------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        s = self.snapshot()
+        alive = sum(w.alive for w in s.workers)
+        ok = alive == len(s.workers) and s.xdp_attached
+        return {"status": "ok" if ok else "degraded", "version": s.version,
+                "interface": s.interface, "uptime_s": round(s.uptime, 3),
+                "workers": {"alive": alive, "expected": len(s.workers)},
+                "xdp": {"attached": s.xdp_attached, "mode": s.xdp_mode},
+                "backends": {"up": sum(b.up for b in s.backends), "total": len(s.backends),
+                             "fallback_pool": len(s.pool)}}
+
+    def stats(self) -> dict[str, Any]:
+        s = self.snapshot()
+        workers = [{"worker": w.index, "queue": w.queue, "cpu": w.cpu, "alive": w.alive,
+                    "pid": w.pid, "mode": w.mode, "restarts": w.restarts,
+                    "counters": w.counters} for w in s.workers]
+        return {"total": _total(s.workers), "workers": workers, "xdp": s.xdp_counters}
+
+    def config(self) -> dict[str, Any]:
+        s = self.snapshot()
+        servers = []
+        for server in s.servers:
+            b = s.backend(server["address"])
+            servers.append({**server, "mac": b.mac.hex(":") if b.mac else None,
+                            "mac_source": b.mac_source, "health": "up" if b.up else "down",
+                            "last_check": b.last_check, "draining": b.draining})
+        return {"daemon": s.daemon, "routes": s.routes, "servers": servers,
+                "fallback_pool": s.pool, "interface_mac": s.if_mac.hex(":"),
+                "xdp_mode": s.xdp_mode}
+
+    def metrics(self) -> str:
+        s = self.snapshot()
+        families: list[tuple[str, str, str, list[tuple[dict[str, object], float]]]] = [
+            ("pesigitg_up", "gauge", "1 while the daemon runs", [({}, 1)]),
+            ("pesigitg_uptime_seconds", "gauge", "seconds since start", [({}, s.uptime)]),
+            ("pesigitg_workers_alive", "gauge", "worker processes running",
+             [({}, sum(w.alive for w in s.workers))]),
+            ("pesigitg_workers_expected", "gauge", "worker processes configured",
+             [({}, len(s.workers))]),
+            ("pesigitg_worker_restarts_total", "counter", "worker restarts",
+             [({"worker": w.index}, w.restarts) for w in s.workers]),
+        ]
+        for family, label, members, unit, meaning in COUNTER_FAMILIES:
+            samples: list[tuple[dict[str, object], float]] = []
+            for w in s.workers:
+                for member in members:
+                    name = f"{family}_{member}" if member else family
+                    labels: dict[str, object] = {"worker": w.index}
+                    if label:
+                        labels[label] = member
+                    samples.append((labels, w.counters.get(name, 0)))
+            metric = f"pesigitg_{family}_{unit}_total" if unit else f"pesigitg_{family}_total"
+            families.append((metric, "counter", meaning, samples))
+        families.append(("pesigitg_xdp_verdicts_total", "counter",
+                         "verdicts of the XDP steering program, by reason",
+                         [({"reason": k}, v) for k, v in s.xdp_counters.items()]))
+        gauges: dict[str, tuple[str, Callable[[BackendView], bool]]] = {
+            "pesigitg_backend_up": ("1 if the backend passes health checks", lambda b: b.up),
+            "pesigitg_backend_draining": ("1 if the backend is draining", lambda b: b.draining),
+            "pesigitg_backend_mac_known": ("1 if the backend's MAC is known",
+                                           lambda b: b.mac is not None),
+            "pesigitg_backend_in_fallback_pool": ("1 if Maglev may choose the backend",
+                                                  lambda b: b.in_pool),
+        }
+        for metric, (help_text, fn) in gauges.items():
+            families.append((metric, "gauge", help_text,
+                             [({"backend": b.address}, int(fn(b))) for b in s.backends]))
+        return prometheus(families)
+
+    # -- signal dumps -------------------------------------------------------------------
+
+    def stats_lines(self) -> list[str]:
+        s = self.snapshot()
+        lines = [f"stats total: {_fmt(_total(s.workers))}"]
+        for w in s.workers:
+            lines.append(f"stats worker q{w.queue} ({'alive' if w.alive else 'DOWN'}, "
+                         f"restarts {w.restarts}): {_fmt(w.counters)}")
+        lines.append(f"stats xdp: {_fmt(s.xdp_counters)}")
+        return lines
+
+    def config_lines(self) -> list[str]:
+        config = self.config()
+        lines = [f"config daemon: {json.dumps(config['daemon'], sort_keys=True)}"]
+        for c in config["routes"]["configs"]:
+            lines.append(f"config quic-lb: {json.dumps(c, sort_keys=True)}")
+        lines.append(f"config health: {json.dumps(config['routes']['health'], sort_keys=True)}")
+        for server in config["servers"]:
+            lines.append(f"config server: {json.dumps(server, sort_keys=True)}")
+        lines.append(f"config fallback pool: {', '.join(config['fallback_pool']) or 'EMPTY'}"
+                     f" (table size {config['routes']['fallback']['table_size']})")
+        return lines

@@ -1,0 +1,258 @@
+"""The route config (``lb.toml``): QUIC-LB configs, their servers, health, fallback, VIPs.
+
+Validation is complete before anything is applied: every error is a
+:class:`ConfigError` naming the file, the key path (``configs[1].servers[0].id``)
+and the value, except key material, which is never echoed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import toml
+
+from pesigitg._fastpath import (
+    CID_CONFIGS,
+    MAGLEV_MAX,
+    NONCE_MAX,
+    NONCE_MIN,
+    SERVER_ID_MAX,
+    SERVER_ID_MIN,
+)
+from pesigitg.errors import ConfigError
+from pesigitg.routing.maglev import DEFAULT_MAGLEV_SIZE, is_prime
+from pesigitg.routing.quiclb import CidConfig
+
+__all__ = ["HealthSpec", "RouteConfig", "ServerSpec", "load_route_config", "parse_mac"]
+
+MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
+HEX = re.compile(r"^[0-9A-Fa-f]*$")
+
+TOP_KEYS = {"configs", "health", "fallback", "vips"}
+CONFIG_KEYS = {"config_id", "server_id_length", "nonce_length", "key",
+               "first_octet_encodes_cid_length", "servers"}
+SERVER_KEYS = {"id", "address", "mac", "draining"}
+HEALTH_KEYS = {"enabled", "interval_ms", "timeout_ms", "rise", "fall", "port"}
+FALLBACK_KEYS = {"table_size"}
+
+
+def parse_mac(text: str) -> bytes:
+    if not MAC.match(text):
+        raise ValueError(f"{text!r} is not a MAC address (six hex octets, ':' separated)")
+    return bytes.fromhex(re.sub("[:-]", "", text))
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    config_id: int
+    server_id: bytes
+    address: str            # normalised IP address: the backend's identity
+    mac: bytes | None
+    draining: bool
+
+
+@dataclass(frozen=True)
+class HealthSpec:
+    enabled: bool = True
+    interval_ms: int = 1000
+    timeout_ms: int = 500
+    rise: int = 2
+    fall: int = 3
+    port: int | None = None     # None: the daemon's first steered port
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    path: Path
+    configs: tuple[CidConfig, ...]
+    servers: tuple[ServerSpec, ...]
+    health: HealthSpec = HealthSpec()
+    table_size: int = DEFAULT_MAGLEV_SIZE
+    vips: tuple[str, ...] = ()
+    addresses: tuple[str, ...] = field(default=())   # backends, in first-seen order
+
+    def backend_mac(self, address: str) -> bytes | None:
+        return next((s.mac for s in self.servers if s.address == address and s.mac), None)
+
+    def backend_draining(self, address: str) -> bool:
+        return any(s.draining for s in self.servers if s.address == address)
+
+    def describe(self) -> dict[str, Any]:
+        """For /config and SIGUSR2: everything but key material."""
+        return {
+            "path": str(self.path),
+            "configs": [{"config_id": c.config_id, "mode": c.mode,
+                         "server_id_length": c.server_id_len, "nonce_length": c.nonce_len,
+                         "first_octet_encodes_cid_length": c.encode_length,
+                         "key": "set" if c.key is not None else "none"}
+                        for c in self.configs],
+            "health": asdict(self.health),
+            "fallback": {"table_size": self.table_size},
+            "vips": list(self.vips),
+        }
+
+
+class _Checker:
+    def __init__(self, path: Path) -> None:
+        self.file = str(path)
+
+    def fail(self, key: str, message: str, value: object = None, secret: bool = False
+             ) -> ConfigError:
+        return ConfigError(message, file=self.file, key=key, value=value, secret=secret)
+
+    def table(self, data: object, key: str, allowed: set[str]) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(key, f"expected a table, got {type(data).__name__}", data)
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise self.fail(f"{key}.{unknown[0]}" if key else unknown[0],
+                            f"unknown key (known: {', '.join(sorted(allowed))})")
+        return data
+
+    def integer(self, data: dict[str, Any], key: str, name: str, low: int, high: int,
+                default: int | None = None) -> int:
+        if name not in data:
+            if default is None:
+                raise self.fail(f"{key}.{name}", "missing (required)")
+            return default
+        value = data[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(f"{key}.{name}", "expected an integer", value)
+        if not low <= value <= high:
+            raise self.fail(f"{key}.{name}", f"must be between {low} and {high}", value)
+        return value
+
+    def boolean(self, data: dict[str, Any], key: str, name: str, default: bool) -> bool:
+        value = data.get(name, default)
+        if not isinstance(value, bool):
+            raise self.fail(f"{key}.{name}", "expected true or false", value)
+        return value
+
+    def string(self, data: dict[str, Any], key: str, name: str, secret: bool = False) -> str:
+        if name not in data:
+            raise self.fail(f"{key}.{name}", "missing (required)")
+        value = data[name]
+        if not isinstance(value, str):
+            raise self.fail(f"{key}.{name}", "expected a string", value, secret)
+        return value
+
+    def address(self, text: str, key: str) -> str:
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            raise self.fail(key, "not an IPv4 or IPv6 address", text) from None
+
+
+def load_route_config(path: Path) -> RouteConfig:
+    check = _Checker(path)
+    try:
+        data = toml.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", file=str(path)) from None
+    except toml.TomlDecodeError as exc:
+        raise ConfigError(f"TOML syntax error: {exc.msg}", file=str(path),
+                          line=exc.lineno) from None
+    check.table(data, "", TOP_KEYS)
+
+    configs: list[CidConfig] = []
+    servers: list[ServerSpec] = []
+    raw_configs = data.get("configs", [])
+    if not isinstance(raw_configs, list) or not raw_configs:
+        raise check.fail("configs", "at least one [[configs]] table is required")
+    seen_ids: dict[int, str] = {}
+    for i, raw in enumerate(raw_configs):
+        key = f"configs[{i}]"
+        c = check.table(raw, key, CONFIG_KEYS)
+        config_id = check.integer(c, key, "config_id", 0, CID_CONFIGS - 1)
+        if config_id in seen_ids:
+            raise check.fail(f"{key}.config_id", f"duplicate of {seen_ids[config_id]}",
+                             config_id)
+        seen_ids[config_id] = f"{key}.config_id"
+        sid_len = check.integer(c, key, "server_id_length", SERVER_ID_MIN, SERVER_ID_MAX)
+        nonce_len = check.integer(c, key, "nonce_length", NONCE_MIN, NONCE_MAX)
+        secret = None
+        if "key" in c:
+            text = check.string(c, key, "key", secret=True)
+            if len(text) != 32 or not HEX.match(text):
+                raise check.fail(f"{key}.key", "must be 32 hex digits (a 16-octet AES key)",
+                                 text, secret=True)
+            secret = bytes.fromhex(text)
+        encode = check.boolean(c, key, "first_octet_encodes_cid_length", False)
+        try:
+            config = CidConfig(config_id, sid_len, nonce_len, secret, encode)
+        except ValueError as exc:
+            raise check.fail(key, str(exc)) from None
+        configs.append(config)
+        raw_servers = c.get("servers", [])
+        if not isinstance(raw_servers, list):
+            raise check.fail(f"{key}.servers", "expected [[configs.servers]] tables")
+        seen_sids: dict[bytes, str] = {}
+        for j, raw_server in enumerate(raw_servers):
+            skey = f"{key}.servers[{j}]"
+            s = check.table(raw_server, skey, SERVER_KEYS)
+            sid_text = check.string(s, skey, "id")
+            if not HEX.match(sid_text) or len(sid_text) % 2:
+                raise check.fail(f"{skey}.id", "not hex octets", sid_text)
+            sid = bytes.fromhex(sid_text)
+            if len(sid) != sid_len:
+                raise check.fail(f"{skey}.id", f"is {len(sid)} octets, server_id_length is "
+                                 f"{sid_len}", sid_text)
+            if sid in seen_sids:
+                raise check.fail(f"{skey}.id", f"duplicate of {seen_sids[sid]}", sid_text)
+            seen_sids[sid] = f"{skey}.id"
+            address = check.address(check.string(s, skey, "address"), f"{skey}.address")
+            mac = None
+            if "mac" in s:
+                text = check.string(s, skey, "mac")
+                try:
+                    mac = parse_mac(text)
+                except ValueError:
+                    raise check.fail(f"{skey}.mac", "not a MAC address (aa:bb:cc:dd:ee:ff)",
+                                     text) from None
+            draining = check.boolean(s, skey, "draining", False)
+            servers.append(ServerSpec(config_id, sid, address, mac, draining))
+
+    addresses = tuple(dict.fromkeys(s.address for s in servers))
+    for address in addresses:
+        macs = {s.mac for s in servers if s.address == address and s.mac is not None}
+        if len(macs) > 1:
+            raise check.fail("configs", f"backend {address} is given different MACs: "
+                             + ", ".join(sorted(m.hex(":") for m in macs)))
+
+    h = check.table(data.get("health", {}), "health", HEALTH_KEYS)
+    health = HealthSpec(
+        enabled=check.boolean(h, "health", "enabled", True),
+        interval_ms=check.integer(h, "health", "interval_ms", 10, 3_600_000, 1000),
+        timeout_ms=check.integer(h, "health", "timeout_ms", 1, 3_600_000, 500),
+        rise=check.integer(h, "health", "rise", 1, 100, 2),
+        fall=check.integer(h, "health", "fall", 1, 100, 3),
+        port=check.integer(h, "health", "port", 1, 65535) if "port" in h else None)
+    if health.timeout_ms > health.interval_ms:
+        raise check.fail("health.timeout_ms", f"must not exceed interval_ms "
+                         f"({health.interval_ms})", health.timeout_ms)
+
+    fb = check.table(data.get("fallback", {}), "fallback", FALLBACK_KEYS)
+    table_size = check.integer(fb, "fallback", "table_size", 3, MAGLEV_MAX,
+                               DEFAULT_MAGLEV_SIZE)
+    if not is_prime(table_size):
+        raise check.fail("fallback.table_size", "must be a prime (Maglev)", table_size)
+    if table_size <= len(addresses):
+        raise check.fail("fallback.table_size", f"must exceed the number of backends "
+                         f"({len(addresses)})", table_size)
+
+    raw_vips = data.get("vips", [])
+    if not isinstance(raw_vips, list):
+        raise check.fail("vips", "expected a list of addresses", raw_vips)
+    vips = []
+    for k, vip in enumerate(raw_vips):
+        if not isinstance(vip, str):
+            raise check.fail(f"vips[{k}]", "expected a string", vip)
+        vips.append(check.address(vip, f"vips[{k}]"))
+    return RouteConfig(path, tuple(configs), tuple(servers), health, table_size,
+                       tuple(dict.fromkeys(vips)), addresses)

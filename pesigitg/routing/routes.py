@@ -1,0 +1,103 @@
+"""Route tables: from configs, backends and servers to the blob the loop reads.
+
+A backend is a machine (identified by its address); a server is a server ID in one
+QUIC-LB config that routes to a backend (during a key rotation one backend has a
+server ID in two configs). The fallback pool is every backend that is up, has a
+known MAC and is not draining; Maglev spreads unroutable packets over it.
+
+Everything here is deterministic: the same inputs give the same blob on every host,
+so several load balancers behind ECMP make the same choice for the same packet.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pesigitg._fastpath import (
+    BACKEND_NONE,
+    STATE_DRAINING,
+    STATE_MAC_KNOWN,
+    STATE_UP,
+    RouteTable,
+    pack_route_table,
+)
+from pesigitg.routing.maglev import DEFAULT_MAGLEV_SIZE, maglev_table
+from pesigitg.routing.quiclb import CidConfig
+
+__all__ = ["BACKEND_NONE", "Backend", "CompiledRoutes", "Server", "compile_routes"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A machine behind the load balancer; ``name`` (its address) is its identity."""
+    name: str
+    mac: bytes | None = None
+    up: bool = True
+    draining: bool = False
+
+    @property
+    def state(self) -> int:
+        return ((STATE_UP if self.up else 0) | (STATE_DRAINING if self.draining else 0)
+                | (STATE_MAC_KNOWN if self.mac is not None else 0))
+
+    @property
+    def in_fallback_pool(self) -> bool:
+        return self.up and self.mac is not None and not self.draining
+
+
+@dataclass(frozen=True)
+class Server:
+    """Server ID ``server_id`` of config ``config_id`` lives on backend ``backend``."""
+    config_id: int
+    server_id: bytes
+    backend: str
+
+
+@dataclass
+class CompiledRoutes:
+    """A compiled table: the blob for the packet path and the model it came from."""
+    if_mac: bytes
+    configs: list[CidConfig]
+    backends: list[Backend]
+    servers: dict[tuple[int, bytes], int]     # (config id, server ID) -> backend index
+    maglev: list[int]                         # slot -> backend index or BACKEND_NONE
+    table: RouteTable
+    pool: list[int] = field(default_factory=list)
+
+    @property
+    def blob(self) -> bytes:
+        return self.table.blob
+
+
+def compile_routes(if_mac: bytes, configs: Sequence[CidConfig], backends: Sequence[Backend],
+                   servers: Sequence[Server], maglev_size: int = DEFAULT_MAGLEV_SIZE
+                   ) -> CompiledRoutes:
+    index = {}
+    for i, backend in enumerate(backends):
+        if backend.name in index:
+            raise ValueError(f"backend {backend.name} is listed twice")
+        index[backend.name] = i
+    routes: dict[tuple[int, bytes], int] = {}
+    by_config: dict[int, list[tuple[bytes, int]]] = {}
+    for server in servers:
+        if server.backend not in index:
+            raise ValueError(f"server {server.server_id.hex()} of config {server.config_id} "
+                             f"names backend {server.backend}, which is not listed")
+        key = (server.config_id, bytes(server.server_id))
+        if key in routes:
+            raise ValueError(f"server ID {server.server_id.hex()} appears twice in config "
+                             f"{server.config_id}")
+        routes[key] = index[server.backend]
+        by_config.setdefault(server.config_id, []).append((key[1], routes[key]))
+    # Sorted by name so the table does not depend on the order of the config file.
+    pool = sorted((i for i, b in enumerate(backends) if b.in_fallback_pool),
+                  key=lambda i: backends[i].name)
+    pool_table = maglev_table([backends[i].name for i in pool], maglev_size)
+    maglev = [pool[slot] if slot != BACKEND_NONE else BACKEND_NONE for slot in pool_table]
+    blob = pack_route_table(if_mac, list(configs),
+                            [(b.mac, b.state) for b in backends], by_config,
+                            array("H", maglev).tobytes())
+    return CompiledRoutes(bytes(if_mac), list(configs), list(backends), routes, maglev,
+                          RouteTable(blob), pool)

@@ -1,0 +1,114 @@
+"""The real pesigitgd as a subprocess inside a namespace (demo and tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PESIGITGD", "RunningDaemon"]
+
+from pesigitg.ctl.client import query
+
+PESIGITGD = shutil.which("pesigitgd", path=str(Path(sys.executable).parent)) or "pesigitgd"
+
+class RunningDaemon:
+    """pesigitgd in namespace ``ns`` with its files in ``workdir``."""
+
+    def __init__(self, ns: str, workdir: Path, interface: str = "v0",
+                 extra_conf: str = "", port: int = 443) -> None:
+        self.ns, self.workdir, self.interface = ns, workdir, interface
+        self.status_socket = workdir / "status.sock"
+        self.pidfile = workdir / "pesigitgd.pid"
+        self.conf = workdir / "pesigitgd.conf"
+        self.routes = workdir / "lb.toml"
+        self.conf.write_text(f"# written by pesigitg.demo\ninterface = {interface}\n"
+                             f"port = {port}\n"
+                             f"route_config = lb.toml\nstatus_socket = {self.status_socket}\n"
+                             f"pidfile = {self.pidfile}\n{extra_conf}")
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+
+    def command(self, *args: str) -> list[str]:
+        return ["ip", "netns", "exec", self.ns, PESIGITGD, "-c", str(self.conf), *args]
+
+    def start(self, *args: str, env: dict[str, str] | None = None, wait: bool = True
+              ) -> RunningDaemon:
+        self.proc = subprocess.Popen(self.command("-f", *args), stderr=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, text=True,
+                                     env={**os.environ, **(env or {})})
+        threading.Thread(target=self._read, daemon=True).start()
+        if wait:
+            self.wait_log("started: ", timeout=20)
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_log(self, pattern: str, timeout: float = 10.0, after: int = 0) -> str:
+        """The first log line (from index ``after``) matching ``pattern`` (a regex)."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines[after:]:
+                    if regex.search(line):
+                        return line
+                if self.proc is not None and self.proc.poll() is not None and \
+                        not self._cond.wait(0.2):
+                    raise AssertionError(f"pesigitgd exited ({self.proc.returncode}) without "
+                                         f"logging {pattern!r}:\n" + "\n".join(self.lines))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no log line matching {pattern!r} within "
+                                         f"{timeout} s:\n" + "\n".join(self.lines))
+                self._cond.wait(min(left, 0.5))
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self.lines)
+
+    def get(self, path: str) -> Any:
+        answer = query(self.status_socket, path)
+        return answer if path == "/metrics" else json.loads(answer)
+
+    def wait_until(self, predicate: Any, timeout: float = 10.0, what: str = "condition"
+                   ) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        return int(self.pidfile.read_text())
+
+    def signal(self, sig: signal.Signals) -> None:
+        os.kill(self.pid, sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("pesigitgd did not stop on SIGTERM") from None
+        return self.proc.returncode
