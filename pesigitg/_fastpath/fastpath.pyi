@@ -86,6 +86,7 @@ def decide_batch(table: RouteTable, frames: memoryview, lengths: Sequence[int], 
 # xsk.pxi
 DEFAULT_FRAME_SIZE: int
 DEFAULT_RING_SIZE: int
+DEFAULT_TX_SIZE: int
 DEFAULT_FRAME_COUNT: int
 
 class XskSocket:
@@ -96,11 +97,14 @@ class XskSocket:
     frame_size: int
     frame_count: int
     mode: str
-    frames_free: int
-    fill_pending: int
+    journal_seq: int
     def __init__(self, ifname: str, queue: int, *, frame_size: int = ..., frame_count: int = ...,
                  rx_size: int = ..., tx_size: int = ..., fill_size: int = ...,
                  comp_size: int = ..., zero_copy: bool | str = ...) -> None: ...
+    @classmethod
+    def adopt(cls, fd: int, umem_fd: int) -> XskSocket: ...
+    def recover(self) -> bool: ...
+    def census(self, distinct: bool = False) -> dict[str, int]: ...
     def statistics(self) -> dict[str, int]: ...
     def close(self) -> None: ...
     def __enter__(self) -> XskSocket: ...
@@ -111,6 +115,7 @@ DEFAULT_BATCH: int
 DEFAULT_POLL_TIMEOUT_MS: int
 
 def new_counters(workers: int = 1) -> mmap.mmap: ...
+def counters_size(workers: int) -> int: ...
 def read_counters(buffer: object, worker: int = 0) -> dict[str, int]: ...
 
 class Engine:
@@ -119,6 +124,7 @@ class Engine:
     poll_timeout_ms: int
     busy_poll: bool
     floor: bool
+    recovered: bool
     table: RouteTable
     def __init__(self, xsk: XskSocket, table: RouteTable, counters: object = None,
                  worker: int = 0, batch: int = ..., poll_timeout_ms: int = ...,

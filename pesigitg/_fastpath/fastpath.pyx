@@ -16,6 +16,7 @@ parts, each one concern:
 C declarations live in includes/*.pxd, C shims and layouts in includes/*.h.
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.errno cimport EAGAIN, EBUSY, EINTR, EINVAL, ENOPROTOOPT, EOPNOTSUPP, errno
 from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -28,6 +29,7 @@ from pesigitg._fastpath.includes.abi cimport *
 from pesigitg._fastpath.includes.xskring cimport *
 
 import mmap as _mmap
+import os
 import time
 
 from pesigitg.errors import os_error

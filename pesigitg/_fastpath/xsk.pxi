@@ -1,9 +1,13 @@
-# AF_XDP socket: memfd-backed UMEM, the four rings mmapped, bound to one queue.
+# AF_XDP socket: memfd-backed UMEM with a state page, the four rings mmapped, bound to
+# one queue.
 #
 # Raw syscalls, no libxdp (Documentation/networking/af_xdp.rst). Frames cycle
 # fill -> RX -> (forward) TX -> completion -> fill; frames the loop drops go straight
-# back. Frames not in a ring sit on a free stack so nothing leaks: frames_free plus
-# the frames in the rings always equals frame_count.
+# back to the fill ring, which holds every frame. No frame is ever kept aside, so the
+# socket can change hands: the supervisor creates it and keeps it, its workers run the
+# loop on it one after another, and a restarted daemon adopts it (fds by SCM_RIGHTS).
+# The state page after the frames tells the new owner the sizes and carries the
+# publication journal (includes/xskring.h).
 
 from pesigitg._fastpath.includes.if_xdp cimport *
 from pesigitg._fastpath.includes.system cimport (
@@ -26,8 +30,10 @@ from pesigitg._fastpath.includes.system cimport (
 )
 
 DEFAULT_FRAME_SIZE = 2048      # one 1500-octet MTU frame per chunk, power of two
-DEFAULT_RING_SIZE = 2048
-DEFAULT_FRAME_COUNT = 4096     # fill + TX in flight
+DEFAULT_FRAME_COUNT = 4096
+DEFAULT_RING_SIZE = 4096       # fill and completion hold every frame, RX buffers them
+DEFAULT_TX_SIZE = 2048
+PAGE = 4096
 BIND_BUSY_RETRIES = 30
 BIND_BUSY_WAIT = 0.1           # seconds
 
@@ -40,11 +46,13 @@ cdef int _is_pow2(uint32_t n) noexcept nogil:
     return n != 0 and (n & (n - 1)) == 0
 
 
+@cython.final
 cdef class XskSocket:
-    """One AF_XDP socket bound to ``(ifname, queue)``.
+    """One AF_XDP socket bound to ``(ifname, queue)``, or adopted: :meth:`adopt`.
 
     ``zero_copy`` is "auto" (zero-copy when the driver offers it, copy otherwise),
-    True or False. ``mode`` tells which was used.
+    True or False. ``mode`` tells which was used. The fill ring is created holding
+    every frame.
     """
 
     cdef readonly int fd
@@ -54,21 +62,20 @@ cdef class XskSocket:
     cdef readonly uint32_t frame_size
     cdef readonly uint32_t frame_count
     cdef readonly str mode
-    cdef uint8_t *umem
-    cdef uint64_t umem_len
+    cdef uint8_t *umem             # the memfd's mapping: frames, then the state page
+    cdef uint64_t umem_len         # octets of frames
+    cdef uint64_t map_len
+    cdef pes_xsk_state *state
     cdef pes_ring rx
     cdef pes_ring tx
     cdef pes_ring fill
     cdef pes_ring comp
-    # Frames owned by user space and not in any ring (a stack of chunk addresses).
-    cdef uint64_t *free_frames
-    cdef uint32_t n_free
 
     def __cinit__(self):
         self.fd = -1
         self.umem_fd = -1
         self.umem = NULL
-        self.free_frames = NULL
+        self.state = NULL
         memset(&self.rx, 0, sizeof(pes_ring))
         memset(&self.tx, 0, sizeof(pes_ring))
         memset(&self.fill, 0, sizeof(pes_ring))
@@ -76,7 +83,7 @@ cdef class XskSocket:
 
     def __init__(self, str ifname, unsigned int queue, *, uint32_t frame_size=DEFAULT_FRAME_SIZE,
                  uint32_t frame_count=DEFAULT_FRAME_COUNT, uint32_t rx_size=DEFAULT_RING_SIZE,
-                 uint32_t tx_size=DEFAULT_RING_SIZE, uint32_t fill_size=DEFAULT_RING_SIZE,
+                 uint32_t tx_size=DEFAULT_TX_SIZE, uint32_t fill_size=DEFAULT_RING_SIZE,
                  uint32_t comp_size=DEFAULT_RING_SIZE, zero_copy="auto"):
         for name, value in (("frame_size", frame_size), ("rx_size", rx_size),
                             ("tx_size", tx_size), ("fill_size", fill_size),
@@ -85,9 +92,11 @@ cdef class XskSocket:
                 raise ValueError(f"{name} {value} is not a power of two")
         if frame_size < 2048 or frame_size > 4096:
             raise ValueError(f"frame_size {frame_size} must be 2048 or 4096")
-        if frame_count < fill_size:
-            raise ValueError(f"frame_count {frame_count} is smaller than the fill ring "
-                             f"({fill_size})")
+        if frame_count > fill_size:
+            raise ValueError(f"the fill ring ({fill_size}) must hold every frame "
+                             f"({frame_count})")
+        if (<uint64_t>frame_count * frame_size) % PAGE:
+            raise ValueError(f"{frame_count} frames of {frame_size} octets are not whole pages")
         if zero_copy not in ("auto", True, False):
             raise ValueError(f"zero_copy must be 'auto', True or False, not {zero_copy!r}")
         self.ifindex = if_nametoindex(ifname.encode())
@@ -97,36 +106,53 @@ cdef class XskSocket:
         self.frame_size = frame_size
         self.frame_count = frame_count
         try:
-            self._open(ifname, rx_size, tx_size, fill_size, comp_size, zero_copy)
+            self._create(ifname, rx_size, tx_size, fill_size, comp_size, zero_copy)
         except BaseException:
             self.close()
             raise
 
-    cdef _open(self, str ifname, uint32_t rx_size, uint32_t tx_size, uint32_t fill_size,
-               uint32_t comp_size, zero_copy):
+    @classmethod
+    def adopt(cls, int fd, int umem_fd):
+        """The socket another process created (fds duplicated here, the caller keeps
+        its own): sizes, interface and queue come from the state page. Call
+        :meth:`recover` (the engine does) before using the rings."""
+        cdef XskSocket self = cls.__new__(cls)
+        try:
+            self.fd = os.dup(fd)
+            self.umem_fd = os.dup(umem_fd)
+            self._adopt()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    cdef _map_umem(self, str doing):
+        self.umem = <uint8_t *>mmap(NULL, self.map_len, PROT_READ | PROT_WRITE,
+                                    MAP_SHARED | MAP_POPULATE, self.umem_fd, 0)
+        if self.umem == <uint8_t *>MAP_FAILED:
+            self.umem = NULL
+            _raise(doing)
+        self.state = <pes_xsk_state *>(self.umem + self.umem_len)
+
+    cdef _create(self, str ifname, uint32_t rx_size, uint32_t tx_size, uint32_t fill_size,
+                 uint32_t comp_size, zero_copy):
         cdef xdp_umem_reg reg
-        cdef xdp_mmap_offsets off
-        cdef socklen_t optlen = sizeof(off)
-        cdef uint32_t i, idx
+        cdef uint32_t i, idx, size
         where = f"{ifname} queue {self.queue}"
-        # UMEM in a memfd so a later restart can hand the frames to a new process.
         self.umem_fd = memfd_create(b"pesigitg-umem", MFD_CLOEXEC)
         if self.umem_fd < 0:
             _raise("creating the UMEM memfd")
         self.umem_len = <uint64_t>self.frame_size * self.frame_count
-        if ftruncate(self.umem_fd, self.umem_len) != 0:
-            _raise(f"sizing the UMEM to {self.umem_len} octets")
-        self.umem = <uint8_t *>mmap(NULL, self.umem_len, PROT_READ | PROT_WRITE,
-                                    MAP_SHARED | MAP_POPULATE, self.umem_fd, 0)
-        if self.umem == <uint8_t *>MAP_FAILED:
-            self.umem = NULL
-            _raise("mapping the UMEM")
+        self.map_len = self.umem_len + PES_XSK_STATE_SIZE
+        if ftruncate(self.umem_fd, self.map_len) != 0:
+            _raise(f"sizing the UMEM to {self.map_len} octets")
+        self._map_umem("mapping the UMEM")
         self.fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0)
         if self.fd < 0:
             _raise("creating an AF_XDP socket")
         memset(&reg, 0, sizeof(reg))
         reg.addr = <uint64_t>self.umem
-        reg.len = self.umem_len
+        reg.len = self.umem_len          # the state page is ours, never the kernel's
         reg.chunk_size = self.frame_size
         if setsockopt(self.fd, SOL_XDP, XDP_UMEM_REG, &reg, sizeof(reg)) != 0:
             _raise(f"registering the UMEM for {where}")
@@ -136,6 +162,44 @@ cdef class XskSocket:
             idx = size
             if setsockopt(self.fd, SOL_XDP, opt, &idx, sizeof(idx)) != 0:
                 _raise(f"sizing the {name} ring of {where} to {size}")
+        self._map_rings(fill_size, comp_size, rx_size, tx_size, where)
+        self._bind(zero_copy, where)
+        st = self.state
+        st.magic, st.version = PES_XSK_STATE_MAGIC, PES_XSK_STATE_VERSION
+        st.frame_size, st.frame_count = self.frame_size, self.frame_count
+        st.rx_size, st.tx_size, st.fill_size, st.comp_size = rx_size, tx_size, fill_size, comp_size
+        st.ifindex, st.queue = self.ifindex, self.queue
+        st.zero_copy = self.mode == "zero-copy"
+        # Every frame starts in the fill ring.
+        pes_ring_reserve(&self.fill, self.frame_count, &idx)
+        for i in range(self.frame_count):
+            pes_ring_addr(&self.fill, idx + i)[0] = <uint64_t>i * self.frame_size
+        pes_xsk_publish(self.state, &self.fill, &self.tx, &self.rx, &self.comp)
+
+    cdef _adopt(self):
+        cdef pes_xsk_state st
+        size = os.fstat(self.umem_fd).st_size
+        if size < PES_XSK_STATE_SIZE or (size - PES_XSK_STATE_SIZE) % PAGE:
+            raise ValueError(f"UMEM memfd of {size} octets is not pesigitg's")
+        self.umem_len = size - PES_XSK_STATE_SIZE
+        self.map_len = size
+        self._map_umem("mapping an adopted UMEM")
+        st = self.state[0]
+        if st.magic != PES_XSK_STATE_MAGIC or st.version != PES_XSK_STATE_VERSION:
+            raise ValueError("the UMEM's state page has another magic or version "
+                             f"({st.magic:#x} v{st.version})")
+        if <uint64_t>st.frame_size * st.frame_count != self.umem_len:
+            raise ValueError("the UMEM's state page does not match its size")
+        self.frame_size, self.frame_count = st.frame_size, st.frame_count
+        self.ifindex, self.queue = st.ifindex, st.queue
+        self.mode = "zero-copy" if st.zero_copy else "copy"
+        self._map_rings(st.fill_size, st.comp_size, st.rx_size, st.tx_size,
+                        f"interface {self.ifindex} queue {self.queue}")
+
+    cdef _map_rings(self, uint32_t fill_size, uint32_t comp_size, uint32_t rx_size,
+                    uint32_t tx_size, str where):
+        cdef xdp_mmap_offsets off
+        cdef socklen_t optlen = sizeof(off)
         if getsockopt(self.fd, SOL_XDP, XDP_MMAP_OFFSETS, &off, &optlen) != 0:
             _raise(f"reading the ring offsets of {where}")
         self._map_ring(&self.fill, &off.fr, fill_size, sizeof(uint64_t),
@@ -146,14 +210,6 @@ cdef class XskSocket:
                        False, "RX")
         self._map_ring(&self.tx, &off.tx, tx_size, sizeof(xdp_desc), XDP_PGOFF_TX_RING,
                        True, "TX")
-        self.free_frames = <uint64_t *>malloc(self.frame_count * sizeof(uint64_t))
-        if self.free_frames == NULL:
-            raise MemoryError()
-        for i in range(self.frame_count):
-            self.free_frames[i] = <uint64_t>(self.frame_count - 1 - i) * self.frame_size
-        self.n_free = self.frame_count
-        self._bind(zero_copy, where)
-        self.refill()
 
     cdef _map_ring(self, pes_ring *r, xdp_ring_offset *off, uint32_t size, size_t elem,
                    unsigned long long pgoff, bint producer, str name):
@@ -202,21 +258,9 @@ cdef class XskSocket:
             hint = " (another AF_XDP socket holds this queue)" if err == EBUSY else ""
             raise os_error(err, f"binding the AF_XDP socket to {where} in {mode} mode", hint)
 
-    cdef uint32_t refill(self) noexcept nogil:
-        """Move free frames to the fill ring; returns how many remain free."""
-        cdef uint32_t idx, i
-        cdef uint32_t n = pes_ring_reserve(&self.fill, self.n_free, &idx)
-        for i in range(n):
-            self.n_free -= 1
-            pes_ring_addr(&self.fill, idx + i)[0] = self.free_frames[self.n_free]
-        if n:
-            pes_ring_submit(&self.fill, n)
-        return self.n_free
-
-    cdef inline void recycle(self, uint64_t addr) noexcept nogil:
-        # Descriptors may point past the chunk start (headroom): keep the chunk base.
-        self.free_frames[self.n_free] = addr - addr % self.frame_size
-        self.n_free += 1
+    cdef inline uint64_t chunk(self, uint64_t addr) noexcept nogil:
+        # Descriptors may point past the chunk start (headroom): the chunk's base.
+        return addr & ~(<uint64_t>self.frame_size - 1)
 
     cdef void kick_tx(self) noexcept nogil:
         # Copy mode (and zero-copy with need_wakeup) transmits only when asked, and
@@ -236,14 +280,41 @@ cdef class XskSocket:
                 return      # no progress: the device pushes back, retry next batch
             rounds -= 1
 
-    @property
-    def frames_free(self):
-        """Frames held by user space, not in any ring (the debug resource count)."""
-        return self.n_free
+    def recover(self):
+        """Take the rings over in this process: finish a publication the previous
+        owner left half done (True then), and start from the rings as they are."""
+        return bool(pes_xsk_recover(self.state, &self.fill, &self.tx, &self.rx, &self.comp))
+
+    def census(self, bint distinct=False):
+        """Frames in each ring now; the rest are held by the kernel (received into,
+        or in transmission). With ``distinct``, also check no frame sits in two places
+        (ValueError naming it)."""
+        counts = {"fill": pes_ring_count(&self.fill), "rx": pes_ring_count(&self.rx),
+                  "tx": pes_ring_count(&self.tx), "comp": pes_ring_count(&self.comp)}
+        counts["kernel"] = self.frame_count - sum(counts.values())
+        if distinct:
+            seen = {}
+            self._collect(&self.fill, False, "fill", seen)
+            self._collect(&self.rx, True, "rx", seen)
+            self._collect(&self.tx, True, "tx", seen)
+            self._collect(&self.comp, False, "comp", seen)
+        return counts
+
+    cdef _collect(self, pes_ring *r, bint descs, str name, dict seen):
+        cdef uint32_t idx = r.consumer[0]
+        cdef uint32_t end = r.producer[0]
+        while idx != end:
+            addr = self.chunk(pes_ring_desc(r, idx).addr if descs else pes_ring_addr(r, idx)[0])
+            if addr in seen:
+                raise ValueError(f"frame {addr // self.frame_size} is in the {seen[addr]} "
+                                 f"ring and in the {name} ring")
+            seen[addr] = name
+            idx += 1
 
     @property
-    def fill_pending(self):
-        return pes_ring_pending(&self.fill) if self.fill.map != NULL else 0
+    def journal_seq(self):
+        """The state page's publication counter (odd while a batch is being published)."""
+        return self.state.seq if self.state != NULL else 0
 
     def statistics(self):
         """The kernel's XDP_STATISTICS for this socket, as a dict."""
@@ -265,14 +336,12 @@ cdef class XskSocket:
             close(self.fd)
             self.fd = -1
         if self.umem != NULL:
-            munmap(self.umem, self.umem_len)
+            munmap(self.umem, self.map_len)
             self.umem = NULL
+            self.state = NULL
         if self.umem_fd >= 0:
             close(self.umem_fd)
             self.umem_fd = -1
-        if self.free_frames != NULL:
-            free(self.free_frames)
-            self.free_frames = NULL
 
     def __dealloc__(self):
         self.close()

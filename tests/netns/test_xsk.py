@@ -23,14 +23,37 @@ def xdp_on_v0(veth_ns: str) -> Iterator[XdpProgram]:
             xdp.detach()
 
 
-def test_veth_binds_in_copy_mode_with_every_frame_accounted(xdp_on_v0):
+def test_veth_binds_in_copy_mode_with_every_frame_in_the_fill_ring(xdp_on_v0):
     with XskSocket("v0", 0) as xsk:
         assert xsk.mode == "copy"          # veth offers no zero-copy
         assert xsk.frame_size == 2048 and xsk.frame_count == 4096
-        assert xsk.fill_pending == 2048     # the fill ring starts full
-        assert xsk.frames_free + xsk.fill_pending == xsk.frame_count
+        # Every frame starts in the fill ring, once; none is kept aside.
+        assert xsk.census(distinct=True) == {"fill": 4096, "rx": 0, "tx": 0, "comp": 0,
+                                             "kernel": 0}
+        assert xsk.journal_seq == 2        # one publication, complete
         xdp_on_v0.register_socket(0, xsk.fd)
         assert xsk.statistics()["rx_dropped"] == 0
+
+
+def test_an_adopted_socket_sees_the_same_rings_and_frames(xdp_on_v0):
+    with XskSocket("v0", 0, frame_count=1024, fill_size=1024) as xsk:
+        with XskSocket.adopt(xsk.fd, xsk.umem_fd) as adopted:
+            assert adopted.fd != xsk.fd and adopted.umem_fd != xsk.umem_fd
+            assert (adopted.ifindex, adopted.queue, adopted.mode) == (xsk.ifindex, 0, "copy")
+            assert (adopted.frame_size, adopted.frame_count) == (2048, 1024)
+            assert adopted.recover() is False      # nothing was left half published
+            assert adopted.census(distinct=True) == xsk.census()
+
+
+def test_adopting_a_memfd_that_is_not_a_umem_is_refused(xdp_on_v0):
+    with XskSocket("v0", 0, frame_count=1024, fill_size=1024) as xsk:
+        stranger = os.memfd_create("stranger")
+        try:
+            os.ftruncate(stranger, 8192)
+            with pytest.raises(ValueError, match="state page has another magic"):
+                XskSocket.adopt(xsk.fd, stranger)
+        finally:
+            os.close(stranger)
 
 
 def test_zero_copy_on_request_fails_clearly_where_the_driver_lacks_it(xdp_on_v0):
@@ -42,13 +65,14 @@ def test_zero_copy_on_request_fails_clearly_where_the_driver_lacks_it(xdp_on_v0)
 def test_a_queue_can_be_rebound_right_after_its_socket_closes(xdp_on_v0):
     # A worker restart: the kernel releases the old socket asynchronously.
     for _ in range(3):
-        with XskSocket("v0", 0, frame_count=2048, fill_size=1024) as xsk:
+        with XskSocket("v0", 0, frame_count=1024, fill_size=1024) as xsk:
             xdp_on_v0.register_socket(0, xsk.fd)
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"frame_size": 3000}, "frame_size 3000 is not a power of two"),
     ({"frame_size": 1024}, "frame_size 1024 must be 2048 or 4096"),
     ({"rx_size": 1000}, "rx_size 1000 is not a power of two"),
-    ({"frame_count": 512}, "frame_count 512 is smaller than the fill ring"),
+    ({"fill_size": 1024}, r"the fill ring \(1024\) must hold every frame \(4096\)"),
+    ({"frame_count": 1023, "fill_size": 1024}, "1023 frames of 2048 octets are not whole"),
     ({"zero_copy": "yes"}, "zero_copy must be 'auto', True or False"),
 ])
 def test_bad_socket_parameters_are_refused(veth_ns, kwargs, message):
@@ -69,6 +93,6 @@ def test_closing_a_socket_releases_its_fds_and_mappings(xdp_on_v0):
 
     fds, maps = set(os.listdir("/proc/self/fd")), mappings()
     for _ in range(3):
-        with XskSocket("v0", 0, frame_count=2048, fill_size=1024):
+        with XskSocket("v0", 0, frame_count=1024, fill_size=1024):
             assert mappings() > maps
     assert set(os.listdir("/proc/self/fd")) == fds and mappings() == maps

@@ -6,6 +6,15 @@
  * consumer reads the index with an acquire load before touching entries, and
  * publishes consumption with a release store. Cached copies of the other side's
  * index keep the shared cache line out of the fast path.
+ *
+ * Every UMEM frame is always in a ring or held by the kernel: the loop never keeps
+ * one, so a process that takes a socket over has no free list to rebuild. A batch's
+ * effect is published through a journal in the UMEM memfd's state page: the loop
+ * writes its descriptors, records the four indices it is about to publish, makes
+ * seq odd, publishes them, and makes seq even. Whoever owns the socket next (a
+ * restarted worker, or the new daemon after a hand-over) completes a publication a
+ * kill interrupted (seq odd) and otherwise re-reads what was never published. So no
+ * crash point loses a frame or puts one in two places.
  */
 #ifndef PESIGITG_XSKRING_H
 #define PESIGITG_XSKRING_H
@@ -25,6 +34,30 @@ typedef struct {
     void *map;          /* mmap base, for munmap */
     uint64_t map_len;
 } pes_ring;
+
+#define PES_XSK_STATE_MAGIC 0x53584550u   /* "PEXS" little endian */
+#define PES_XSK_STATE_VERSION 1u
+#define PES_XSK_STATE_SIZE 4096u          /* one page after the frames */
+
+/* The state page: what a new owner needs to adopt the socket, and the journal. */
+typedef struct {
+    uint32_t magic;
+    uint32_t version;
+    uint32_t frame_size;
+    uint32_t frame_count;
+    uint32_t rx_size;
+    uint32_t tx_size;
+    uint32_t fill_size;
+    uint32_t comp_size;
+    uint32_t ifindex;
+    uint32_t queue;
+    uint32_t zero_copy;     /* bound in zero-copy mode */
+    uint32_t seq;           /* odd while a batch's indices are being published */
+    uint32_t fill_prod;     /* the batch's indices, valid while seq is odd */
+    uint32_t tx_prod;
+    uint32_t rx_cons;
+    uint32_t comp_cons;
+} pes_xsk_state;
 
 /* Producer rings (fill, TX): how many slots are free, up to what we need. */
 static inline uint32_t pes_ring_free(pes_ring *r, uint32_t want)
@@ -48,11 +81,6 @@ static inline uint32_t pes_ring_reserve(pes_ring *r, uint32_t want, uint32_t *id
     return n;
 }
 
-static inline void pes_ring_submit(pes_ring *r, uint32_t n)
-{
-    __atomic_store_n(r->producer, *r->producer + n, __ATOMIC_RELEASE);
-}
-
 /* Consumer rings (RX, completion). */
 static inline uint32_t pes_ring_peek(pes_ring *r, uint32_t want, uint32_t *idx)
 {
@@ -67,11 +95,6 @@ static inline uint32_t pes_ring_peek(pes_ring *r, uint32_t want, uint32_t *idx)
     *idx = r->cached_cons;
     r->cached_cons += entries;
     return entries;
-}
-
-static inline void pes_ring_release(pes_ring *r, uint32_t n)
-{
-    __atomic_store_n(r->consumer, *r->consumer + n, __ATOMIC_RELEASE);
 }
 
 static inline uint64_t *pes_ring_addr(pes_ring *r, uint32_t idx)
@@ -93,6 +116,58 @@ static inline int pes_ring_needs_wakeup(const pes_ring *r)
 static inline uint32_t pes_ring_pending(const pes_ring *r)
 {
     return *r->producer - __atomic_load_n(r->consumer, __ATOMIC_ACQUIRE);
+}
+
+/* Publish a batch: fill and TX producers, RX and completion consumers, each at the
+ * position this process reached, through the journal (see above). */
+static inline void pes_xsk_publish(pes_xsk_state *st, pes_ring *fill, pes_ring *tx,
+                                   pes_ring *rx, pes_ring *comp)
+{
+    uint32_t seq = st->seq;
+
+    st->fill_prod = fill->cached_prod;
+    st->tx_prod = tx->cached_prod;
+    st->rx_cons = rx->cached_cons;
+    st->comp_cons = comp->cached_cons;
+    __atomic_store_n(&st->seq, seq + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(fill->producer, st->fill_prod, __ATOMIC_RELEASE);
+    __atomic_store_n(tx->producer, st->tx_prod, __ATOMIC_RELEASE);
+    __atomic_store_n(rx->consumer, st->rx_cons, __ATOMIC_RELEASE);
+    __atomic_store_n(comp->consumer, st->comp_cons, __ATOMIC_RELEASE);
+    __atomic_store_n(&st->seq, seq + 2, __ATOMIC_RELEASE);
+}
+
+/* Taking the socket over: finish a publication the previous owner left half done,
+ * then see the rings as they are. Returns 1 when there was one to finish. */
+static inline int pes_xsk_recover(pes_xsk_state *st, pes_ring *fill, pes_ring *tx,
+                                  pes_ring *rx, pes_ring *comp)
+{
+    int finished = 0;
+
+    if (__atomic_load_n(&st->seq, __ATOMIC_ACQUIRE) & 1) {
+        __atomic_store_n(fill->producer, st->fill_prod, __ATOMIC_RELEASE);
+        __atomic_store_n(tx->producer, st->tx_prod, __ATOMIC_RELEASE);
+        __atomic_store_n(rx->consumer, st->rx_cons, __ATOMIC_RELEASE);
+        __atomic_store_n(comp->consumer, st->comp_cons, __ATOMIC_RELEASE);
+        __atomic_store_n(&st->seq, st->seq + 1, __ATOMIC_RELEASE);
+        finished = 1;
+    }
+    fill->cached_prod = *fill->producer;
+    fill->cached_cons = __atomic_load_n(fill->consumer, __ATOMIC_ACQUIRE) + fill->size;
+    tx->cached_prod = *tx->producer;
+    tx->cached_cons = __atomic_load_n(tx->consumer, __ATOMIC_ACQUIRE) + tx->size;
+    rx->cached_cons = *rx->consumer;
+    rx->cached_prod = __atomic_load_n(rx->producer, __ATOMIC_ACQUIRE);
+    comp->cached_cons = *comp->consumer;
+    comp->cached_prod = __atomic_load_n(comp->producer, __ATOMIC_ACQUIRE);
+    return finished;
+}
+
+/* Entries between the consumer and the producer, as the kernel and we see them now. */
+static inline uint32_t pes_ring_count(const pes_ring *r)
+{
+    return __atomic_load_n(r->producer, __ATOMIC_ACQUIRE) -
+           __atomic_load_n(r->consumer, __ATOMIC_ACQUIRE);
 }
 
 static inline void *pes_atomic_load_ptr(void **where)

@@ -20,11 +20,33 @@ cdef extern from "xskring.h" nogil:
         void *map
         uint64_t map_len
 
+    enum:
+        PES_XSK_STATE_MAGIC
+        PES_XSK_STATE_VERSION
+        PES_XSK_STATE_SIZE
+
+    ctypedef struct pes_xsk_state:
+        uint32_t magic
+        uint32_t version
+        uint32_t frame_size
+        uint32_t frame_count
+        uint32_t rx_size
+        uint32_t tx_size
+        uint32_t fill_size
+        uint32_t comp_size
+        uint32_t ifindex
+        uint32_t queue
+        uint32_t zero_copy
+        uint32_t seq
+
     uint32_t pes_ring_free(pes_ring *r, uint32_t want)
     uint32_t pes_ring_reserve(pes_ring *r, uint32_t want, uint32_t *idx)
-    void pes_ring_submit(pes_ring *r, uint32_t n)
     uint32_t pes_ring_peek(pes_ring *r, uint32_t want, uint32_t *idx)
-    void pes_ring_release(pes_ring *r, uint32_t n)
+    void pes_xsk_publish(pes_xsk_state *st, pes_ring *fill, pes_ring *tx, pes_ring *rx,
+                         pes_ring *comp)
+    int pes_xsk_recover(pes_xsk_state *st, pes_ring *fill, pes_ring *tx, pes_ring *rx,
+                        pes_ring *comp)
+    uint32_t pes_ring_count(const pes_ring *r)
     uint64_t *pes_ring_addr(pes_ring *r, uint32_t idx)
     xdp_desc *pes_ring_desc(pes_ring *r, uint32_t idx)
     int pes_ring_needs_wakeup(const pes_ring *r)
