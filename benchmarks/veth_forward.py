@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import multiprocessing as mp
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 import psutil
@@ -36,14 +33,18 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pesigitg._fastpath import new_counters, read_counters  # noqa: E402
-from pesigitg.daemon.worker import WorkerSpec, worker_main  # noqa: E402
-from pesigitg.ebpf import LoadedObject, XdpProgram, load_object  # noqa: E402
-from pesigitg.ebpf.attach import XDP_FLAGS_DRV_MODE, ifindex, set_xdp  # noqa: E402
-from pesigitg.ebpf.program import BPF_F_TEST_XDP_LIVE_FRAMES  # noqa: E402
+from pesigitg._fastpath import (  # noqa: E402
+    XskSocket,
+    new_counters,
+    read_counters,
+)
+from pesigitg.daemon.worker import WorkerProcess, WorkerSpec, start_worker  # noqa: E402
+from pesigitg.ebpf import XdpProgram  # noqa: E402
+from pesigitg.ebpf.attach import ifindex  # noqa: E402
 from pesigitg.routing.quiclb import CidConfig  # noqa: E402
 from pesigitg.routing.routes import Backend, Server, compile_routes  # noqa: E402
 from pesigitg.testing.netns import inside, ip, mac_of, namespace, veth_pair  # noqa: E402
+from pesigitg.testing.traffic import Traffic, compile_traffic  # noqa: E402
 from tests import frames as f  # noqa: E402
 
 GEN_IP, LB_IP = "10.9.0.2", "10.9.0.1"
@@ -52,25 +53,10 @@ KEY = bytes.fromhex("8f95f09245765f80256934e50c66207f")
 FOUR_PASS = CidConfig(0, 3, 4, KEY)
 SINGLE_PASS = CidConfig(1, 8, 8, KEY)
 CIDS = 4096
-LIVE_BATCH = 64
 
 
 def backend_mac(n: int) -> bytes:
     return bytes([2, 0xBE, 0, 0, 0, n])
-
-
-def compile_traffic(out: Path) -> Path:
-    clang = shutil.which("clang-14") or shutil.which("clang")
-    if clang is None:
-        raise SystemExit("clang is needed to build the traffic programs: make bench "
-                         "installs clang-14")
-    obj = out / "traffic.bpf.o"
-    subprocess.run([clang, "-O2", "-g", "-target", "bpf", "-Wall", "-Werror",
-                    f"-I{ROOT / 'bpf' / 'include'}",
-                    f"-I/usr/include/{os.uname().machine}-linux-gnu", "-c",
-                    str(ROOT / "benchmarks" / "bpf" / "traffic.bpf.c"), "-o", str(obj)],
-                   check=True)
-    return obj
 
 
 @dataclass
@@ -86,8 +72,7 @@ class Result:
 
 @dataclass
 class Worker:
-    process: mp.process.BaseProcess
-    conn: Connection
+    process: WorkerProcess
     counters: object
     rss_at_start: int
 
@@ -98,71 +83,42 @@ class Worker:
 @contextlib.contextmanager
 def engine_worker(lb_ns: str, cpu: int, blob: bytes, xdp: XdpProgram, floor: bool
                   ) -> Iterator[Worker]:
+    """pesigitgd's own worker on a socket made and registered the way the supervisor does."""
     counters = new_counters(1)
-    parent, child = mp.Pipe()
-    spec = WorkerSpec(0, "l0", 0, cpu, xdp.xsks, busy_poll=True, floor=floor)
-    proc = mp.get_context("fork").Process(target=worker_main,
-                                          args=(spec, blob, counters, child))
-    with inside(lb_ns):     # the child opens its socket in the namespace it forks in
-        proc.start()
+    with inside(lb_ns):
+        xsk = XskSocket("l0", 0)
+    xdp.register_socket(0, xsk.fd)
+    proc = start_worker(WorkerSpec(0, "l0", 0, cpu, busy_poll=True, floor=floor), xsk, blob,
+                        counters)
     try:
-        while not parent.poll(0.5):
-            if not proc.is_alive():
-                raise RuntimeError(f"the engine worker died (exit code {proc.exitcode})")
-        message = parent.recv()
+        if not proc.conn.poll(15):
+            raise RuntimeError("the engine worker did not report within 15 s")
+        message = proc.conn.recv()
         if message[0] != "ready":
             raise RuntimeError(f"the engine worker failed: {message[1]}")
-        worker = Worker(proc, parent, counters, 0)
-        worker.rss_at_start = worker.rss()
-        yield worker
+        yield Worker(proc, counters, 0)
     finally:
         with contextlib.suppress(OSError):
-            parent.send(("stop",))
-        proc.join(timeout=10)
-        if proc.is_alive():
-            proc.kill()
-
-
-# -- generator and sink -----------------------------------------------------------------
-
-class Traffic:
-    def __init__(self, loaded: LoadedObject, gen_ns: str, g0_index: int) -> None:
-        self.loaded = loaded
-        self.gen = loaded.programs["xdp/gen"]
-        self.sink = loaded.programs["xdp/sink"]
-        self.gen_ns = gen_ns
-        self.g0_index = g0_index
-
-    def load_cids(self, cids: list[bytes], offset: int) -> None:
-        table = self.loaded.maps["cids"]
-        for i, cid in enumerate(cids):
-            table.update(struct.pack("<I", i), cid.ljust(20, b"\xaa"))
-        bss = self.loaded.maps[".bss"]
-        bss.update(bytes(4), struct.pack("<II", len(cids), offset))
-
-    def sink_count(self, last_octets: set[int]) -> int:
-        seen = self.loaded.maps["seen"]
-        return sum(seen.sum_per_cpu(struct.pack("<I", o)) for o in last_octets)
-
-    def run(self, frame: bytes, count: int) -> float:
-        """Transmit ``count`` frames out of g0; returns the seconds it took."""
-        ctx = struct.pack("<IIIIII", 0, len(frame), 0, self.g0_index, 0, 0)
-        start = time.perf_counter()
-        with inside(self.gen_ns):
-            left = count
-            while left:
-                n = min(left, 1_000_000)
-                self.gen.test_run(frame, repeat=n, ctx=ctx, flags=BPF_F_TEST_XDP_LIVE_FRAMES,
-                                  batch_size=LIVE_BATCH)
-                left -= n
-        return time.perf_counter() - start
+            proc.conn.send(("stop",))
+        deadline = time.monotonic() + 10
+        while os.waitpid(proc.pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(proc.pid, signal.SIGKILL)
+                os.waitpid(proc.pid, 0)
+                break
+            time.sleep(0.01)
+        os.close(proc.pidfd)
+        proc.conn.close()
+        xsk.close()
 
 
 def measure(traffic: Traffic, frame: bytes, frames: int, macs: set[int]) -> float:
-    traffic.run(frame, min(frames // 10, 200_000))   # warm-up: caches, rings, ARP
+    traffic.send(frame, min(frames // 10, 200_000))  # warm-up: caches, rings, ARP
     time.sleep(0.2)
     before = traffic.sink_count(macs)
-    seconds = traffic.run(frame, frames)
+    start = time.perf_counter()
+    traffic.send(frame, frames)
+    seconds = time.perf_counter() - start
     time.sleep(0.2)                                   # let the last batches drain
     return (traffic.sink_count(macs) - before) / seconds / 1e6
 
@@ -185,10 +141,13 @@ def engine_case(name: str, traffic: Traffic, xdp: XdpProgram, lb_ns: str, lb_mac
     macs = set(range(1, BACKENDS + 1)) if config else {frame_template[11]}
     with engine_worker(lb_ns, worker_cpu, routes.blob, xdp, floor=config is None) as worker:
         mpps = measure(traffic, frame_template, frames, macs)
+        # Resident memory from here on: the worker has touched every UMEM frame by now
+        # (the supervisor's pages, counted in its RSS once it uses them).
+        worker.rss_at_start = worker.rss()
         # Soak: keep going until the worker itself has forwarded `soak` frames, so
         # the resident-memory reading covers that many packets through the loop.
         while read_counters(worker.counters)["forwarded"] < soak:
-            traffic.run(frame_template, 2_000_000)
+            traffic.send(frame_template, 2_000_000)
         rss_after = worker.rss()
         counters = read_counters(worker.counters)
         rss_before = worker.rss_at_start
@@ -288,10 +247,8 @@ def main() -> int:
         frame = f.ether(f.ipv4(f.udp(b"\x40" + os.urandom(payload_len - 1), 40000, 443),
                                f.PROTO_UDP, src=GEN_IP, dst=LB_IP), f.ETH_P_IP,
                         src=g0_mac, dst=lb_mac)
-        with load_object(compile_traffic(workdir)) as loaded, XdpProgram.load() as xdp:
-            traffic = Traffic(loaded, gen_ns, g0_index)
-            with inside(gen_ns):
-                set_xdp(g0_index, traffic.sink.fd, XDP_FLAGS_DRV_MODE, "attaching the sink")
+        traffic = Traffic(compile_traffic(workdir), gen_ns, g0_index)
+        with contextlib.closing(traffic), XdpProgram.load() as xdp:
             with inside(lb_ns):
                 xdp.set_ports([443])
                 xdp.attach("l0")
@@ -327,7 +284,7 @@ def main() -> int:
               "(target >= 80%)")
     if nginx:
         print(f"four-pass routing is {four / nginx:.1f}x nginx (target >= 5x)")
-    growth = [r for r in results if r.rss_before and r.rss_after > r.rss_before + 1 << 20]
+    growth = [r for r in results if r.rss_before and r.rss_after > r.rss_before + (1 << 20)]
     print("worker RSS: " + ("flat" if not growth else
                             "GREW in " + ", ".join(r.case for r in growth)))
     args.png.parent.mkdir(parents=True, exist_ok=True)

@@ -9,11 +9,11 @@ from pathlib import Path
 __all__ = ["query"]
 
 
-def query(path: Path, request: str, timeout: float = 5.0) -> str:
+def query(path: Path, request: str, timeout: float = 5.0, method: str = "GET") -> str:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(str(path))
-        sock.sendall(f"GET {request}\n".encode())
+        sock.sendall(f"{method} {request}\n".encode())
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)

@@ -23,7 +23,9 @@ def ctl_parser() -> argparse.ArgumentParser:
     group.add_argument("-i", "--interface", help="the daemon's interface: "
                        "/run/pesigitgd-IFACE.sock")
     p.add_argument("what", nargs="?", default="health",
-                   help="health (exit 0 when ok), stats, config, metrics, or a path like /stats")
+                   help="health (exit 0 when ok), stats, config, metrics, or a path like "
+                        "/stats; restart (replace the daemon by a new process running the "
+                        "installed code, without losing traffic; exit 0 once it runs)")
     p.add_argument("-V", "--version", action="version", version=f"pesigitg-ctl {__version__}")
     return p
 
@@ -35,6 +37,8 @@ def ctl_main(argv: list[str] | None = None) -> int:
         parser.error("give the status socket (-s PATH) or the daemon's interface (-i IFACE)")
     path = args.status_socket or Path(f"/run/pesigitgd-{args.interface}.sock")
     request = args.what if args.what.startswith("/") else f"/{args.what}"
+    if request == "/restart":
+        return _restart(path)
     try:
         answer = query(path, request)
     except OSError as exc:
@@ -48,3 +52,23 @@ def ctl_main(argv: list[str] | None = None) -> int:
         except ValueError:
             return EXIT_FAIL
     return EXIT_FAIL if answer.startswith('{"error"') else EXIT_OK
+
+
+RESTART_TIMEOUT = 150.0     # the daemon bounds each step of a restart at 30 s
+
+
+def _restart(path: Path) -> int:
+    try:
+        answer = json.loads(query(path, "/restart", RESTART_TIMEOUT, method="POST"))
+    except OSError as exc:
+        print(f"pesigitg-ctl: cannot reach pesigitgd at {path}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_FAIL
+    except ValueError:
+        print("pesigitg-ctl: the daemon's answer is not JSON", file=sys.stderr)
+        return EXIT_FAIL
+    if not answer.get("restarted"):
+        print(f"pesigitg-ctl: {answer.get('error', 'the restart failed')}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"restarted: pid {answer['previous_pid']} handed over to pid {answer['pid']}")
+    return EXIT_OK

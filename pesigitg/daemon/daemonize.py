@@ -49,10 +49,24 @@ class PidFile:
         self.fd = fd
         self.write()
 
+    @classmethod
+    def adopt(cls, fd: int, path: Path) -> PidFile:
+        """The pidfile a previous daemon handed over: the same open file description, so
+        its lock carries over and stays held when that daemon exits."""
+        pidfile = cls(path)
+        pidfile.fd = os.dup(fd)
+        return pidfile
+
     def write(self) -> None:
         """Record our pid (again after forking)."""
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def forget(self) -> None:
+        """Close our fd without removing the file: a successor holds it now."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def release(self) -> None:
         if self.fd < 0:

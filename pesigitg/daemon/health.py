@@ -152,6 +152,10 @@ class HealthChecker:
                 self._tasks[address] = asyncio.get_running_loop().create_task(
                     self._run(address), name=f"health {address}")
 
+    def adopt(self, states: dict[str, HealthState]) -> None:
+        """States a previous daemon measured (a restart): probing goes on from them."""
+        self.states.update(states)
+
     def is_up(self, address: str) -> bool:
         state = self.states.get(address)
         return True if state is None else state.up

@@ -15,9 +15,11 @@ from pathlib import Path
 __all__ = ["setup_logging"]
 
 FORMAT = "%(levelname)s %(name)s: %(message)s"
+# On stderr two daemons may write at once (a restart hands over): say which.
+STDERR_FORMAT = "%(asctime)s [%(process)d] " + FORMAT
 
 
-def setup_logging(*, foreground: bool, interface: str, syslog_socket: Path,
+def setup_logging(*, foreground: bool, interface: str, syslog_socket: Path | str,
                   level: int = logging.INFO) -> str:
     """Install one handler on the root logger; returns where logs go, for the user."""
     root = logging.getLogger()
@@ -25,7 +27,7 @@ def setup_logging(*, foreground: bool, interface: str, syslog_socket: Path,
         root.removeHandler(old)
     root.setLevel(level)
     handler: logging.Handler
-    plain = logging.Formatter("%(asctime)s " + FORMAT)
+    plain = logging.Formatter(STDERR_FORMAT)
     if foreground:
         handler, where = logging.StreamHandler(sys.stderr), "stderr"
         handler.setFormatter(plain)

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from pesigitg import __version__
 from pesigitg.daemon.daemonize import PidFile, PidFileBusy, daemonize
@@ -58,6 +59,8 @@ def daemon_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="validate the configuration and exit 0 (valid) or 1, touching nothing")
     p.add_argument("-V", "--version", action="version", version=f"pesigitgd {__version__}")
+    # Set by a running daemon when it starts its successor (POST /restart).
+    p.add_argument("--takeover-fd", type=int, help=argparse.SUPPRESS)
     return p
 
 
@@ -74,7 +77,10 @@ def load_configuration(args: argparse.Namespace) -> tuple[DaemonConfig, RouteCon
 
 
 def daemon_main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = daemon_parser().parse_args(argv)
+    if args.takeover_fd is not None:
+        return _take_over(args, argv)
     from pesigitg.daemon.supervisor import check_runnable
 
     try:
@@ -109,8 +115,9 @@ def daemon_main(argv: list[str] | None = None) -> int:
         ready_fd = daemonize()
         pidfile.write()
     assert config.interface is not None
-    setup_logging(foreground=foreground, interface=config.interface,
-                  syslog_socket=config.syslog_socket)
+    log_setup: dict[str, Any] = {"foreground": foreground, "interface": config.interface,
+                                 "syslog_socket": str(config.syslog_socket)}
+    setup_logging(**log_setup)
     if pidfile.stale_pid:
         logging.getLogger("pesigitg").info("took over the stale pidfile %s of pid %d",
                                            pidfile.path, pidfile.stale_pid)
@@ -124,11 +131,47 @@ def daemon_main(argv: list[str] | None = None) -> int:
         elif error:
             print(error, file=sys.stderr)
 
+    supervisor = Supervisor(config, routes, cli, argv=argv, notifier=notifier,
+                            pidfile=pidfile, log_setup=log_setup)
     try:
-        code = asyncio.run(Supervisor(config, routes, cli, notifier).run(started))
+        code = asyncio.run(supervisor.run(started))
     finally:
         if ready_fd >= 0:
             os.write(ready_fd, b"pesigitgd: the daemon failed during start-up\n")
             os.close(ready_fd)
         pidfile.release()
     return code
+
+
+def _take_over(args: argparse.Namespace, argv: list[str]) -> int:
+    """Started by a running daemon to replace it (see daemon/handover.py): validate the
+    configuration, receive what the old daemon hands over, run. Anything that goes
+    wrong is told to the old daemon, which then carries on."""
+    from pesigitg.daemon.handover import Channel, HandoverError, Inheritance
+    from pesigitg.daemon.logs import setup_logging
+    from pesigitg.daemon.supervisor import Supervisor, check_runnable
+
+    channel = Channel.from_fd(args.takeover_fd)
+    try:
+        try:
+            config, routes, cli = load_configuration(args)
+            check_runnable(routes)
+        except (ConfigError, ValueError) as exc:
+            channel.send("failed", {"reason": f"the new configuration is invalid: {exc}"})
+            return EXIT_FAIL
+        channel.send("hello", {"pid": os.getpid(), "version": __version__})
+        inheritance = Inheritance.receive(channel)
+    except (HandoverError, OSError) as exc:
+        print(f"pesigitgd: taking over failed: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    setup_logging(**inheritance.facts["log"])
+    pidfile = PidFile.adopt(inheritance.fds["pidfile"], config.effective_pidfile)
+    notifier = Notifier()
+    original = [a for i, a in enumerate(argv) if a != "--takeover-fd" and
+                (i == 0 or argv[i - 1] != "--takeover-fd")]
+    supervisor = Supervisor(config, routes, cli, argv=original, notifier=notifier,
+                            pidfile=pidfile, log_setup=inheritance.facts["log"])
+    try:
+        return asyncio.run(supervisor.run(lambda error: None, (channel, inheritance)))
+    finally:
+        pidfile.release()       # removes the file only if it names this process

@@ -52,6 +52,7 @@ class Snapshot:
     workers: list[WorkerView]
     xdp_attached: bool
     xdp_mode: str | None
+    xdp_attach: str | None              # "link" or "netlink"
     xdp_counters: dict[str, int]
     daemon: dict[str, object]           # DaemonConfig.describe()
     routes: dict[str, Any]              # RouteConfig.describe()
@@ -99,7 +100,8 @@ class Report:
         return {"status": "ok" if ok else "degraded", "version": s.version,
                 "interface": s.interface, "uptime_s": round(s.uptime, 3),
                 "workers": {"alive": alive, "expected": len(s.workers)},
-                "xdp": {"attached": s.xdp_attached, "mode": s.xdp_mode},
+                "xdp": {"attached": s.xdp_attached, "mode": s.xdp_mode,
+                        "attach": s.xdp_attach},
                 "backends": {"up": sum(b.up for b in s.backends), "total": len(s.backends),
                              "fallback_pool": len(s.pool)}}
 

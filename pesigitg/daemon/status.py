@@ -1,8 +1,11 @@
-"""The status socket: ``GET <path>`` on a Unix socket, one request per connection.
+"""The status socket: ``METHOD <path>`` on a Unix socket, one request per connection.
 
-Answers are JSON (``/metrics``: Prometheus text). A request line that ends in
-``HTTP/1.x`` gets an HTTP/1.0 response, so ``curl --unix-socket`` works too. Requests
-are bounded in size and time; anything malformed gets an error answer, never a crash.
+Reads (``GET``) answer JSON (``/metrics``: Prometheus text). State changes (``POST``)
+are refused unless the peer (SO_PEERCRED) is root, the daemon's own user or in the
+socket's group, and each is logged with the peer's uid and pid. A request line that
+ends in ``HTTP/1.x`` gets an HTTP/1.0 response, so ``curl --unix-socket`` works too.
+Requests are bounded in size and time; anything malformed gets an error answer, never
+a crash.
 """
 
 from __future__ import annotations
@@ -13,49 +16,85 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterable
+import stat
+import struct
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-__all__ = ["ENDPOINTS", "StatusServer", "StatusSource", "prometheus"]
+__all__ = ["Peer", "Refused", "Request", "Response", "StatusServer", "prometheus"]
 
-log = logging.getLogger("pesigitg.daemon.status")
+log = logging.getLogger("pesigitg.status")
 
 MAX_REQUEST = 1024
 MAX_HEADERS = 8192
 IO_TIMEOUT = 5.0
-ENDPOINTS = {
-    "/": "this list",
-    "/health": "ok or degraded, uptime, workers alive/expected",
-    "/stats": "counters: summed, per worker, and the XDP program's verdicts",
-    "/config": "daemon settings, QUIC-LB configs (no keys), servers, fallback pool",
-    "/metrics": "Prometheus text exposition",
-}
+_UCRED = struct.Struct("3i")
 
 
-class StatusSource(Protocol):
-    def health(self) -> dict[str, Any]: ...
-    def stats(self) -> dict[str, Any]: ...
-    def config(self) -> dict[str, Any]: ...
-    def metrics(self) -> str: ...
+class Refused(Exception):
+    """A request the daemon will not carry out: an HTTP status and the reason."""
 
-
-class _BadRequest(Exception):
     def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
         self.status, self.message = status, message
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            408: "Request Timeout", 413: "Request Too Large", 500: "Internal Server Error"}
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+    def __str__(self) -> str:
+        return f"uid {self.uid} pid {self.pid}"
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: str
+    peer: Peer
+
+
+@dataclass
+class Response:
+    body: Any                       # JSON-able, or str for text
+    status: int = 200
+    content_type: str = "application/json"
+    after: Callable[[], None] | None = field(default=None, repr=False)  # once sent
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
+            413: "Request Too Large", 500: "Internal Server Error",
+            503: "Service Unavailable"}
 
 
 class StatusServer:
-    def __init__(self, path: Path, source: StatusSource) -> None:
-        self.path = path
-        self.source = source
-        self._server: asyncio.base_events.Server | None = None
+    """Serves ``routes``: {(method, path): handler}; ``docs`` describes them for ``GET /``."""
 
-    async def start(self) -> None:
+    def __init__(self, path: Path, routes: dict[tuple[str, str], Handler],
+                 docs: dict[str, str]) -> None:
+        self.path = path
+        self.routes = routes
+        self.docs = docs
+        self._server: asyncio.base_events.Server | None = None
+        self._listener: socket.socket | None = None
+
+    @property
+    def listener(self) -> socket.socket | None:
+        return self._listener
+
+    def bind(self) -> None:
+        """Create the socket (mode 0660) or refuse if another daemon answers there."""
+        if os.path.lexists(self.path) and not is_socket(self.path):
+            raise OSError(f"status socket {self.path} exists and is not a socket: remove it "
+                          "or choose another status_socket")
         if self.path.exists():
             # Another daemon answering there? Then refuse; else it is a leftover.
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -67,79 +106,118 @@ class StatusServer:
                 raise OSError(f"status socket {self.path} is in use by another process")
             finally:
                 probe.close()
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path),
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o117)
+        try:
+            listener.bind(str(self.path))
+        finally:
+            os.umask(old)
+        listener.listen(64)
+        self._listener = listener
+
+    def adopt(self, fd: int) -> None:
+        """Serve on a listening socket handed over by the previous daemon (a duplicate)."""
+        self._listener = socket.socket(fileno=os.dup(fd))
+
+    async def serve(self) -> None:
+        assert self._listener is not None
+        self._server = await asyncio.start_unix_server(self._serve, sock=self._listener,
                                                        limit=MAX_REQUEST)
-        os.chmod(self.path, 0o660)
 
-    async def close(self) -> None:
-        """Stop serving and remove the socket, only if this server created it."""
-        if self._server is None:
+    async def close(self, unlink: bool = True) -> None:
+        """Stop serving; remove the socket only if ``unlink`` (not when handed over)."""
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+        elif self._listener is not None:
+            self._listener.close()
+        if self._listener is None:
             return
-        self._server.close()
-        with contextlib.suppress(Exception):
-            await self._server.wait_closed()
-        self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        self._listener = None
+        if unlink:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
 
-    def _answer(self, path: str) -> tuple[str, str]:
-        handlers: dict[str, Callable[[], Any]] = {
-            "/": lambda: {"endpoints": ENDPOINTS},
-            "/health": self.source.health, "/stats": self.source.stats,
-            "/config": self.source.config,
-        }
-        if path == "/metrics":
-            return self.source.metrics(), "text/plain; version=0.0.4"
-        if path not in handlers:
-            raise _BadRequest(404, f"no such endpoint: {path}")
-        return json.dumps(handlers[path](), indent=2, sort_keys=True) + "\n", \
-            "application/json"
+    def _allowed(self, peer: Peer) -> bool:
+        if peer.uid in (0, os.geteuid()):
+            return True
+        try:
+            group = os.stat(self.path).st_gid
+        except OSError:
+            return False
+        return peer.gid == group or group in _groups(peer.pid)
+
+    async def _answer(self, request: Request) -> Response:
+        handler = self.routes.get((request.method, request.path))
+        if handler is None:
+            if any(path == request.path for _, path in self.routes):
+                raise Refused(405, f"method {request.method} not allowed on {request.path}")
+            if request.method not in {m for m, _ in self.routes}:
+                raise Refused(405, f"method {request.method} not supported")
+            raise Refused(404, f"no such endpoint: {request.path}")
+        if request.method != "GET":
+            if not self._allowed(request.peer):
+                log.warning("refused %s %s from %s: not root nor in the socket's group",
+                            request.method, request.path, request.peer)
+                raise Refused(403, "only root or members of the socket's group may "
+                                   "change the daemon's state")
+            log.info("%s %s from %s", request.method, request.path, request.peer)
+        return await handler(request)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         http = False
+        response: Response
         try:
             try:
                 line = await asyncio.wait_for(reader.readuntil(b"\n"), IO_TIMEOUT)
             except asyncio.LimitOverrunError:
-                raise _BadRequest(413, f"request line longer than {MAX_REQUEST} octets") \
+                raise Refused(413, f"request line longer than {MAX_REQUEST} octets") \
                     from None
             except asyncio.IncompleteReadError as exc:
                 line = exc.partial
                 if not line:
+                    writer.close()
                     return
             except TimeoutError:
-                raise _BadRequest(408, f"no request within {IO_TIMEOUT:.0f} s") from None
+                raise Refused(408, f"no request within {IO_TIMEOUT:.0f} s") from None
             try:
                 text = line.decode("ascii").strip()
             except UnicodeDecodeError:
-                raise _BadRequest(400, "request is not ASCII") from None
+                raise Refused(400, "request is not ASCII") from None
             parts = text.split()
             http = len(parts) == 3 and parts[2] in ("HTTP/1.0", "HTTP/1.1")
             if http:
                 await self._skip_headers(reader)
             if len(parts) not in (2, 3) or (len(parts) == 3 and not http):
-                raise _BadRequest(400, "expected 'GET <path>'")
-            if parts[0] != "GET":
-                raise _BadRequest(405, f"method {parts[0]} not supported, only GET")
-            path = parts[1].split("?", 1)[0]
-            body, ctype = self._answer(path)
-            status = 200
-        except _BadRequest as bad:
-            status, ctype = bad.status, "application/json"
-            body = json.dumps({"error": bad.message, "endpoints": sorted(ENDPOINTS)}) + "\n"
+                raise Refused(400, "expected 'GET <path>' or 'POST <path>'")
+            path, _, query = parts[1].partition("?")
+            response = await self._answer(Request(parts[0], path, query,
+                                                  _peer(writer.get_extra_info("socket"))))
+        except Refused as refused:
+            response = Response({"error": refused.message, "endpoints": sorted(self.docs)},
+                                refused.status)
         except Exception:  # a bug must not take the daemon down: answer and log it
             log.exception("status request failed")
-            status, ctype = 500, "application/json"
-            body = json.dumps({"error": "internal error, see the daemon's log"}) + "\n"
-        data = body.encode()
+            response = Response({"error": "internal error, see the daemon's log"}, 500)
+        body = response.body
+        text_body = body if isinstance(body, str) else \
+            json.dumps(body, indent=2, sort_keys=True) + "\n"
+        data = text_body.encode()
         if http:
-            head = (f"HTTP/1.0 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n"
+            head = (f"HTTP/1.0 {response.status} {_REASONS[response.status]}\r\n"
+                    f"Content-Type: {response.content_type}\r\n"
                     f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n")
             data = head.encode() + data
         with contextlib.suppress(OSError, TimeoutError):
             writer.write(data)
             await asyncio.wait_for(writer.drain(), IO_TIMEOUT)
         writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), IO_TIMEOUT)
+        if response.after is not None:
+            response.after()
 
     @staticmethod
     async def _skip_headers(reader: asyncio.StreamReader) -> None:
@@ -150,12 +228,38 @@ class StatusServer:
             except (asyncio.IncompleteReadError, TimeoutError):
                 return
             except asyncio.LimitOverrunError:
-                raise _BadRequest(413, "header line too long") from None
+                raise Refused(413, "header line too long") from None
             seen += len(header)
             if seen > MAX_HEADERS:
-                raise _BadRequest(413, "headers too long")
+                raise Refused(413, "headers too long")
             if header in (b"\r\n", b"\n"):
                 return
+
+
+def _peer(sock: socket.socket | None) -> Peer:
+    if sock is None or sock.family != socket.AF_UNIX:
+        return Peer(0, -1, -1)
+    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                  _UCRED.size))
+    return Peer(pid, uid, gid)
+
+
+def _groups(pid: int) -> set[int]:
+    """The supplementary groups of process ``pid`` (empty when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Groups:"):
+                    return {int(g) for g in line.split()[1:]}
+    except OSError:
+        pass
+    return set()
+
+
+def is_socket(path: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    return False
 
 
 def _escape(value: object) -> str:

@@ -1,36 +1,53 @@
-"""The supervisor: XDP program, workers, backends, reloads, signals, status socket.
+"""The supervisor: XDP program, sockets, workers, backends, reloads, restarts, status.
 
-One asyncio loop in one process. Workers are forked processes (one per RX queue)
-talking over pipes; everything here reacts to events: a signal, a worker message or
-exit, a health result, a neighbour-table change. Every change of what the packet
-path needs becomes a new compiled route table sent to every worker.
+One asyncio loop in one process. It creates the XDP program and one AF_XDP socket per
+RX queue and keeps them; the workers that run the loop on them are forked processes
+(daemon/workers.py). Everything here reacts to events: a signal, a worker message or
+exit, a health result, a neighbour-table change, a request on the status socket.
+Every change of what the packet path needs becomes a new compiled route table sent
+to every worker.
+
+A restart (``POST /restart``, ``pesigitg-ctl restart``) starts the installed code as a
+new process that takes everything over (daemon/handover.py); this process then exits
+without detaching anything, or, when the new one fails, carries on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
+import hashlib
 import logging
-import multiprocessing as mp
+import os
 import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from multiprocessing.connection import Connection
 from typing import Any
 
 from pyroute2 import Ethtool
 
 from pesigitg import __version__
-from pesigitg._fastpath import aesni_supported, new_counters, read_counters
-from pesigitg.daemon.health import HealthChecker
+from pesigitg._fastpath import XskSocket, aesni_supported
+from pesigitg.daemon.counters import SharedCounters
+from pesigitg.daemon.daemonize import PidFile
+from pesigitg.daemon.handover import Channel, HandoverError, Inheritance
+from pesigitg.daemon.health import HealthChecker, HealthState
 from pesigitg.daemon.neighbours import NeighbourTable, interface_mac
 from pesigitg.daemon.report import BackendView, Report, Snapshot, WorkerView
 from pesigitg.daemon.sdnotify import Notifier
 from pesigitg.daemon.settings import DaemonConfig, load_daemon_config, merge
-from pesigitg.daemon.status import StatusServer
-from pesigitg.daemon.worker import WorkerSpec, numa_cpus, worker_main
+from pesigitg.daemon.status import Refused, Request, Response, StatusServer
+from pesigitg.daemon.worker import WorkerSpec, numa_cpus
+from pesigitg.daemon.workers import WorkerHandle, WorkerPool
 from pesigitg.ebpf import XdpProgram
+from pesigitg.ebpf.xdp import shipped_object
 from pesigitg.errors import ConfigError
 from pesigitg.routing.route_config import RouteConfig, load_route_config
 from pesigitg.routing.routes import Backend, CompiledRoutes, Server, compile_routes
@@ -41,12 +58,18 @@ __all__ = ["StartupError", "Supervisor", "check_runnable", "compile_route_config
 log = logging.getLogger("pesigitg")
 
 WORKER_START_TIMEOUT = 15.0
-WORKER_STOP_TIMEOUT = 5.0
-RESTART_BACKOFF_MAX = 30.0
-RESTART_BACKOFF_RESET = 60.0   # a worker that ran this long restarts quickly again
 NEIGHBOUR_INTERVAL = 1.0
 START_RESOLVE_WAIT = 1.0       # seconds to wait for backend MACs before attaching
 RESTART_NEEDED = ("interface", "queues", "status_socket", "pidfile", "xdp_mode")
+ENDPOINTS = {
+    "/": "this list",
+    "/health": "ok or degraded, uptime, workers alive/expected, how XDP is attached",
+    "/stats": "counters: summed, per worker, and the XDP program's verdicts",
+    "/config": "daemon settings, QUIC-LB configs (no keys), servers, fallback pool",
+    "/metrics": "Prometheus text exposition",
+    "/restart": "POST: replace this daemon by a new process running the installed code, "
+                "without losing traffic; answers once the new one runs, or why not",
+}
 
 
 class StartupError(RuntimeError):
@@ -84,20 +107,11 @@ def compile_route_config(routes: RouteConfig, if_mac: bytes,
                           servers, routes.table_size)
 
 
-@dataclass
-class WorkerHandle:
-    spec: WorkerSpec
-    process: Any = None
-    conn: Connection | None = None
-    alive: bool = False
-    ready: asyncio.Future[None] | None = None
-    mode: str = ""
-    restarts: int = 0
-    started: float = 0.0
-    backoff: float = 1.0
-    pending_restart: asyncio.TimerHandle | None = None
-    blob: bytes = b""           # the table the worker has (or was started with)
-    tables_adopted: int = 0     # "swapped" replies: tables the worker took
+def object_digest(path: os.PathLike[str] | str) -> str:
+    """Identity of an XDP object file: a restart reuses the running program only when
+    the installed object is the one it was loaded from."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 @dataclass
@@ -105,9 +119,11 @@ class Supervisor:
     config: DaemonConfig
     routes: RouteConfig
     cli: dict[str, object]
+    argv: list[str] = field(default_factory=list)   # to start a successor with
     notifier: Notifier = field(default_factory=Notifier)
+    pidfile: PidFile | None = None
+    log_setup: dict[str, Any] = field(default_factory=dict)   # how to log, for a successor
     xdp: XdpProgram | None = None
-    workers: list[WorkerHandle] = field(default_factory=list)
     compiled: CompiledRoutes | None = None
     macs: dict[str, bytes | None] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -116,50 +132,74 @@ class Supervisor:
     def __post_init__(self) -> None:
         self.health = HealthChecker(self._health_changed)
         self.report = Report(self.snapshot)
-        self.status = StatusServer(self.config.effective_status_socket, self.report)
+        self.status = StatusServer(self.config.effective_status_socket, {
+            ("GET", "/"): self._endpoints, ("GET", "/health"): self._json(self.report.health),
+            ("GET", "/stats"): self._json(self.report.stats),
+            ("GET", "/config"): self._json(self.report.config),
+            ("GET", "/metrics"): self._metrics, ("POST", "/restart"): self.restart,
+        }, ENDPOINTS)
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self._restart_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
-        self.counters: Any = None
+        self.counters: SharedCounters | None = None
+        self.xsks: list[XskSocket] = []
+        self.pool: WorkerPool | None = None
         self.if_mac = b"\0" * 6
         self.neighbours: NeighbourTable | None = None
-        # Worker replies, by kind (worker.py sends them).
-        self._replies: dict[str, Callable[..., None]] = {
-            "ready": self._worker_ready, "failed": self._worker_failed,
-            "swapped": self._worker_swapped, "rejected": self._worker_rejected}
+        self.successor: int | None = None       # pid of the daemon that took over
+
+    @property
+    def workers(self) -> list[WorkerHandle]:
+        return self.pool.handles if self.pool is not None else []
 
     # -- start and stop -------------------------------------------------------------------
 
-    async def run(self, started: Callable[[str | None], None]) -> int:
-        """Start everything, report through ``started`` (None = up), run until stopped."""
+    async def run(self, started: Callable[[str | None], None],
+                  takeover: tuple[Channel, Inheritance] | None = None) -> int:
+        """Start (or take over from a previous daemon), report through ``started``
+        (None = up), and run until stopped or replaced."""
+        loop = asyncio.get_running_loop()
+        for sig, handler in ((signal.SIGHUP, self.reload), (signal.SIGUSR1, self.log_stats),
+                             (signal.SIGUSR2, self.log_config), (signal.SIGTERM, self.stop),
+                             (signal.SIGINT, self.stop)):
+            loop.add_signal_handler(sig, handler)
         try:
-            await self._start()
+            if takeover is None:
+                await self._start()
+            else:
+                await self._take_over(*takeover)
         except Exception as exc:
             message = str(exc) if isinstance(exc, (StartupError, OSError, ConfigError,
-                                                   ValueError)) else repr(exc)
-            log.error("cannot start: %s", message)
-            await self._shutdown()
+                                                   ValueError, HandoverError, RuntimeError)) \
+                else repr(exc)
+            log.error("cannot %s: %s", "take over" if takeover else "start", message)
+            if takeover is None:
+                await self._shutdown()
+            else:
+                with contextlib.suppress(Exception):
+                    takeover[0].send("failed", {"reason": message})
+                await self._release()
             started(f"pesigitgd: cannot start: {message}")
             return 1
         status = self.report.status_line()
-        log.info("started: %s", status)
+        log.info("%s: %s", "took over" if takeover else "started", status)
         self.notifier.ready(status)
         started(None)
         await self._stop.wait()
+        if self.successor is not None:
+            await self._release()
+            log.info("handed over to pid %d", self.successor)
+            return 0
         log.info("stopping")
         self.notifier.stopping()
         await self._shutdown()
         log.info("stopped")
         return 0
 
-    async def _start(self) -> None:
+    async def _queue_count(self) -> int:
         cfg = self.config
         assert cfg.interface is not None
-        loop = asyncio.get_running_loop()
-        for sig, handler in ((signal.SIGHUP, self.reload), (signal.SIGUSR1, self.log_stats),
-                             (signal.SIGUSR2, self.log_config), (signal.SIGTERM, self.stop),
-                             (signal.SIGINT, self.stop)):
-            loop.add_signal_handler(sig, handler)
         # pyroute2's synchronous API runs an event loop of its own: call it off ours.
         available, kind = await asyncio.to_thread(rx_queue_count, cfg.interface)
         queues = cfg.queues or available
@@ -174,6 +214,26 @@ class Supervisor:
                                f"{available} RX queue(s): set queues = {available} or raise "
                                f"the channel count with 'ethtool -L {cfg.interface} "
                                f"{kind} {queues}'")
+        return queues
+
+    def _pool(self, counters: SharedCounters, restarts: list[int] | None = None
+              ) -> WorkerPool:
+        assert self.config.interface is not None
+        cpus = numa_cpus(self.config.interface)
+        handles = [WorkerHandle(WorkerSpec(i, self.config.interface, xsk.queue,
+                                           cpus[i % len(cpus)]), xsk,
+                                restarts=restarts[i] if restarts else 0)
+                   for i, xsk in enumerate(self.xsks)]
+        return WorkerPool(handles, counters.buffer, self._blob)
+
+    def _blob(self) -> bytes:
+        assert self.compiled is not None
+        return self.compiled.blob
+
+    async def _start(self) -> None:
+        cfg = self.config
+        assert cfg.interface is not None
+        queues = await self._queue_count()
         self.neighbours = await asyncio.to_thread(NeighbourTable, cfg.interface)
         self.if_mac = await asyncio.to_thread(interface_mac, cfg.interface)
         self.xdp = XdpProgram.load()
@@ -182,23 +242,25 @@ class Supervisor:
         await self._resolve_at_start()
         self.health.configure(self.routes.addresses, self.routes.health, self._health_port())
         self.compiled = self._compile()
-        self.counters = new_counters(queues)
         # Before anything touches the interface: a socket in use is a reason to stop.
-        await self.status.start()
-        cpus = numa_cpus(cfg.interface)
-        self.workers = [WorkerHandle(WorkerSpec(i, cfg.interface, i, cpus[i % len(cpus)],
-                                                self.xdp.xsks))
-                        for i in range(queues)]
-        for handle in self.workers:
-            self._spawn(handle)
-        try:
-            await asyncio.wait_for(asyncio.gather(*(h.ready for h in self.workers if h.ready)),
-                                   WORKER_START_TIMEOUT)
-        except TimeoutError:
-            raise StartupError("workers did not come up within "
-                               f"{WORKER_START_TIMEOUT:.0f} s") from None
-        # Attach only now: every queue has its socket, nothing is dropped at start.
+        self.status.bind()
+        self.counters = SharedCounters.create(queues)
+        for queue in range(queues):
+            xsk = XskSocket(cfg.interface, queue)
+            self.xsks.append(xsk)
+            self.xdp.register_socket(queue, xsk.fd)
+        self.pool = self._pool(self.counters)
+        await self.pool.start_all(WORKER_START_TIMEOUT)
+        # Attach only now: every queue has its socket and its worker.
         self.xdp_mode = await asyncio.to_thread(self.xdp.attach, cfg.interface, cfg.xdp_mode)
+        log.info("XDP attached to %s in %s mode through %s", cfg.interface, self.xdp_mode,
+                 "a BPF link" if self.xdp.attach_kind == "link" else "netlink")
+        await self._serve()
+
+    async def _serve(self) -> None:
+        """Everything that runs once the packet path does."""
+        await self.status.serve()
+        loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._neighbour_loop(), name="neighbours"))
         if self.notifier.watchdog_interval:
             self._tasks.append(loop.create_task(self._watchdog_loop(), name="watchdog"))
@@ -207,6 +269,7 @@ class Supervisor:
         self._stop.set()
 
     async def _shutdown(self) -> None:
+        """Stop for good: XDP detached, workers stopped, the socket file removed."""
         for task in self._tasks:
             task.cancel()
         self.health.stop()
@@ -216,138 +279,191 @@ class Supervisor:
                 await asyncio.to_thread(self.xdp.detach)
             except OSError as exc:
                 log.error("detaching XDP: %s", exc)
-        for handle in self.workers:
-            self._stop_worker(handle)
-        deadline = time.monotonic() + WORKER_STOP_TIMEOUT
-        for handle in self.workers:
-            if handle.process is not None:
-                handle.process.join(max(deadline - time.monotonic(), 0.1))
-                if handle.process.is_alive():
-                    log.warning("worker q%d did not stop, killing it", handle.spec.queue)
-                    handle.process.kill()
-                    handle.process.join(1)
+        if self.pool is not None:
+            await self.pool.stop_all()
+        self._close_kernel_objects()
+
+    async def _release(self) -> None:
+        """Let go without undoing anything: another daemon holds the same objects."""
+        for task in self._tasks:
+            task.cancel()
+        self.health.stop()
+        await self.status.close(unlink=False)
+        if self.pool is not None:
+            await self.pool.stop_all()
+        if self.xdp is not None:
+            self.xdp.release()
+        if self.pidfile is not None:
+            self.pidfile.forget()
+        self._close_kernel_objects()
+
+    def _close_kernel_objects(self) -> None:
+        for xsk in self.xsks:
+            xsk.close()
+        self.xsks = []
+        if self.counters is not None:
+            self.counters.close()
+            self.counters = None
         if self.xdp is not None:
             self.xdp.close()
             self.xdp = None
 
-    # -- workers ----------------------------------------------------------------------
+    # -- restart: this daemon hands over ------------------------------------------------
 
-    def _spawn(self, handle: WorkerHandle) -> None:
-        assert self.compiled is not None
-        loop = asyncio.get_running_loop()
-        parent, child = mp.Pipe()
-        process = mp.get_context("fork").Process(
-            target=worker_main, args=(handle.spec, self.compiled.blob, self.counters, child),
-            name=f"pesigitgd worker q{handle.spec.queue}", daemon=False)
-        process.start()
-        child.close()
-        handle.process, handle.conn, handle.blob = process, parent, self.compiled.blob
-        # Only the daemon's start waits for readiness; a restart just logs it.
-        handle.ready = loop.create_future() if self.xdp_mode is None else None
-        handle.started = time.monotonic()
-        handle.pending_restart = None
-        loop.add_reader(parent.fileno(), self._on_message, handle)
-        loop.add_reader(process.sentinel, self._on_exit, handle)
+    async def restart(self, request: Request) -> Response:
+        """``POST /restart``: start the installed code, hand everything over, exit."""
+        if self._restart_lock.locked():
+            raise Refused(409, "a restart is already under way")
+        async with self._restart_lock, self._reload_lock:
+            log.info("restarting: starting the installed pesigitgd to take over")
+            try:
+                pid = await self._hand_over()
+            except HandoverError as exc:
+                log.error("restart failed, still running as pid %d: %s", os.getpid(), exc)
+                raise Refused(500, f"restart failed, still running as pid {os.getpid()}: "
+                                   f"{exc}") from None
+        log.info("pid %d has taken over", pid)
+        return Response({"restarted": True, "pid": pid, "previous_pid": os.getpid()},
+                        after=self._handed_over)
 
-    def _on_message(self, handle: WorkerHandle) -> None:
-        assert handle.conn is not None
+    def _handed_over(self) -> None:
+        self.stop()
+
+    async def _hand_over(self) -> int:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        stderr_r, stderr_w = os.pipe()
+        argv = [sys.executable, "-m", "pesigitg.daemon", *self.argv,
+                "--takeover-fd", str(child.fileno())]
         try:
-            message = handle.conn.recv()
-        except (EOFError, OSError):
-            asyncio.get_running_loop().remove_reader(handle.conn.fileno())
-            return
-        handler = self._replies.get(message[0])
-        if handler is None:
-            log.error("worker q%d sent an unknown message %r", handle.spec.queue, message[0])
-            return
-        handler(handle, *message[1:])
-
-    def _worker_ready(self, handle: WorkerHandle, mode: str, cpu: int | None) -> None:
-        handle.alive, handle.mode = True, mode
-        log.info("worker q%d up (pid %d, CPU %s, %s mode)", handle.spec.queue,
-                 handle.process.pid, cpu, mode)
-        if handle.ready is not None and not handle.ready.done():
-            handle.ready.set_result(None)
-        # A table may have changed while it was starting.
-        self._send_table(handle)
-
-    def _worker_failed(self, handle: WorkerHandle, reason: str) -> None:
-        log.error("%s", reason)
-        if handle.ready is not None and not handle.ready.done():
-            handle.ready.set_exception(StartupError(reason))
-
-    def _worker_swapped(self, handle: WorkerHandle) -> None:
-        handle.tables_adopted += 1
-
-    def _worker_rejected(self, handle: WorkerHandle, reason: str) -> None:
-        log.error("worker q%d rejected a route table: %s", handle.spec.queue, reason)
-
-    def _on_exit(self, handle: WorkerHandle) -> None:
-        loop = asyncio.get_running_loop()
-        process = handle.process
-        loop.remove_reader(process.sentinel)
-        if handle.conn is not None:
-            loop.remove_reader(handle.conn.fileno())
-            handle.conn.close()
-            handle.conn = None
-        process.join(0)
-        handle.alive = False
-        if self._stop.is_set():
-            return
-        if handle.ready is not None and not handle.ready.done():
-            # Died before it was ready, during the daemon's own start: that start fails.
-            handle.ready.set_exception(StartupError(
-                f"worker q{handle.spec.queue} exited with status {process.exitcode} "
-                "during start-up"))
-            return
-        if self.xdp_mode is None:
-            return      # the daemon's start is failing already
-        ran = time.monotonic() - handle.started
-        if ran > RESTART_BACKOFF_RESET:
-            handle.backoff = 1.0
-        log.error("worker q%d (pid %d) exited with status %s after %.1f s; restarting in "
-                  "%.0f s", handle.spec.queue, process.pid, process.exitcode, ran,
-                  handle.backoff)
-        self._schedule_restart(handle)
-
-    def _schedule_restart(self, handle: WorkerHandle) -> None:
-        delay = handle.backoff
-        handle.backoff = min(handle.backoff * 2, RESTART_BACKOFF_MAX)
-        handle.restarts += 1
-        handle.pending_restart = asyncio.get_running_loop().call_later(
-            delay, self._restart, handle)
-
-    def _restart(self, handle: WorkerHandle) -> None:
-        if self._stop.is_set():
-            return
-        log.info("restarting worker q%d (restart %d)", handle.spec.queue, handle.restarts)
-        self._spawn(handle)
-
-    def _stop_worker(self, handle: WorkerHandle) -> None:
-        if handle.pending_restart is not None:
-            handle.pending_restart.cancel()
-        loop = asyncio.get_running_loop()
-        if handle.process is not None:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(handle.process.sentinel)
-        if handle.conn is not None:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(handle.conn.fileno())
-            with contextlib.suppress(OSError, ValueError):
-                handle.conn.send(("stop",))
-            handle.conn.close()
-            handle.conn = None
-        handle.alive = False
-
-    def _send_table(self, handle: WorkerHandle) -> None:
-        if handle.conn is None or not handle.alive or self.compiled is None \
-                or handle.blob == self.compiled.blob:
-            return
-        handle.blob = self.compiled.blob
-        try:
-            handle.conn.send(("table", self.compiled.blob))
+            proc = subprocess.Popen(argv, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
+                                    stderr=stderr_w)
         except OSError as exc:
-            log.error("sending the route table to worker q%d: %s", handle.spec.queue, exc)
+            parent.close()
+            raise HandoverError(f"cannot start {argv[0]}: {exc.strerror}") from None
+        finally:
+            child.close()
+            os.close(stderr_w)
+        # Its stderr, until it has ours: what it says if it dies before it can tell us.
+        said: collections.deque[str] = collections.deque(maxlen=20)
+        threading.Thread(target=_collect, args=(stderr_r, said), daemon=True).start()
+        channel = Channel(parent)
+        stopped = False
+        try:
+            await asyncio.to_thread(channel.recv, expect=("hello",))
+            inheritance = self._inheritance()
+            await asyncio.to_thread(inheritance.send, channel)
+            await asyncio.to_thread(channel.recv, expect=("ready",))
+            # From here the new process waits for our workers to be gone.
+            assert self.pool is not None
+            stopped = True
+            await self.pool.stop_all()
+            await asyncio.to_thread(channel.send, "quiesced")
+            await asyncio.to_thread(channel.recv, expect=("committed",))
+        except (HandoverError, OSError) as exc:
+            if proc.poll() is None:
+                proc.kill()
+            status = await asyncio.to_thread(proc.wait)
+            tail = "; ".join(line for line in said if line.strip())[-600:]
+            reason = str(exc) if status in (0, -signal.SIGKILL) or not tail else \
+                f"{exc} (exit status {status}: {tail})"
+            if stopped and self.pool is not None:
+                log.warning("the new process failed after our workers stopped; restarting "
+                            "them")
+                await self.pool.start_all(WORKER_START_TIMEOUT)
+            raise HandoverError(reason) from None
+        finally:
+            channel.close()
+        self.successor = proc.pid
+        return proc.pid
+
+    def _inheritance(self) -> Inheritance:
+        assert self.xdp is not None and self.counters is not None and self.pool is not None
+        assert self.pidfile is not None and self.status.listener is not None
+        facts = {
+            "version": __version__, "object": object_digest(self.xdp.object_path),
+            "interface": self.config.interface, "ifindex": self.xdp.ifindex,
+            "xdp_mode": self.xdp_mode, "attach": self.xdp.attach_kind,
+            "status_socket": str(self.config.effective_status_socket),
+            "pidfile": str(self.pidfile.path),
+            "workers": [{"queue": h.spec.queue, "restarts": h.restarts}
+                        for h in self.pool.handles],
+            "macs": {a: m.hex() if m else None for a, m in self.macs.items()},
+            "health": {a: dataclasses.asdict(s) for a, s in self.health.states.items()},
+            "started": self.started, "log": self.log_setup,
+            "watchdog_usec": self.notifier.watchdog_usec,
+        }
+        fds = {"program": self.xdp.fd, "counters": self.counters.fd,
+               "pidfile": self.pidfile.fd, "status": self.status.listener.fileno(),
+               "stderr": 2}
+        if self.xdp.link_fd >= 0:
+            fds["link"] = self.xdp.link_fd
+        for name, m in self.xdp.maps.items():
+            fds[f"map:{name}"] = m.fd
+        for i, xsk in enumerate(self.xsks):
+            fds[f"xsk:{i}"], fds[f"umem:{i}"] = xsk.fd, xsk.umem_fd
+        return Inheritance(facts, fds)
+
+    # -- restart: this daemon takes over -------------------------------------------------
+
+    async def _take_over(self, channel: Channel, inheritance: Inheritance) -> None:
+        facts, fds = inheritance.facts, inheritance.fds
+        cfg = self.config
+        assert cfg.interface is not None
+        changed = [f"{what} ({old} -> {new})" for what, old, new in (
+            ("interface", facts["interface"], cfg.interface),
+            ("status_socket", facts["status_socket"], str(cfg.effective_status_socket)),
+            ("pidfile", facts["pidfile"], str(cfg.effective_pidfile)),
+            ("xdp_mode", facts["xdp_mode"], cfg.xdp_mode),
+            ("queues", len(facts["workers"]), cfg.queues or len(facts["workers"])))
+            if old != new and not (what == "xdp_mode" and old == "generic")]
+        if changed:
+            raise StartupError(f"{', '.join(changed)} changed: a restart keeps those; stop "
+                               "and start the daemon to change them")
+        self.started = facts["started"]
+        self.notifier.watchdog_usec = facts["watchdog_usec"] or self.notifier.watchdog_usec
+        self.neighbours = await asyncio.to_thread(NeighbourTable, cfg.interface)
+        self.if_mac = await asyncio.to_thread(interface_mac, cfg.interface)
+        maps = {name[4:]: fd for name, fd in fds.items() if name.startswith("map:")}
+        same = facts["object"] == object_digest(shipped_object())
+        self.xdp = XdpProgram.load(reuse=maps, programs={"xdp": fds["program"]} if same
+                                   else None)
+        self.xdp_mode = facts["xdp_mode"]
+        self.macs = {a: bytes.fromhex(m) if m else None for a, m in facts["macs"].items()}
+        self.health.adopt({a: HealthState(**s) for a, s in facts["health"].items()})
+        self.compiled = self._compile()
+        self.status.adopt(fds["status"])
+        self.counters = SharedCounters.adopt(fds["counters"], len(facts["workers"]))
+        self.xsks = [XskSocket.adopt(fds[f"xsk:{i}"], fds[f"umem:{i}"])
+                     for i in range(len(facts["workers"]))]
+        os.dup2(fds["stderr"], 2)       # the old daemon's stderr is ours from now on
+        self.pool = self._pool(self.counters, [w["restarts"] for w in facts["workers"]])
+        await asyncio.to_thread(channel.send, "ready")
+        try:
+            await asyncio.to_thread(channel.recv, expect=("quiesced",))
+        except HandoverError as exc:
+            if "went away" not in str(exc):
+                raise
+            # It died meanwhile, and its workers with it: the queues are ours to take.
+            log.warning("the previous daemon went away during the hand-over; taking over")
+        try:
+            await self.pool.start_all(WORKER_START_TIMEOUT)
+            self.xdp.adopt_attachment(facts["ifindex"], facts["xdp_mode"], facts["attach"],
+                                      fds.get("link", -1), fds["program"])
+        except BaseException:
+            await self.pool.stop_all()      # before the old daemon restarts its own
+            raise
+        if not same:
+            log.info("the installed XDP object differs from the running one: replaced the "
+                     "program on %s", cfg.interface)
+        self.xdp.set_ports(cfg.effective_ports)
+        self.xdp.set_vips(self.routes.vips)
+        assert self.pidfile is not None
+        self.pidfile.write()
+        await asyncio.to_thread(channel.send, "committed", {"pid": os.getpid()})
+        channel.close()
+        inheritance.close()
+        self.health.configure(self.routes.addresses, self.routes.health, self._health_port())
+        await self._serve()
 
     # -- backends and routes -----------------------------------------------------------
 
@@ -379,8 +495,8 @@ class Supervisor:
         self.compiled = compiled
         pool = [compiled.backends[i].name for i in compiled.pool]
         log.info("route table rebuilt (%s): fallback pool %s", why, ", ".join(pool) or "EMPTY")
-        for handle in self.workers:
-            self._send_table(handle)
+        if self.pool is not None:
+            self.pool.send_table()
 
     def _health_changed(self, address: str, up: bool) -> None:
         self.rebuild(f"backend {address} {'up' if up else 'down'}")
@@ -434,6 +550,7 @@ class Supervisor:
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
+
 
     # -- signals ------------------------------------------------------------------------
 
@@ -498,10 +615,9 @@ class Supervisor:
 
     def snapshot(self) -> Snapshot:
         """The state every report is built from (see pesigitg.daemon.report)."""
-        workers = [WorkerView(h.spec.index, h.spec.queue, h.spec.cpu, h.alive,
-                              h.process.pid if h.process else None, h.mode, h.restarts,
-                              read_counters(self.counters, h.spec.index)
-                              if self.counters is not None else {})
+        counters = self.counters
+        workers = [WorkerView(h.spec.index, h.spec.queue, h.spec.cpu, h.alive, h.pid, h.mode,
+                              h.restarts, counters.read(h.spec.index) if counters else {})
                    for h in self.workers]
         c = self.compiled
         pool = {c.backends[i].name for i in c.pool} if c is not None else set()
@@ -518,9 +634,31 @@ class Supervisor:
         servers = [{"config_id": s.config_id, "server_id": s.server_id.hex(),
                     "address": s.address} for s in self.routes.servers]
         assert self.config.interface is not None
+        xdp = self.xdp
         return Snapshot(__version__, self.config.interface, time.monotonic() - self.started,
                         self.config.effective_ports, workers,
-                        self.xdp is not None and self.xdp.ifindex is not None, self.xdp_mode,
-                        self.xdp.counters() if self.xdp is not None else {},
+                        xdp is not None and xdp.ifindex is not None, self.xdp_mode,
+                        xdp.attach_kind if xdp is not None else None,
+                        xdp.counters() if xdp is not None else {},
                         self.config.describe(), self.routes.describe(), servers, backends,
                         self.if_mac)
+
+    # -- the status socket's answers ----------------------------------------------------
+
+    async def _endpoints(self, request: Request) -> Response:
+        return Response({"endpoints": ENDPOINTS})
+
+    @staticmethod
+    def _json(view: Callable[[], dict[str, Any]]) -> Callable[[Request], Any]:
+        async def answer(request: Request) -> Response:
+            return Response(view())
+        return answer
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(self.report.metrics(), content_type="text/plain; version=0.0.4")
+
+
+def _collect(fd: int, lines: collections.deque[str]) -> None:
+    with open(fd, encoding="utf-8", errors="replace") as stream:
+        for line in stream:
+            lines.append(line.rstrip("\n"))

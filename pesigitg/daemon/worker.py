@@ -1,31 +1,40 @@
-"""A worker process: one NIC queue, one AF_XDP socket, one engine.
+"""A worker process: one NIC queue, the supervisor's AF_XDP socket for it, one engine.
 
-Forked (so it inherits the XSKMAP and the shared counters) by the supervisor, or by
-the forwarding benchmark, it
-pins itself, opens and registers its socket, runs the engine loop in a thread and
-serves the supervisor's pipe: ``("table", blob)`` swaps the route table,
+The supervisor creates each queue's socket and keeps it, and forks a worker to run
+the loop on it (:func:`start_worker`); a worker that dies is replaced in
+milliseconds by another on the same socket, which takes the rings over as they are
+(``XskSocket.recover``: nothing is lost in between, frames wait in the RX ring).
+
+In the child: it dies with the supervisor (``PR_SET_PDEATHSIG``, and every inherited
+fd it does not need is closed, the supervisor's ends of its pipes and the pidfile
+included), pins itself, then takes the queue exclusively: ``flock`` on its own open
+file description of the UMEM memfd, so a replacement, or the new daemon's worker
+after a restart, waits until the previous owner is gone. It runs the engine loop in
+a thread and serves the pipe: ``("table", blob)`` swaps the route table,
 ``("stop",)`` or end-of-file stops it. The loop itself never touches Python.
 """
 
 from __future__ import annotations
 
-import logging
+import ctypes
+import fcntl
+import gc
 import os
 import signal
+import socket
 import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-import psutil
-
 from pesigitg._fastpath import Engine, RouteTable, XskSocket
-from pesigitg.ebpf.maps import Map
-from pesigitg.ebpf.xdp import register_xsk
 
-__all__ = ["WorkerSpec", "numa_cpus", "worker_main"]
+__all__ = ["WorkerProcess", "WorkerSpec", "numa_cpus", "start_worker"]
 
-log = logging.getLogger("pesigitg.daemon.worker")
+PR_SET_PDEATHSIG = 1
+LOCK_WAIT = 10.0        # seconds a worker waits for the previous owner of its queue
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -34,10 +43,24 @@ class WorkerSpec:
     interface: str
     queue: int
     cpu: int | None
-    xsks: Map           # the steering program's XSKMAP, inherited across fork
     batch: int = 64
     busy_poll: bool = False     # spin instead of sleeping when idle (benchmarks)
     floor: bool = False         # swap MACs, decide nothing (the benchmark's floor)
+
+
+@dataclass
+class WorkerProcess:
+    """The supervisor's side of one forked worker."""
+    pid: int
+    pidfd: int          # readable once the worker has exited (asyncio waits on it)
+    conn: Connection
+
+    def wait(self) -> int:
+        """Reap it; the exit status as subprocess reports it (-N: killed by signal N)."""
+        os.close(self.pidfd)
+        self.pidfd = -1
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status)
 
 
 def numa_cpus(interface: str) -> list[int]:
@@ -57,26 +80,52 @@ def numa_cpus(interface: str) -> list[int]:
     return local or allowed
 
 
-def worker_main(spec: WorkerSpec, blob: bytes, counters: object, conn: Connection) -> None:
-    # The supervisor's asyncio signal plumbing was inherited: undo it first.
+def start_worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object
+                 ) -> WorkerProcess:
+    """Fork a worker for ``xsk`` (already bound and registered); it reports
+    ``("ready", mode, cpu, recovered)`` or ``("failed", reason)`` on its pipe."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    supervisor = os.getpid()
+    pid = os.fork()
+    if pid == 0:                                            # the worker
+        status = 70
+        try:
+            parent.close()
+            _worker(spec, xsk, blob, counters, Connection(child.detach()), supervisor)
+            status = 0
+        finally:
+            os._exit(status)
+    child.close()
+    return WorkerProcess(pid, os.pidfd_open(pid), Connection(parent.detach()))
+
+
+def _worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object,
+            conn: Connection, supervisor: int) -> None:
+    # Die with the supervisor, even when it is killed; and it may already be gone.
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != supervisor:
+        os._exit(0)
+    # The supervisor's asyncio signal plumbing and signal mask were inherited.
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    gc.freeze()         # the supervisor's objects are never collected (or closed) here
+    _close_all_but({0, 1, 2, xsk.fd, xsk.umem_fd, conn.fileno()})
     name = f"pesigitgd worker q{spec.queue}"
     try:
         if spec.cpu is not None:
-            psutil.Process().cpu_affinity([spec.cpu])
-        xsk = XskSocket(spec.interface, spec.queue)
-        register_xsk(spec.xsks, spec.queue, xsk.fd)
+            os.sched_setaffinity(0, {spec.cpu})
+        _own_queue(xsk)
         engine = Engine(xsk, RouteTable(blob), counters, worker=spec.index, batch=spec.batch,
                         busy_poll=spec.busy_poll, floor=spec.floor)
     except Exception as exc:
         conn.send(("failed", f"{name}: {exc}"))
-        os._exit(3)
+        return
     thread = threading.Thread(target=engine.run, name=name, daemon=True)
     thread.start()
-    conn.send(("ready", xsk.mode, spec.cpu))
+    conn.send(("ready", xsk.mode, spec.cpu, engine.recovered))
     try:
         while True:
             try:
@@ -94,5 +143,34 @@ def worker_main(spec: WorkerSpec, blob: bytes, counters: object, conn: Connectio
     finally:
         engine.stop()
         thread.join(timeout=5)
-        xsk.close()
-    os._exit(0)
+
+
+def _close_all_but(keep: set[int]) -> None:
+    """Drop every inherited fd but ``keep``: each other one is pointed at /dev/null, which
+    releases what it held (a pipe end, the pidfile's lock, a BPF link) yet keeps the
+    number taken, so an inherited object finalized later closes nothing of ours."""
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        if fd not in keep and fd != null:
+            try:
+                os.dup2(null, fd, inheritable=False)
+            except OSError:
+                pass            # the listing's own fd, gone already
+    os.close(null)
+
+
+def _own_queue(xsk: XskSocket) -> None:
+    """Wait until no other process runs a loop on this socket, then hold it: flock on
+    a new open file description of the UMEM memfd, released when this process dies."""
+    lock = os.open(f"/proc/self/fd/{xsk.umem_fd}", os.O_RDWR | os.O_CLOEXEC)
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise OSError(f"queue {xsk.queue} is still held by another worker after "
+                              f"{LOCK_WAIT:.0f} s") from None
+            time.sleep(0.001)

@@ -1,9 +1,15 @@
-"""Loading a whole object: BTF, maps (BTF-style and global data), relocations, programs."""
+"""Loading a whole object: BTF, maps (BTF-style and global data), relocations, programs.
+
+A restarted daemon passes what the old process created (by fd): maps that still fit
+the object's definitions are reused with their contents, and the programs when the
+object is the one they were loaded from.
+"""
 
 from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,15 +58,21 @@ def _data_map_name(obj: BpfObject, section: str) -> str:
     return f"{stem}{section}"
 
 
-def _create_data_map(loaded: LoadedObject, section: str, contents: bytes, size: int) -> Map:
+def _create_data_map(loaded: LoadedObject, section: str, contents: bytes, size: int,
+                     reuse: Map | None) -> Map:
     obj = loaded.obj
     datasec = obj.btf.find(Kind.DATASEC, section) if obj.btf is not None else None
     definition = MapDefinition(_data_map_name(obj, section), MapType.ARRAY, 4, size, 1,
                                BPF_F_RDONLY_PROG if section == ".rodata" else 0,
                                0, datasec.id if datasec is not None else 0)
+    initial = contents.ljust(size, b"\0")
+    # .bss holds run-time state: keep it. Initialised data only if it is unchanged.
+    if reuse is not None and reuse.matches(definition) and (
+            section == ".bss" or reuse.lookup(bytes(4)) == initial):
+        return reuse
     m = Map.create(definition, loaded.btf_fd if datasec is not None else 0)
     if contents:
-        m.update(bytes(4), contents.ljust(size, b"\0"))
+        m.update(bytes(4), initial)
     if section == ".rodata":
         m.freeze()
     return m
@@ -93,22 +105,53 @@ def _relocate(prog: ProgramSection, loaded: LoadedObject) -> bytes:
     return bytes(insns)
 
 
-def load_object(path: str | Path) -> LoadedObject:
-    """Load every map and program of ``path`` into the kernel."""
+def load_object(path: str | Path, reuse: Mapping[str, int] | None = None,
+                programs: Mapping[str, int] | None = None) -> LoadedObject:
+    """Load every map and program of ``path`` into the kernel.
+
+    ``reuse`` offers existing maps by name (fds, duplicated here): each is used where it
+    fits the object's definition, else a new map is made. ``programs`` offers loaded
+    programs by section, used instead of loading (the object must be the one they came
+    from, and then every map must have been reused).
+    """
     obj = read_object(path)
     loaded = LoadedObject(Path(path), obj)
+    offered: dict[str, Map] = {}
+    created: set[str] = set()
     try:
+        for name, fd in (reuse or {}).items():
+            offered[name] = Map.adopt(fd, name)
         if obj.btf is not None:
             loaded.btf_fd = load_btf(bytes(obj.btf.raw))
         for definition in obj.maps:
-            loaded.maps[definition.name] = Map.create(definition, loaded.btf_fd
-                                                      if loaded.btf_fd >= 0 else 0)
+            old = offered.get(definition.name)
+            if old is not None and old.matches(definition):
+                loaded.maps[definition.name] = offered.pop(definition.name)
+            else:
+                loaded.maps[definition.name] = Map.create(definition, loaded.btf_fd
+                                                          if loaded.btf_fd >= 0 else 0)
+                created.add(definition.name)
         for section, (contents, size) in obj.data.items():
-            loaded.maps[section] = _create_data_map(loaded, section, contents, size)
+            m = _create_data_map(loaded, section, contents, size, offered.get(section))
+            if m is offered.get(section):
+                offered.pop(section)
+            else:
+                created.add(section)
+            loaded.maps[section] = m
+        if programs and created:
+            raise ObjectError(f"{path}: programs can be reused only with all their maps")
         for section, prog in obj.programs.items():
-            loaded.programs[section] = load_program(prog.prog_type, _relocate(prog, loaded),
-                                                    obj.license, prog.name)
+            if programs and section in programs:
+                loaded.programs[section] = Program(os.dup(programs[section]), prog.name,
+                                                   prog.prog_type)
+            else:
+                loaded.programs[section] = load_program(prog.prog_type,
+                                                        _relocate(prog, loaded), obj.license,
+                                                        prog.name)
     except BaseException:
         loaded.close()
         raise
+    finally:
+        for unused in offered.values():
+            unused.close()
     return loaded

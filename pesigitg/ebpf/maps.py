@@ -45,13 +45,14 @@ class Map:
     """A BPF map owned by this process (the fd closes with :meth:`close`)."""
 
     def __init__(self, fd: int, name: str, map_type: int, key_size: int, value_size: int,
-                 max_entries: int) -> None:
+                 max_entries: int, map_flags: int = 0) -> None:
         self.fd = fd
         self.name = name
         self.map_type = map_type
         self.key_size = key_size
         self.value_size = value_size
         self.max_entries = max_entries
+        self.map_flags = map_flags
         per_cpu = map_type in MapType.PER_CPU
         self._stride = (value_size + 7) & ~7 if per_cpu else value_size
         self._value_buf_size = self._stride * (possible_cpus() if per_cpu else 1)
@@ -79,7 +80,21 @@ class Map:
         else:
             fd = sc.bpf(sc.BPF_MAP_CREATE, attr, doing)
         return cls(fd, definition.name, definition.map_type, definition.key_size,
-                   definition.value_size, definition.max_entries)
+                   definition.value_size, definition.max_entries, definition.map_flags)
+
+    @classmethod
+    def adopt(cls, fd: int, name: str) -> Map:
+        """A map another process created, by a duplicate of its fd (info from the kernel)."""
+        info = sc.map_info(fd)
+        return cls(os.dup(fd), name, info.type, info.key_size, info.value_size,
+                   info.max_entries, info.map_flags)
+
+    def matches(self, definition: MapDefinition) -> bool:
+        """Whether this map can stand in for ``definition`` (same type, sizes, flags)."""
+        return (self.map_type, self.key_size, self.value_size, self.max_entries,
+                self.map_flags) == (definition.map_type, definition.key_size,
+                                    definition.value_size, definition.max_entries,
+                                    definition.map_flags)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -14,12 +14,13 @@ import platform
 from pesigitg.errors import CAP_BPF, CAP_NET_ADMIN, missing_capability_hint, os_error
 
 __all__ = [
-    "BPF_BTF_LOAD", "BPF_MAP_CREATE", "BPF_MAP_DELETE_ELEM", "BPF_MAP_FREEZE",
-    "BPF_MAP_GET_NEXT_KEY", "BPF_MAP_LOOKUP_ELEM", "BPF_MAP_UPDATE_ELEM",
-    "BPF_OBJ_GET_INFO_BY_FD", "BPF_PROG_GET_FD_BY_ID", "BPF_PROG_LOAD", "BPF_PROG_TEST_RUN",
-    "GetIdAttr",
-    "BtfLoadAttr", "InfoAttr", "MapCreateAttr", "MapElemAttr", "ProgInfo", "ProgLoadAttr",
-    "TestRunAttr", "addr", "bpf", "prog_info", "prog_name_by_id",
+    "BPF_BTF_LOAD", "BPF_F_REPLACE", "BPF_LINK_CREATE", "BPF_LINK_DETACH", "BPF_LINK_UPDATE",
+    "BPF_MAP_CREATE", "BPF_MAP_DELETE_ELEM", "BPF_MAP_FREEZE", "BPF_MAP_GET_NEXT_KEY",
+    "BPF_MAP_LOOKUP_ELEM", "BPF_MAP_UPDATE_ELEM", "BPF_OBJ_GET_INFO_BY_FD",
+    "BPF_PROG_GET_FD_BY_ID", "BPF_PROG_LOAD", "BPF_PROG_TEST_RUN", "BPF_XDP",
+    "BtfLoadAttr", "GetIdAttr", "InfoAttr", "LinkCreateAttr", "LinkDetachAttr",
+    "LinkUpdateAttr", "MapCreateAttr", "MapElemAttr", "MapInfo", "ProgInfo", "ProgLoadAttr",
+    "TestRunAttr", "addr", "bpf", "map_info", "prog_info", "prog_name_by_id",
 ]
 
 # enum bpf_cmd
@@ -34,6 +35,12 @@ BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_BTF_LOAD = 18
 BPF_MAP_FREEZE = 22
+BPF_LINK_CREATE = 28
+BPF_LINK_UPDATE = 29
+BPF_LINK_DETACH = 34
+# enum bpf_attach_type
+BPF_XDP = 37
+BPF_F_REPLACE = 1 << 2      # link update: only if the link still runs old_prog_fd
 
 _NR_BPF = {"x86_64": 321, "aarch64": 280}
 
@@ -77,6 +84,19 @@ class BtfLoadAttr(ctypes.Structure):
                 ("btf_log_level", u32)]
 
 
+class LinkCreateAttr(ctypes.Structure):
+    _fields_ = [("prog_fd", u32), ("target_ifindex", u32), ("attach_type", u32),
+                ("flags", u32)]
+
+
+class LinkUpdateAttr(ctypes.Structure):
+    _fields_ = [("link_fd", u32), ("new_prog_fd", u32), ("flags", u32), ("old_prog_fd", u32)]
+
+
+class LinkDetachAttr(ctypes.Structure):
+    _fields_ = [("link_fd", u32)]
+
+
 class InfoAttr(ctypes.Structure):
     _fields_ = [("bpf_fd", u32), ("info_len", u32), ("info", u64)]
 
@@ -108,6 +128,12 @@ class ProgInfo(ctypes.Structure):
                 ("nr_map_ids", u32), ("map_ids", u64), ("name", ctypes.c_char * 16)]
 
 
+class MapInfo(ctypes.Structure):
+    """``struct bpf_map_info`` up to the name."""
+    _fields_ = [("type", u32), ("id", u32), ("key_size", u32), ("value_size", u32),
+                ("max_entries", u32), ("map_flags", u32), ("name", ctypes.c_char * 16)]
+
+
 class GetIdAttr(ctypes.Structure):
     _fields_ = [("id", u32), ("next_id", u32), ("open_flags", u32)]
 
@@ -116,6 +142,13 @@ def prog_info(fd: int) -> ProgInfo:
     info = ProgInfo()
     attr = InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=addr(info))
     bpf(BPF_OBJ_GET_INFO_BY_FD, attr, "reading BPF program info")
+    return info
+
+
+def map_info(fd: int) -> MapInfo:
+    info = MapInfo()
+    attr = InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=addr(info))
+    bpf(BPF_OBJ_GET_INFO_BY_FD, attr, "reading BPF map info")
     return info
 
 

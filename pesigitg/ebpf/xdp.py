@@ -10,14 +10,16 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import IntEnum
 from importlib import resources
 from pathlib import Path
 
 from pesigitg._fastpath import MAPS, SETTINGS_VAR
 from pesigitg.ebpf import attach as nl
+from pesigitg.ebpf import syscall as sc
 from pesigitg.ebpf.btf import Kind
 from pesigitg.ebpf.loader import LoadedObject, load_object
 from pesigitg.ebpf.maps import Map
@@ -34,6 +36,7 @@ REASON_ENUM = "pes_xdp_reason"
 REASON_PREFIX = "PES_XDP_"
 REASON_COUNT = "PES_XDP_REASONS"
 _XDP_MD = struct.Struct("<IIIIII")  # struct xdp_md, as BPF_PROG_TEST_RUN's ctx
+ENOTSUPP = 524                      # the kernel's own "not supported" (include/linux/errno.h)
 
 
 class Verdict(IntEnum):
@@ -91,13 +94,26 @@ class XdpProgram:
             raise
         self.ifindex: int | None = None
         self.mode: str | None = None
+        self.attach_kind: str | None = None     # "link" or "netlink"
+        self.link_fd = -1
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> XdpProgram:
-        """Load the object at ``path`` (default: the one shipped in the package)."""
-        return cls(load_object(path or shipped_object()))
+    def load(cls, path: str | Path | None = None, reuse: Mapping[str, int] | None = None,
+             programs: Mapping[str, int] | None = None) -> XdpProgram:
+        """Load the object at ``path`` (default: the one shipped in the package);
+        ``reuse`` and ``programs`` offer a previous process's maps and programs by fd
+        (see :func:`pesigitg.ebpf.load_object`)."""
+        return cls(load_object(path or shipped_object(), reuse, programs))
+
+    @property
+    def object_path(self) -> Path:
+        return self._loaded.path
 
     def close(self) -> None:
+        """Release every fd; a link this process alone holds then detaches."""
+        if self.link_fd >= 0:
+            os.close(self.link_fd)
+            self.link_fd = -1
         self._loaded.close()
 
     def __enter__(self) -> XdpProgram:
@@ -195,17 +211,24 @@ class XdpProgram:
 
     # -- attach / detach -----------------------------------------------------------------
 
-    def attach(self, ifname: str, mode: str = "native", force: bool = False) -> str:
+    def attach(self, ifname: str, mode: str = "native", force: bool = False,
+               kind: str = "link") -> str:
         """Attach to ``ifname``; returns the mode used ("native" or "generic").
 
-        Native mode falls back to generic with a warning. A program already there is
-        replaced only if it is ours (same program name) or ``force`` is set.
+        ``kind`` "link" attaches through a BPF link (kernel >= 5.9) held by this
+        process and the processes it hands the fd to, so the program detaches on its
+        own when the last of them exits; where the kernel has no XDP links it falls
+        back to "netlink", an attachment that outlives the process. ``attach_kind``
+        tells which was used. Native mode falls back to generic with a warning. A
+        program already there is replaced only if it is ours (same program name,
+        attached through netlink: a leftover) or ``force`` is set.
         """
         if mode not in nl.XDP_MODES:
             raise ValueError(f"XDP mode {mode!r} is not one of {', '.join(nl.XDP_MODES)}")
+        if kind not in ("link", "netlink"):
+            raise ValueError(f"attach kind {kind!r} is not link or netlink")
         index = nl.ifindex(ifname)
         current = nl.attached_xdp(index)
-        flags = 0
         if current is not None:
             name = prog_name_by_id(current.prog_id)
             if name != self.program.name[:15] and not force:
@@ -213,10 +236,54 @@ class XdpProgram:
                     errno.EBUSY, f"interface {ifname} already has XDP program {name!r} "
                     f"(id {current.prog_id}, {current.mode} mode), which is not pesigitg's; "
                     "detach it first or force the replacement")
-            log.warning("replacing XDP program %r (id %d) on %s", name, current.prog_id, ifname)
-        else:
-            flags |= nl.XDP_FLAGS_UPDATE_IF_NOEXIST
         modes = [mode] + (["generic"] if mode == "native" else [])
+        if kind == "link":
+            if current is not None:
+                self._remove_leftover(ifname, index, current)
+            for i, attempt in enumerate(modes):
+                try:
+                    self.link_fd = sc.bpf(sc.BPF_LINK_CREATE, sc.LinkCreateAttr(
+                        prog_fd=self.fd, target_ifindex=index, attach_type=sc.BPF_XDP,
+                        flags=nl.XDP_MODES[attempt]),
+                        f"attaching XDP to {ifname} in {attempt} mode through a BPF link")
+                except OSError as exc:
+                    if exc.errno == errno.EBUSY:
+                        raise XdpAttachError(exc.errno, f"{exc.strerror} (another process "
+                                             "holds an XDP link on the interface)") from None
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, ENOTSUPP):
+                        raise
+                    if i + 1 < len(modes):
+                        log.warning("%s: native XDP refused through a link (%s); trying "
+                                    "generic mode, which is much slower", ifname, exc.strerror)
+                        continue
+                    log.warning("%s: XDP links refused (%s): attaching through netlink; a "
+                                "crash would then leave the program attached", ifname,
+                                exc.strerror)
+                    break
+                self.ifindex, self.mode, self.attach_kind = index, attempt, "link"
+                return attempt
+        return self._attach_netlink(ifname, index, modes, current is not None)
+
+    def _remove_leftover(self, ifname: str, index: int, current: nl.AttachedXdp) -> None:
+        """Our program left attached through netlink (a crash of a netlink-mode daemon):
+        remove it, so the link can be made. One held by a link is another process's."""
+        fd = sc.bpf(sc.BPF_PROG_GET_FD_BY_ID, sc.GetIdAttr(id=current.prog_id),
+                    f"opening XDP program {current.prog_id} on {ifname}")
+        try:
+            nl.set_xdp(index, -1, nl.XDP_FLAGS_REPLACE | nl.XDP_MODES.get(current.mode, 0),
+                       f"removing the XDP program left on {ifname}", expected_fd=fd)
+        except OSError as exc:
+            raise XdpAttachError(exc.errno or errno.EBUSY,
+                                 f"{ifname} runs pesigitg's XDP program (id {current.prog_id})"
+                                 " through a BPF link another process holds: is another "
+                                 "pesigitgd running there?") from None
+        finally:
+            os.close(fd)
+        log.warning("removed the XDP program (id %d) a previous pesigitgd left on %s",
+                    current.prog_id, ifname)
+
+    def _attach_netlink(self, ifname: str, index: int, modes: list[str], replace: bool) -> str:
+        flags = 0 if replace else nl.XDP_FLAGS_UPDATE_IF_NOEXIST
         for i, attempt in enumerate(modes):
             try:
                 nl.set_xdp(index, self.fd, flags | nl.XDP_MODES[attempt],
@@ -230,7 +297,9 @@ class XdpProgram:
                     raise XdpAttachError(exc.errno, f"{exc.strerror} (a program appeared "
                                          "while attaching)") from None
                 raise
-            self.ifindex, self.mode = index, attempt
+            if replace:
+                log.warning("replaced the XDP program on %s", ifname)
+            self.ifindex, self.mode, self.attach_kind = index, attempt, "netlink"
             return attempt
         raise AssertionError("unreachable")
 
@@ -239,7 +308,16 @@ class XdpProgram:
         if self.ifindex is None or self.mode is None:
             return
         index, mode = self.ifindex, self.mode
-        self.ifindex = self.mode = None
+        self.ifindex = self.mode = self.attach_kind = None
+        if self.link_fd >= 0:
+            # Detach even while other processes still hold the link (a worker, say).
+            try:
+                sc.bpf(sc.BPF_LINK_DETACH, sc.LinkDetachAttr(link_fd=self.link_fd),
+                       f"detaching the XDP link from interface {index}")
+            finally:
+                os.close(self.link_fd)
+                self.link_fd = -1
+            return
         current = nl.attached_xdp(index)
         if current is None or current.prog_id != self.program.id:
             log.warning("XDP program on interface %d is no longer ours; leaving it", index)
@@ -247,6 +325,32 @@ class XdpProgram:
         # REPLACE with EXPECTED_FD removes exactly our program, never a newer one.
         nl.set_xdp(index, -1, nl.XDP_FLAGS_REPLACE | nl.XDP_MODES[mode],
                    f"detaching XDP from interface {index}", expected_fd=self.fd)
+
+    def adopt_attachment(self, ifindex: int, mode: str, kind: str, link_fd: int,
+                         old_prog_fd: int) -> None:
+        """Take over where another process attached (a restart hands its fds over).
+        When this object's program is not the running one (an upgrade), it replaces it
+        atomically: a link update, or a netlink replace of exactly the old program."""
+        if kind == "link":
+            self.link_fd = os.dup(link_fd)
+        self.ifindex, self.mode, self.attach_kind = ifindex, mode, kind
+        if self.program.id == sc.prog_info(old_prog_fd).id:
+            return
+        if kind == "link":
+            sc.bpf(sc.BPF_LINK_UPDATE, sc.LinkUpdateAttr(
+                link_fd=self.link_fd, new_prog_fd=self.fd, flags=sc.BPF_F_REPLACE,
+                old_prog_fd=old_prog_fd), f"replacing the XDP program on interface {ifindex}")
+        else:
+            nl.set_xdp(ifindex, self.fd, nl.XDP_FLAGS_REPLACE | nl.XDP_MODES[mode],
+                       f"replacing the XDP program on interface {ifindex}",
+                       expected_fd=old_prog_fd)
+
+    def release(self) -> None:
+        """Forget the attachment without detaching (another process has taken it over)."""
+        if self.link_fd >= 0:
+            os.close(self.link_fd)
+            self.link_fd = -1
+        self.ifindex = self.mode = self.attach_kind = None
 
     # -- testing -------------------------------------------------------------------------
 

@@ -14,11 +14,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PESIGITGD", "RunningDaemon"]
+__all__ = ["PESIGITGD", "RunningDaemon", "running"]
 
 from pesigitg.ctl.client import query
 
 PESIGITGD = shutil.which("pesigitgd", path=str(Path(sys.executable).parent)) or "pesigitgd"
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an exited child waits for its parent, or init, to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
 
 class RunningDaemon:
     """pesigitgd in namespace ``ns`` with its files in ``workdir``."""
@@ -101,8 +110,19 @@ class RunningDaemon:
         os.kill(self.pid, sig)
 
     def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM the daemon and wait for it: the one the pidfile names (after a restart,
+        the started process has handed over to another), then the one started."""
         if self.proc is None:
             return 0
+        current = self.pid if self.pidfile.exists() else self.proc.pid
+        if current != self.proc.pid and running(current):
+            os.kill(current, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while running(current):
+                if time.monotonic() > deadline:
+                    os.kill(current, signal.SIGKILL)
+                    raise AssertionError(f"pesigitgd (pid {current}) did not stop on SIGTERM")
+                time.sleep(0.05)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

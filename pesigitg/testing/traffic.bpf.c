@@ -4,7 +4,8 @@
  *
  * gen: writes the next CID of the `cids` table into the frame at `cid_offset` and
  *      returns XDP_TX, so each repetition leaves the generator's veth as a new frame.
- * sink: counts IP frames by the last octet of their destination MAC, then drops them.
+ * sink: counts IP frames whose destination MAC starts with sink_prefix (5 octets; all
+ *       zero: any) by the last octet of that MAC, then drops them; other frames pass.
  */
 #include <linux/if_ether.h>
 
@@ -43,6 +44,7 @@ struct {
 
 __u32 cid_count;
 __u32 cid_offset;
+__u8 sink_prefix[5];
 
 SEC("xdp/gen")
 int gen(struct xdp_md *ctx)
@@ -76,6 +78,11 @@ int sink(struct xdp_md *ctx)
     if ((void *)(eth + 1) > data_end)
         return XDP_PASS;
     if (eth->h_proto != bpf_htons(ETH_P_IP) && eth->h_proto != bpf_htons(ETH_P_IPV6))
+        return XDP_PASS;
+    if ((sink_prefix[0] | sink_prefix[1] | sink_prefix[2] | sink_prefix[3] | sink_prefix[4]) &&
+        (eth->h_dest[0] != sink_prefix[0] || eth->h_dest[1] != sink_prefix[1] ||
+         eth->h_dest[2] != sink_prefix[2] || eth->h_dest[3] != sink_prefix[3] ||
+         eth->h_dest[4] != sink_prefix[4]))
         return XDP_PASS;
     key = eth->h_dest[5];
     count = bpf_map_lookup_elem(&seen, &key);

@@ -1,0 +1,218 @@
+"""The supervisor's workers: one per RX queue, each on a socket the supervisor keeps.
+
+A worker that dies is replaced at once, on the same socket, so one crash costs a few
+milliseconds of that queue's time and no frame (they wait in the RX ring). Only a
+worker that keeps dying soon after its start is replaced with a growing delay.
+Route tables go to every live worker; replies come back on the same pipe and are
+dispatched from a table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import select
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pesigitg._fastpath import XskSocket
+from pesigitg.daemon.worker import WorkerProcess, WorkerSpec, start_worker
+
+__all__ = ["WorkerHandle", "WorkerPool"]
+
+log = logging.getLogger("pesigitg")
+
+STOP_TIMEOUT = 5.0
+QUICK_DEATH = 5.0           # a worker dying this soon after its start counts as a repeat
+BACKOFF_FIRST = 0.05        # seconds, for the second quick death in a row
+BACKOFF_MAX = 30.0
+
+
+@dataclass
+class WorkerHandle:
+    spec: WorkerSpec
+    xsk: XskSocket
+    process: WorkerProcess | None = None
+    alive: bool = False
+    ready: asyncio.Future[None] | None = None
+    mode: str = ""
+    restarts: int = 0
+    started: float = 0.0
+    backoff: float = 0.0        # delay before the next replacement
+    pending: asyncio.TimerHandle | None = None
+    blob: bytes = b""           # the table the worker has (or was started with)
+    tables_adopted: int = 0     # "swapped" replies
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+
+class WorkerPool:
+    """Starts, watches and replaces the workers; ``table`` gives the current blob."""
+
+    def __init__(self, handles: list[WorkerHandle], counters: object,
+                 table: Callable[[], bytes]) -> None:
+        self.handles = handles
+        self.counters = counters
+        self.table = table
+        self.replacing = True       # False while stopping: exits are then expected
+        self._replies: dict[str, Callable[..., None]] = {
+            "ready": self._ready, "failed": self._failed, "swapped": self._swapped,
+            "rejected": self._rejected}
+
+    @property
+    def alive(self) -> int:
+        return sum(h.alive for h in self.handles)
+
+    # -- starting ------------------------------------------------------------------------
+
+    def start(self, handle: WorkerHandle, waited: bool = False) -> None:
+        """Fork ``handle``'s worker; ``waited``: someone awaits ``handle.ready``."""
+        loop = asyncio.get_running_loop()
+        blob = self.table()
+        handle.process = start_worker(handle.spec, handle.xsk, blob, self.counters)
+        handle.blob, handle.started, handle.pending = blob, time.monotonic(), None
+        handle.ready = loop.create_future() if waited else None
+        loop.add_reader(handle.process.conn.fileno(), self._on_message, handle)
+        loop.add_reader(handle.process.pidfd, self._on_exit, handle)
+
+    async def start_all(self, timeout: float) -> None:
+        """Start every worker and wait until each has taken its queue over."""
+        self.replacing = True
+        for handle in self.handles:
+            self.start(handle, waited=True)
+        futures = [h.ready for h in self.handles if h.ready is not None]
+        try:
+            await asyncio.wait_for(asyncio.gather(*futures), timeout)
+        except TimeoutError:
+            raise RuntimeError(f"workers did not come up within {timeout:.0f} s") from None
+
+    # -- what workers say ----------------------------------------------------------------
+
+    def _on_message(self, handle: WorkerHandle) -> None:
+        assert handle.process is not None
+        try:
+            message = handle.process.conn.recv()
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(handle.process.conn.fileno())
+            return
+        handler = self._replies.get(message[0])
+        if handler is None:
+            log.error("worker q%d sent an unknown message %r", handle.spec.queue, message[0])
+            return
+        handler(handle, *message[1:])
+
+    def _ready(self, handle: WorkerHandle, mode: str, cpu: int | None, recovered: bool
+               ) -> None:
+        handle.alive, handle.mode = True, mode
+        log.info("worker q%d up (pid %s, CPU %s, %s mode%s)", handle.spec.queue, handle.pid,
+                 cpu, mode, "; finished its predecessor's last batch" if recovered else "")
+        if handle.ready is not None and not handle.ready.done():
+            handle.ready.set_result(None)
+        self.send_table(handle)         # a table may have changed while it started
+
+    def _failed(self, handle: WorkerHandle, reason: str) -> None:
+        log.error("%s", reason)
+        if handle.ready is not None and not handle.ready.done():
+            handle.ready.set_exception(RuntimeError(reason))
+
+    def _swapped(self, handle: WorkerHandle) -> None:
+        handle.tables_adopted += 1
+
+    def _rejected(self, handle: WorkerHandle, reason: str) -> None:
+        log.error("worker q%d rejected a route table: %s", handle.spec.queue, reason)
+
+    def _on_exit(self, handle: WorkerHandle) -> None:
+        status = self._reap(handle)
+        if handle.ready is not None and not handle.ready.done():
+            handle.ready.set_exception(RuntimeError(
+                f"worker q{handle.spec.queue} exited with status {status} during start-up"))
+            return
+        if not self.replacing:
+            return
+        ran = time.monotonic() - handle.started
+        if ran > QUICK_DEATH:
+            handle.backoff = 0.0        # it had been running fine: not a crash loop
+        delay = handle.backoff
+        handle.backoff = min(max(delay * 2, BACKOFF_FIRST), BACKOFF_MAX)
+        handle.restarts += 1
+        log.error("worker q%d (pid %s) exited with status %s after %.1f s; %s",
+                  handle.spec.queue, handle.pid, status, ran,
+                  f"replacing it in {delay:.2f} s" if delay else "replacing it now")
+        if delay:
+            handle.pending = asyncio.get_running_loop().call_later(delay, self._replace,
+                                                                   handle)
+        else:
+            self._replace(handle)
+
+    def _replace(self, handle: WorkerHandle) -> None:
+        if self.replacing:
+            self.start(handle)
+
+    def _reap(self, handle: WorkerHandle) -> int | None:
+        """Forget the process: its readers, its pipe, its exit status."""
+        process = handle.process
+        handle.alive = False
+        if process is None:
+            return None
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(Exception):
+            loop.remove_reader(process.conn.fileno())
+        if process.pidfd >= 0:
+            loop.remove_reader(process.pidfd)
+        process.conn.close()
+        return process.wait()
+
+    # -- tables --------------------------------------------------------------------------
+
+    def send_table(self, handle: WorkerHandle | None = None) -> None:
+        """Send the current table to ``handle`` (or every worker) unless it has it."""
+        blob = self.table()
+        for h in [handle] if handle is not None else self.handles:
+            if h.process is None or not h.alive or h.blob == blob:
+                continue
+            h.blob = blob
+            try:
+                h.process.conn.send(("table", blob))
+            except OSError as exc:
+                log.error("sending the route table to worker q%d: %s", h.spec.queue, exc)
+
+    # -- stopping ------------------------------------------------------------------------
+
+    async def stop_all(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop every worker and wait until each is gone (killed after ``timeout``):
+        its loop publishes its last batch first, so the rings are left consistent."""
+        self.replacing = False
+        loop = asyncio.get_running_loop()
+        running = []
+        for handle in self.handles:
+            if handle.pending is not None:
+                handle.pending.cancel()
+                handle.pending = None
+            if handle.process is not None:
+                loop.remove_reader(handle.process.pidfd)    # these exits are ours to see
+                with contextlib.suppress(OSError, ValueError):
+                    handle.process.conn.send(("stop",))
+                running.append(handle)
+        deadline = time.monotonic() + timeout
+        for handle in running:
+            assert handle.process is not None
+            while not _exited(handle.process.pidfd):
+                if time.monotonic() > deadline:
+                    log.warning("worker q%d did not stop, killing it", handle.spec.queue)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(handle.process.pid, signal.SIGKILL)
+                    deadline = float("inf")
+                await asyncio.sleep(0.002)
+            self._reap(handle)
+            handle.process = None
+
+
+def _exited(pidfd: int) -> bool:
+    readable, _, _ = select.select([pidfd], [], [], 0)
+    return bool(readable)

@@ -1,0 +1,261 @@
+"""Restarts and crashes under a paced stream of routable QUIC, every frame counted.
+
+The generator (BPF_PROG_TEST_RUN live frames) sends from the peer's v1 at a fixed rate
+to the real daemon on v0; the daemon forwards to two backends whose MACs the sink,
+an XDP program on v1, counts. Lost frames are those sent and never counted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pesigitg.ebpf.attach import ifindex
+from pesigitg.testing.daemon import PESIGITGD, RunningDaemon, running
+from pesigitg.testing.netns import inside
+from pesigitg.testing.traffic import PacedStream, Traffic, compile_traffic
+from tests import frames as f
+from tests.netns.lbtoml import lb_toml
+from tests.netns.test_daemon import CONFIG, MAC1, MAC2, STATIC, datagram_listener, xdp_attached
+
+CTL = str(PESIGITGD).replace("pesigitgd", "pesigitg-ctl")
+RATE = 50_000                  # frames/s: well within what copy-mode AF_XDP sustains here
+SINK = {MAC1[5], MAC2[5]}      # the sink counts frames by their MAC's last octet
+
+
+@pytest.fixture(scope="module")
+def traffic_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_traffic(tmp_path_factory.mktemp("traffic"))
+
+
+@pytest.fixture
+def traffic(lab, traffic_object) -> Iterator[Traffic]:
+    """The sink on v1, counting frames to the backends' MACs."""
+    with inside(lab.peer_ns):
+        index = ifindex("v1")
+    sink = Traffic(traffic_object, lab.peer_ns, index)
+    sink.count_macs(MAC1)
+    try:
+        yield sink
+    finally:
+        sink.close()
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_running(lab):
+    yield
+    leftovers = subprocess.run(["ip", "netns", "pids", lab.lb_ns], capture_output=True,
+                               text=True).stdout.split()
+    for pid in leftovers:
+        os.kill(int(pid), signal.SIGKILL)
+    assert not leftovers, f"processes left in the namespace: {leftovers}"
+
+
+def stream_of(lab) -> PacedStream:
+    """Routable 1-RTT packets for both backends, from many client ports."""
+    frames = [f.ether(f.ipv4(f.udp(f.quic_short(CONFIG.encode(bytes([1 + i % 2]) * 3,
+                                                              os.urandom(4)), bytes(64)),
+                                   sport=20000 + i), f.PROTO_UDP, src="10.9.0.2",
+                             dst="10.9.0.1"), f.ETH_P_IP, src=lab.peer_mac, dst=lab.lb_mac)
+              for i in range(256)]
+    return PacedStream(lab.peer_ns, "v1", frames, RATE).start()
+
+
+def settled(traffic: Traffic, sent: int, timeout: float = 5.0) -> int:
+    """The sink's count once the last frames have come back (or stopped coming)."""
+    deadline = time.monotonic() + timeout
+    count, previous = traffic.sink_count(SINK), -1
+    while count != sent and time.monotonic() < deadline:
+        time.sleep(0.05)
+        count, previous = traffic.sink_count(SINK), count
+        if count == previous and count > 0:
+            time.sleep(0.2)
+            count = traffic.sink_count(SINK)
+            if count == previous:
+                break
+    return count
+
+
+def start(lab, daemons, *args: str, env: dict[str, str] | None = None) -> RunningDaemon:
+    daemon = RunningDaemon(lab.lb_ns, lab.workdir)
+    daemon.routes.write_text(lb_toml(STATIC))
+    daemons.append(daemon)
+    return daemon.start(*args, env=env)
+
+
+def ctl(daemon: RunningDaemon, *command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", daemon.ns, CTL, "-s",
+                           str(daemon.status_socket), *command], capture_output=True,
+                          text=True, timeout=180)
+
+
+def test_restart_mid_stream_loses_no_frame_and_keeps_the_counters(lab, daemons, traffic):
+    daemon = start(lab, daemons)
+    old = daemon.pid
+    stream = stream_of(lab)
+    try:
+        time.sleep(0.4)
+        forwarded_before = daemon.get("/stats")["total"]["forwarded"]
+        restart = ctl(daemon, "restart")
+        assert restart.returncode == 0, restart.stderr
+        assert restart.stdout.strip() == f"restarted: pid {old} handed over to pid {daemon.pid}"
+        time.sleep(0.4)
+    finally:
+        sent = stream.stop()
+    assert daemon.pid != old and daemon.proc.wait(10) == 0     # the old one exited, 0
+    assert settled(traffic, sent) == sent, "frames lost across the restart"
+    stats = daemon.get("/stats")
+    assert stats["total"]["forwarded"] == sent >= forwarded_before > 0   # carried on
+    assert stats["xdp"]["redirect_udp"] == sent and stats["xdp"]["drop_no_socket"] == 0
+    health = daemon.get("/health")
+    assert health["status"] == "ok" and health["xdp"]["attach"] == "link"
+    # The new daemon is a daemon like any other: it can hand over in turn, and stop.
+    assert ctl(daemon, "restart").returncode == 0
+    assert daemon.stop() == 0
+    assert not xdp_attached(lab) and not daemon.pidfile.exists()
+    assert not daemon.status_socket.exists()
+
+
+def test_a_killed_worker_costs_at_most_50_ms_of_traffic(lab, daemons, traffic):
+    daemon = start(lab, daemons)
+    stream = stream_of(lab)
+    try:
+        time.sleep(0.3)
+        worker = daemon.get("/stats")["workers"][0]["pid"]
+        os.kill(worker, signal.SIGKILL)
+        daemon.wait_log(rf"worker q0 \(pid {worker}\) exited")
+        daemon.wait_log(rf"worker q0 up \(pid (?!{worker})")
+        time.sleep(0.3)
+    finally:
+        sent = stream.stop()
+    lost = sent - settled(traffic, sent)
+    assert 0 <= lost <= RATE * 0.050, f"{lost} of {sent} frames lost"
+    assert daemon.get("/stats")["workers"][0]["restarts"] == 1
+
+
+def test_a_killed_supervisor_leaves_nothing_and_a_new_daemon_forwards_at_once(
+        lab, daemons, traffic):
+    daemon = start(lab, daemons)
+    worker = daemon.get("/stats")["workers"][0]["pid"]
+    stream = stream_of(lab)
+    try:
+        time.sleep(0.2)
+        os.kill(daemon.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        # The worker dies with it, and the XDP link with the last of them.
+        while (subprocess.run(["ip", "netns", "pids", lab.lb_ns], capture_output=True,
+                              text=True).stdout.split() or xdp_attached(lab)):
+            assert time.monotonic() - killed < 1.0, "pesigitgd processes or XDP left behind"
+            time.sleep(0.01)
+        assert not running(worker)
+        # Same command line, no cleanup by hand: the stale pidfile and socket give way.
+        before = traffic.sink_count(SINK)
+        restarted = RunningDaemon(lab.lb_ns, lab.workdir)
+        daemons.append(restarted)
+        started = time.monotonic()
+        restarted.start(wait=False)
+        while traffic.sink_count(SINK) == before:
+            assert time.monotonic() - started < 2.0, "no frame forwarded 2 s after the start"
+            time.sleep(0.01)
+    finally:
+        stream.stop()
+    restarted.wait_log("took over the stale pidfile")
+
+
+@pytest.mark.parametrize("breakage", ["config", "queues"])
+def test_a_restart_with_a_bad_configuration_leaves_the_old_daemon(lab, daemons, traffic,
+                                                                  breakage):
+    daemon = start(lab, daemons)
+    old = daemon.pid
+    if breakage == "config":
+        daemon.routes.write_text(lb_toml(STATIC).replace('id = "020202"', 'id = "0202"'))
+        reason = "the new configuration is invalid: .*servers\\[1\\].id = '0202'"
+    else:
+        daemon.conf.write_text(daemon.conf.read_text() + "queues = 2\n")
+        reason = "queues \\(1 -> 2\\) changed: a restart keeps those"
+    stream = stream_of(lab)
+    try:
+        time.sleep(0.2)
+        restart = ctl(daemon, "restart")
+        time.sleep(0.2)
+    finally:
+        sent = stream.stop()
+    assert restart.returncode == 1
+    assert f"restart failed, still running as pid {old}" in restart.stderr
+    assert re.search(reason, restart.stderr), restart.stderr
+    assert daemon.pid == old and daemon.get("/health")["status"] == "ok"
+    assert settled(traffic, sent) == sent      # untouched: it never stopped forwarding
+
+
+@pytest.mark.parametrize(("defect", "said"), [
+    ("raise SystemExit('the installed code is broken')", "the installed code is broken"),
+    # Dies after the old daemon stopped its workers: they are started again.
+    ("import pesigitg.daemon.workers as w\n"
+     "def broken(*a, **k):\n    raise RuntimeError('workers cannot start')\n"
+     "w.start_worker = broken", "workers cannot start"),
+], ids=["at-import", "after-quiesce"])
+def test_a_failing_new_process_leaves_the_old_daemon_forwarding(lab, daemons, traffic,
+                                                                defect, said):
+    # The successor runs the installed code: a sitecustomize on the old daemon's path,
+    # written after it started, makes that code fail the way a bad upgrade would.
+    site = lab.workdir / "site"
+    site.mkdir()
+    daemon = start(lab, daemons, env={"PYTHONPATH": str(site)})
+    old = daemon.pid
+    (site / "sitecustomize.py").write_text(defect + "\n")
+    restart = ctl(daemon, "restart")
+    assert restart.returncode == 1 and said in restart.stderr, restart.stderr
+    assert f"still running as pid {old}" in restart.stderr
+    stream = stream_of(lab)
+    try:
+        time.sleep(0.3)
+    finally:
+        sent = stream.stop()
+    assert daemon.pid == old and daemon.get("/health")["workers"]["alive"] == 1
+    assert settled(traffic, sent) == sent
+
+
+def test_restart_under_systemd_hands_mainpid_to_the_new_daemon(lab, daemons, traffic):
+    notify = lab.workdir / "notify.sock"
+    listener = datagram_listener(notify)
+    try:
+        daemon = start(lab, daemons, env={"NOTIFY_SOCKET": str(notify),
+                                          "WATCHDOG_USEC": "2000000"})
+        old = daemon.pid
+        assert ctl(daemon, "restart").returncode == 0
+        messages = []
+        while not any(m.get("MAINPID") == str(daemon.pid) for m in messages):
+            messages.append(dict(line.split("=", 1) for line in
+                                 listener.recv(4096).decode().splitlines()))
+        took_over = next(m for m in messages if m.get("MAINPID") == str(daemon.pid))
+        assert took_over["READY"] == "1" and daemon.pid != old
+        assert not any("STOPPING" in m for m in messages), "the old daemon said STOPPING"
+        # The new one keeps the watchdog fed.
+        listener.settimeout(5)
+        while "WATCHDOG" not in (message := dict(
+                line.split("=", 1) for line in listener.recv(4096).decode().splitlines())):
+            pass
+        assert message["WATCHDOG"] == "1"
+    finally:
+        listener.close()
+
+
+def test_a_second_restart_request_meanwhile_is_refused(lab, daemons):
+    daemon = start(lab, daemons)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as first:
+        first.connect(str(daemon.status_socket))
+        first.sendall(b"POST /restart\n")
+        daemon.wait_log("restarting: starting the installed pesigitgd")
+        second = ctl(daemon, "restart")
+        assert second.returncode == 1 and "a restart is already under way" in second.stderr
+        first.settimeout(60)
+        assert b'"restarted": true' in first.recv(4096)
+
