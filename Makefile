@@ -51,6 +51,7 @@ bench: debs-bench build
 	$(PY) benchmarks/cid_decode.py
 	$(PY) benchmarks/decide_cost.py
 	$(PY) benchmarks/veth_forward.py
+	$(PY) benchmarks/lifecycle_loss.py
 
 # Real HTTP/3 through pesigitgd in throwaway namespaces (needs root); exits non-zero
 # if any step fails and removes everything it created either way.

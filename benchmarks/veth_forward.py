@@ -151,7 +151,9 @@ def engine_case(name: str, traffic: Traffic, xdp: XdpProgram, lb_ns: str, lb_mac
         rss_after = worker.rss()
         counters = read_counters(worker.counters)
         rss_before = worker.rss_at_start
-    note = f"worker forwarded {counters['forwarded']:,}, tx_full {counters['tx_full']:,}"
+    routed = sum(v for k, v in counters.items() if k.startswith("cid_routed_"))
+    note = (f"worker forwarded {counters['forwarded']:,} ({routed:,} by CID), tx_full "
+            f"{counters['tx_full']:,}")
     return Result(name, mpps, rss_before, rss_after, note)
 
 

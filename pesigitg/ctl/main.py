@@ -33,9 +33,11 @@ def ctl_parser() -> argparse.ArgumentParser:
 def ctl_main(argv: list[str] | None = None) -> int:
     parser = ctl_parser()
     args = parser.parse_args(argv)
-    if args.status_socket is None and args.interface is None:
-        parser.error("give the status socket (-s PATH) or the daemon's interface (-i IFACE)")
-    path = args.status_socket or Path(f"/run/pesigitgd-{args.interface}.sock")
+    path = args.status_socket or (Path(f"/run/pesigitgd-{args.interface}.sock")
+                                  if args.interface else only_instance())
+    if path is None:
+        parser.error("give the status socket (-s PATH) or the daemon's interface "
+                     "(-i IFACE): there is not exactly one /run/pesigitgd-*.sock")
     request = args.what if args.what.startswith("/") else f"/{args.what}"
     if request == "/restart":
         return _restart(path)
@@ -52,6 +54,12 @@ def ctl_main(argv: list[str] | None = None) -> int:
         except ValueError:
             return EXIT_FAIL
     return EXIT_FAIL if answer.startswith('{"error"') else EXIT_OK
+
+
+def only_instance() -> Path | None:
+    """The status socket of the one pesigitgd on this host, if there is exactly one."""
+    sockets = sorted(Path("/run").glob("pesigitgd-*.sock"))
+    return sockets[0] if len(sockets) == 1 else None
 
 
 RESTART_TIMEOUT = 150.0     # the daemon bounds each step of a restart at 30 s

@@ -27,7 +27,7 @@ __all__ = ["WorkerHandle", "WorkerPool"]
 log = logging.getLogger("pesigitg")
 
 STOP_TIMEOUT = 5.0
-QUICK_DEATH = 5.0           # a worker dying this soon after its start counts as a repeat
+QUICK_DEATH = 1.0           # a worker dying this soon after its start counts as a repeat
 BACKOFF_FIRST = 0.05        # seconds, for the second quick death in a row
 BACKOFF_MAX = 30.0
 

@@ -19,13 +19,16 @@ def test_example_configs_pass_check(tmp_path, capsys):
     assert "configuration OK: interface eth1" in capsys.readouterr().out
 
 
-def test_systemd_units_use_notify_watchdog_and_reload():
+def test_systemd_units_use_notify_watchdog_and_the_hitless_restart():
     for unit in ("pesigitgd.service", "pesigitgd@.service"):
         parser = configparser.ConfigParser(strict=False, interpolation=None)
         parser.read(CONTRIB / "systemd" / unit)
         service = parser["Service"]
         assert service["Type"] == "notify" and service["WatchdogSec"]
-        assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+        # The new process that takes over reports MAINPID itself: NotifyAccess=all.
+        assert service["ExecReload"].startswith("/usr/bin/pesigitg-ctl")
+        assert service["ExecReload"].endswith(" restart")
+        assert service["NotifyAccess"] == "all"
         assert "--check" in service["ExecStartPre"]
     template = (CONTRIB / "systemd" / "pesigitgd@.service").read_text()
     assert "/etc/pesigitg/%i.conf" in template
