@@ -29,6 +29,7 @@ class WorkerView:
     mode: str
     restarts: int
     counters: dict[str, int]
+    frames: dict[str, Any] = field(default_factory=dict)    # where its UMEM frames are
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class Report:
         s = self.snapshot()
         workers = [{"worker": w.index, "queue": w.queue, "cpu": w.cpu, "alive": w.alive,
                     "pid": w.pid, "mode": w.mode, "restarts": w.restarts,
-                    "counters": w.counters} for w in s.workers]
+                    "counters": w.counters, "frames": w.frames} for w in s.workers]
         return {"total": _total(s.workers), "workers": workers, "xdp": s.xdp_counters}
 
     def config(self) -> dict[str, Any]:

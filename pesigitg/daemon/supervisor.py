@@ -617,7 +617,8 @@ class Supervisor:
         """The state every report is built from (see pesigitg.daemon.report)."""
         counters = self.counters
         workers = [WorkerView(h.spec.index, h.spec.queue, h.spec.cpu, h.alive, h.pid, h.mode,
-                              h.restarts, counters.read(h.spec.index) if counters else {})
+                              h.restarts, counters.read(h.spec.index) if counters else {},
+                              _census(h.xsk))
                    for h in self.workers]
         c = self.compiled
         pool = {c.backends[i].name for i in c.pool} if c is not None else set()
@@ -656,6 +657,14 @@ class Supervisor:
 
     async def _metrics(self, request: Request) -> Response:
         return Response(self.report.metrics(), content_type="text/plain; version=0.0.4")
+
+
+def _census(xsk: XskSocket) -> dict[str, Any]:
+    """Where a queue's frames are, each checked to be in one place only."""
+    try:
+        return xsk.census(distinct=True)
+    except ValueError as exc:
+        return {"error": str(exc)}
 
 
 def _collect(fd: int, lines: collections.deque[str]) -> None:
