@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["CAP_BPF", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_ADMIN", "ConfigError",
+__all__ = ["CAP_BPF", "CAP_IPC_LOCK", "CAP_NAMES", "CAP_NET_ADMIN", "CAP_NET_RAW",
+           "CAP_PERFMON", "CAP_SYS_ADMIN",
+           "ConfigError",
            "has_capability",
            "missing_capability_hint", "os_error"]
 
 # linux/capability.h
+CAP_IPC_LOCK = 14
 CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
 CAP_SYS_ADMIN = 21
+CAP_PERFMON = 38
 CAP_BPF = 39
 
-_CAP_NAMES = {CAP_NET_ADMIN: "CAP_NET_ADMIN", CAP_NET_RAW: "CAP_NET_RAW",
-              CAP_SYS_ADMIN: "CAP_SYS_ADMIN", CAP_BPF: "CAP_BPF"}
+CAP_NAMES = {CAP_NET_ADMIN: "CAP_NET_ADMIN", CAP_NET_RAW: "CAP_NET_RAW",
+             CAP_IPC_LOCK: "CAP_IPC_LOCK", CAP_SYS_ADMIN: "CAP_SYS_ADMIN", CAP_BPF: "CAP_BPF",
+             CAP_PERFMON: "CAP_PERFMON"}
 
 
 def has_capability(cap: int) -> bool:
@@ -37,7 +42,7 @@ def missing_capability_hint(*needed: int) -> str:
     # CAP_SYS_ADMIN stands in for CAP_BPF on kernels before 5.8 and for everything here.
     if has_capability(CAP_SYS_ADMIN):
         return ""
-    missing = [_CAP_NAMES[cap] for cap in needed if not has_capability(cap)]
+    missing = [CAP_NAMES[cap] for cap in needed if not has_capability(cap)]
     if not missing:
         return ""
     return f" (needs {' and '.join(missing)}, which this process lacks; run as root)"
@@ -46,6 +51,9 @@ def missing_capability_hint(*needed: int) -> str:
 def os_error(err: int, doing: str, hint: str = "") -> OSError:
     """``OSError(err)`` whose message starts with what we were doing."""
     return OSError(err, f"{doing}: {os.strerror(err)}{hint}")
+
+
+MAX_SHOWN = 80      # characters of a bad value an error quotes
 
 
 class ConfigError(ValueError):
@@ -65,6 +73,9 @@ class ConfigError(ValueError):
         if key is not None:
             subject = f" {key}"
             if value is not None:
-                subject += " = (hidden)" if secret else f" = {value!r}"
+                shown = repr(value)
+                if len(shown) > MAX_SHOWN:
+                    shown = shown[:MAX_SHOWN] + f"... ({len(shown)} characters)"
+                subject += " = (hidden)" if secret else f" = {shown}"
             subject += ":"
         super().__init__(f"{where}:{subject} {message}")

@@ -76,7 +76,10 @@ struct pes_pkt {
     __u32 payload_len;  /* bounded by the UDP length and by the frame */
 };
 
-PES_INLINE const __u8 *pes_pull(struct pes_cursor *c, __u32 len)
+/* Pulls len octets: 1 with *out at them, or 0 when the frame is shorter. A status, not
+ * a NULL pointer: a program loaded without CAP_PERFMON may not compare a packet pointer
+ * with a scalar, only with another packet pointer. */
+PES_INLINE int pes_pull(struct pes_cursor *c, __u32 len, const __u8 **out)
 {
     const __u8 *start = c->pos;
 
@@ -84,7 +87,15 @@ PES_INLINE const __u8 *pes_pull(struct pes_cursor *c, __u32 len)
         return 0;
     c->pos = start + len;
     c->off += len;
-    return start;
+    *out = start;
+    return 1;
+}
+
+PES_INLINE int pes_skip(struct pes_cursor *c, __u32 len)
+{
+    const __u8 *unused;
+
+    return pes_pull(c, len, &unused);
 }
 
 PES_INLINE __u16 pes_be16(const __u8 *p)
@@ -104,13 +115,13 @@ PES_INLINE void pes_copy_addr(__u8 *dst, const __u8 *src, int len)
 /* IPv4 header with options (RFC 791). */
 PES_INLINE int pes_pull_ipv4(struct pes_cursor *c, struct pes_flow *flow, __u8 *proto)
 {
-    const __u8 *ip = pes_pull(c, 20);
+    const __u8 *ip;
     __u32 opts;
 
-    if (!ip || (ip[0] >> 4) != 4 || (ip[0] & 0xF) < 5)
+    if (!pes_pull(c, 20, &ip) || (ip[0] >> 4) != 4 || (ip[0] & 0xF) < 5)
         return PES_PARSE_MALFORMED;
     opts = ((ip[0] & 0xF) - 5) * 4;
-    if (opts && !pes_pull(c, opts))
+    if (opts && !pes_skip(c, opts))
         return PES_PARSE_MALFORMED;
     pes_copy_addr(flow->saddr, ip + 12, 4);
     pes_copy_addr(flow->daddr, ip + 16, 4);
@@ -130,10 +141,10 @@ PES_INLINE int pes_ipv6_ext(__u8 next)
  * destination options and fragment headers, up to PES_IPV6_EXT_MAX of them. */
 PES_INLINE int pes_pull_ipv6(struct pes_cursor *c, struct pes_flow *flow, __u8 *proto)
 {
-    const __u8 *ip6 = pes_pull(c, 40);
+    const __u8 *ip6;
     __u8 next;
 
-    if (!ip6 || (ip6[0] >> 4) != 6)
+    if (!pes_pull(c, 40, &ip6) || (ip6[0] >> 4) != 6)
         return PES_PARSE_MALFORMED;
     pes_copy_addr(flow->saddr, ip6 + 8, 16);
     pes_copy_addr(flow->daddr, ip6 + 24, 16);
@@ -142,9 +153,9 @@ PES_INLINE int pes_pull_ipv6(struct pes_cursor *c, struct pes_flow *flow, __u8 *
         if (!pes_ipv6_ext(next))
             break;
         if (next == PES_PROTO_FRAGMENT) {
-            const __u8 *frag = pes_pull(c, 8);
+            const __u8 *frag;
 
-            if (!frag)
+            if (!pes_pull(c, 8, &frag))
                 return PES_PARSE_MALFORMED;
             next = frag[0];
             if (pes_be16(frag + 2) & PES_IPV6_FRAG_MASK) {
@@ -152,10 +163,10 @@ PES_INLINE int pes_pull_ipv6(struct pes_cursor *c, struct pes_flow *flow, __u8 *
                 return PES_PARSE_FRAGMENT;
             }
         } else {
-            const __u8 *opt = pes_pull(c, 2);
+            const __u8 *opt;
 
             /* Header Ext Len counts 8-octet units after the first 8 octets. */
-            if (!opt || !pes_pull(c, (opt[1] + 1) * 8 - 2))
+            if (!pes_pull(c, 2, &opt) || !pes_skip(c, (opt[1] + 1) * 8 - 2))
                 return PES_PARSE_MALFORMED;
             next = opt[0];
         }
@@ -178,10 +189,10 @@ PES_INLINE int pes_pull_ip(struct pes_cursor *c, int family, struct pes_flow *fl
  * frames) and by what the frame holds (an ICMP error quotes a prefix). */
 PES_INLINE int pes_pull_udp(struct pes_cursor *c, struct pes_flow *flow, struct pes_pkt *pkt)
 {
-    const __u8 *udp = pes_pull(c, 8);
+    const __u8 *udp;
     __u32 ulen, avail;
 
-    if (!udp)
+    if (!pes_pull(c, 8, &udp))
         return PES_PARSE_MALFORMED;
     ulen = pes_be16(udp + 4);
     if (ulen < 8)
@@ -213,11 +224,11 @@ PES_INLINE int pes_icmp_error(int family, __u8 type)
  * its first 8 payload octets. Only a whole quoted UDP header makes it routable. */
 PES_INLINE int pes_pull_icmp(struct pes_cursor *c, struct pes_pkt *pkt)
 {
-    const __u8 *icmp = pes_pull(c, 8);
+    const __u8 *icmp;
     __u8 quoted_proto = 0;
     int rc;
 
-    if (!icmp)
+    if (!pes_pull(c, 8, &icmp))
         return PES_PARSE_MALFORMED;
     pkt->icmp_type = icmp[0];
     pkt->icmp_code = icmp[1];
@@ -237,11 +248,11 @@ PES_INLINE int pes_pull_icmp(struct pes_cursor *c, struct pes_pkt *pkt)
 /* Parse one Ethernet frame; returns an enum pes_parse_outcome. */
 PES_INLINE int pes_parse_frame(struct pes_cursor *c, struct pes_pkt *pkt)
 {
-    const __u8 *eth = pes_pull(c, PES_ETH_HLEN);
+    const __u8 *eth;
     __u16 ethertype;
     int rc;
 
-    if (!eth)
+    if (!pes_pull(c, PES_ETH_HLEN, &eth))
         return PES_PARSE_MALFORMED;
     ethertype = pes_be16(eth + 12);
     if (ethertype == PES_ETH_P_IP)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pesigitg import __version__
 from pesigitg.ctl.client import query
+from pesigitg.daemon.settings import RUNTIME_DIR
 
 __all__ = ["ctl_main", "ctl_parser"]
 
@@ -21,9 +22,10 @@ def ctl_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("-s", "--status-socket", type=Path, help="status socket path")
     group.add_argument("-i", "--interface", help="the daemon's interface: "
-                       "/run/pesigitgd-IFACE.sock")
+                       "/run/pesigitg/pesigitgd-IFACE.sock")
     p.add_argument("what", nargs="?", default="health",
-                   help="health (exit 0 when ok), stats, config, metrics, or a path like "
+                   help="health (exit 0 while forwarding: ok or degraded; 1 when down), "
+                        "stats, config, metrics, or a path like "
                         "/stats; restart (replace the daemon by a new process running the "
                         "installed code, without losing traffic; exit 0 once it runs)")
     p.add_argument("-V", "--version", action="version", version=f"pesigitg-ctl {__version__}")
@@ -33,11 +35,11 @@ def ctl_parser() -> argparse.ArgumentParser:
 def ctl_main(argv: list[str] | None = None) -> int:
     parser = ctl_parser()
     args = parser.parse_args(argv)
-    path = args.status_socket or (Path(f"/run/pesigitgd-{args.interface}.sock")
+    path = args.status_socket or (RUNTIME_DIR / f"pesigitgd-{args.interface}.sock"
                                   if args.interface else only_instance())
     if path is None:
         parser.error("give the status socket (-s PATH) or the daemon's interface "
-                     "(-i IFACE): there is not exactly one /run/pesigitgd-*.sock")
+                     f"(-i IFACE): there is not exactly one {RUNTIME_DIR}/pesigitgd-*.sock")
     request = args.what if args.what.startswith("/") else f"/{args.what}"
     if request == "/restart":
         return _restart(path)
@@ -49,8 +51,10 @@ def ctl_main(argv: list[str] | None = None) -> int:
         return EXIT_FAIL
     sys.stdout.write(answer)
     if request == "/health":
+        # 0 while traffic is forwarded (ok or degraded), 1 when it is not (down).
         try:
-            return EXIT_OK if json.loads(answer).get("status") == "ok" else EXIT_FAIL
+            return EXIT_OK if json.loads(answer).get("status") in ("ok", "degraded") \
+                else EXIT_FAIL
         except ValueError:
             return EXIT_FAIL
     return EXIT_FAIL if answer.startswith('{"error"') else EXIT_OK
@@ -58,7 +62,7 @@ def ctl_main(argv: list[str] | None = None) -> int:
 
 def only_instance() -> Path | None:
     """The status socket of the one pesigitgd on this host, if there is exactly one."""
-    sockets = sorted(Path("/run").glob("pesigitgd-*.sock"))
+    sockets = sorted(RUNTIME_DIR.glob("pesigitgd-*.sock"))
     return sockets[0] if len(sockets) == 1 else None
 
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from pesigitg.daemon.main import daemon_main
+from pesigitg.daemon.entry import main
 
-sys.exit(daemon_main())
+sys.exit(main())

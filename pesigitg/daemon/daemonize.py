@@ -9,12 +9,33 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import signal
+import stat
 import sys
 from pathlib import Path
 
 from pesigitg.errors import os_error
 
-__all__ = ["PidFile", "PidFileBusy", "daemonize"]
+__all__ = ["PidFile", "PidFileBusy", "check_runtime_dir", "daemonize"]
+
+
+def check_runtime_dir(path: Path, what: str) -> None:
+    """Refuse to keep ``what`` (the pidfile, the status socket) in a directory another
+    user could write: they could plant a link there, or swap the file."""
+    directory = path.parent
+    try:
+        info = os.stat(directory)
+    except OSError as exc:
+        raise os_error(exc.errno or errno.ENOENT, f"checking the directory of the {what} "
+                       f"{path}") from None
+    ours = (0, os.geteuid())
+    writable_by_others = bool(info.st_mode & stat.S_IWOTH) or (
+        bool(info.st_mode & stat.S_IWGRP) and info.st_gid not in (0, os.getegid()))
+    if writable_by_others or info.st_uid not in ours:
+        raise OSError(errno.EPERM, f"the {what} {path} would be in {directory}, which other "
+                      f"users can write (mode {stat.S_IMODE(info.st_mode):04o}, owner "
+                      f"{info.st_uid}:{info.st_gid}): use a directory only root or the "
+                      "daemon's user can write, such as /run")
 
 
 class PidFileBusy(RuntimeError):
@@ -22,7 +43,7 @@ class PidFileBusy(RuntimeError):
 
 
 class PidFile:
-    """``/run/pesigitgd-IFACE.pid``, held with flock for the daemon's lifetime.
+    """``/run/pesigitg/pesigitgd-IFACE.pid``, held with flock for the daemon's lifetime.
 
     A file nobody holds a lock on is stale (its daemon died) and is taken over.
     """
@@ -33,10 +54,18 @@ class PidFile:
         self.stale_pid: int | None = None
 
     def acquire(self) -> None:
+        check_runtime_dir(self.path, "pidfile")
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o644)
         except OSError as exc:
-            raise os_error(exc.errno or errno.EIO, f"opening pidfile {self.path}") from None
+            hint = " (a symbolic link: refusing to follow it)" if exc.errno == errno.ELOOP \
+                else ""
+            raise os_error(exc.errno or errno.EIO, f"opening pidfile {self.path}",
+                           hint) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, f"pidfile {self.path} is not a regular file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -85,6 +114,8 @@ def daemonize() -> int:
     0 after "ok", 1 after anything else."""
     read_end, write_end = os.pipe()
     if os.fork():
+        # This process only waits: let Ctrl-C through (pesigitgd blocks it at start).
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         os.close(write_end)
         # One line, not end-of-file: the daemon's workers inherit the write end.
         data = b""

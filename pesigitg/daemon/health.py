@@ -93,16 +93,20 @@ class HealthState:
 
 
 class _Probe(asyncio.DatagramProtocol):
+    """Waits for the version negotiation echoing our CIDs. An ICMP error proves
+    nothing (anyone can forge one, and a backend may answer after it), so it is only
+    remembered for the report."""
+
     def __init__(self, done: asyncio.Future[str], dcid: bytes, scid: bytes) -> None:
         self.done, self.dcid, self.scid = done, dcid, scid
+        self.icmp: str | None = None
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if not self.done.done() and is_version_negotiation(data, self.dcid, self.scid):
             self.done.set_result("version negotiation received")
 
     def error_received(self, exc: Exception) -> None:
-        if not self.done.done():
-            self.done.set_result(f"error: {exc.strerror if isinstance(exc, OSError) else exc}")
+        self.icmp = exc.strerror if isinstance(exc, OSError) else str(exc)
 
 
 async def probe(address: str, port: int, timeout: float) -> tuple[bool, str]:
@@ -111,7 +115,7 @@ async def probe(address: str, port: int, timeout: float) -> tuple[bool, str]:
     dcid, scid = os.urandom(CID_LEN), os.urandom(CID_LEN)
     done: asyncio.Future[str] = loop.create_future()
     try:
-        transport, _ = await loop.create_datagram_endpoint(
+        transport, protocol = await loop.create_datagram_endpoint(
             lambda: _Probe(done, dcid, scid), remote_addr=(address, port))
     except OSError as exc:
         return False, f"cannot send: {exc.strerror}"
@@ -119,10 +123,11 @@ async def probe(address: str, port: int, timeout: float) -> tuple[bool, str]:
         transport.sendto(build_probe(dcid, scid))
         result = await asyncio.wait_for(done, timeout)
     except TimeoutError:
-        return False, f"no version negotiation within {timeout * 1000:.0f} ms"
+        icmp = f" (ICMP: {protocol.icmp})" if protocol.icmp else ""
+        return False, f"no version negotiation within {timeout * 1000:.0f} ms{icmp}"
     finally:
         transport.close()
-    return result.startswith("version negotiation"), result
+    return True, result
 
 
 class HealthChecker:

@@ -1,7 +1,9 @@
 """Logging: stderr in the foreground and under systemd, syslog as a daemon.
 
-Without a syslog socket the daemon logs to a file instead and says so before it
-detaches: nothing is lost silently.
+Daemon mode logs to syslog when its socket answers, else to a file (``log_file``),
+and says so before it detaches; a file it cannot open stops the start. Nothing is
+lost silently: Python's SysLogHandler does not fail when the socket is missing, so
+the socket is tried first.
 """
 
 from __future__ import annotations
@@ -12,37 +14,61 @@ import socket
 import sys
 from pathlib import Path
 
-__all__ = ["setup_logging"]
+__all__ = ["default_log_file", "log_destination", "setup_logging"]
 
 FORMAT = "%(levelname)s %(name)s: %(message)s"
 # On stderr two daemons may write at once (a restart hands over): say which.
 STDERR_FORMAT = "%(asctime)s [%(process)d] " + FORMAT
 
 
+def default_log_file(interface: str) -> Path:
+    return Path(f"/var/log/pesigitgd-{interface}.log")
+
+
+def _syslog_answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def log_destination(*, foreground: bool, interface: str, syslog_socket: Path | str,
+                    log_file: Path | str | None = None) -> tuple[str, Path | None]:
+    """Where logs will go: ("stderr", None), ("syslog", socket) or ("file", path). A
+    file is opened once here, so one that cannot be written stops the start (OSError)."""
+    if foreground:
+        return "stderr", None
+    if _syslog_answers(Path(syslog_socket)):
+        return "syslog", Path(syslog_socket)
+    path = Path(log_file) if log_file else default_log_file(interface)
+    with open(path, "a", encoding="utf-8"):
+        pass
+    return "file", path
+
+
 def setup_logging(*, foreground: bool, interface: str, syslog_socket: Path | str,
-                  level: int = logging.INFO) -> str:
+                  log_file: Path | str | None = None, level: int = logging.INFO) -> str:
     """Install one handler on the root logger; returns where logs go, for the user."""
+    kind, target = log_destination(foreground=foreground, interface=interface,
+                                   syslog_socket=syslog_socket, log_file=log_file)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.setLevel(level)
     handler: logging.Handler
-    plain = logging.Formatter(STDERR_FORMAT)
-    if foreground:
-        handler, where = logging.StreamHandler(sys.stderr), "stderr"
-        handler.setFormatter(plain)
+    if kind == "syslog":
+        syslog = logging.handlers.SysLogHandler(
+            address=str(target), facility=logging.handlers.SysLogHandler.LOG_DAEMON,
+            socktype=socket.SOCK_DGRAM)
+        syslog.ident = f"pesigitgd[{interface}]: "
+        syslog.setFormatter(logging.Formatter(FORMAT))
+        handler, where = syslog, f"syslog ({target})"
     else:
-        try:
-            syslog = logging.handlers.SysLogHandler(
-                address=str(syslog_socket), facility=logging.handlers.SysLogHandler.LOG_DAEMON,
-                socktype=socket.SOCK_DGRAM)
-            syslog.ident = f"pesigitgd[{interface}]: "
-            syslog.setFormatter(logging.Formatter(FORMAT))
-            handler, where = syslog, f"syslog ({syslog_socket})"
-        except OSError:
-            path = Path(f"/var/log/pesigitgd-{interface}.log")
-            handler = logging.FileHandler(path)
-            handler.setFormatter(plain)
-            where = f"{path} (no syslog socket at {syslog_socket})"
+        handler = logging.StreamHandler(sys.stderr) if kind == "stderr" \
+            else logging.FileHandler(str(target))
+        handler.setFormatter(logging.Formatter(STDERR_FORMAT))
+        where = "stderr" if kind == "stderr" else f"{target} (no syslog at {syslog_socket})"
     root.addHandler(handler)
     return where

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import sys
@@ -14,8 +15,14 @@ from typing import Any
 from pesigitg import __version__
 from pesigitg.daemon.daemonize import PidFile, PidFileBusy, daemonize
 from pesigitg.daemon.sdnotify import Notifier
-from pesigitg.daemon.settings import DaemonConfig, load_daemon_config, merge, parse_value
-from pesigitg.errors import ConfigError
+from pesigitg.daemon.settings import (
+    RUNTIME_DIR,
+    DaemonConfig,
+    load_daemon_config,
+    merge,
+    parse_value,
+)
+from pesigitg.errors import CAP_NAMES, CAP_SYS_ADMIN, ConfigError, has_capability
 from pesigitg.routing.route_config import RouteConfig, load_route_config
 
 __all__ = ["daemon_main", "daemon_parser", "load_configuration"]
@@ -47,13 +54,23 @@ def daemon_parser() -> argparse.ArgumentParser:
     p.add_argument("-r", "--route-config", type=_setting("route_config"),
                    dest="route_config", help="route config (lb.toml)")
     p.add_argument("-s", "--status-socket", type=_setting("status_socket"),
-                   dest="status_socket", help="status socket (default /run/pesigitgd-IFACE.sock)")
+                   dest="status_socket",
+                   help="status socket (default /run/pesigitg/pesigitgd-IFACE.sock)")
     p.add_argument("--pidfile", type=_setting("pidfile"),
-                   help="pidfile (default /run/pesigitgd-IFACE.pid)")
+                   help="pidfile (default /run/pesigitg/pesigitgd-IFACE.pid)")
+    p.add_argument("--user", type=_setting("user"),
+                   help="run as this user (started as root), keeping only CAP_NET_ADMIN, "
+                        "CAP_NET_RAW, CAP_BPF, CAP_PERFMON and CAP_IPC_LOCK")
+    p.add_argument("--status-group", type=_setting("status_group"), dest="status_group",
+                   help="group of the status socket: its members may query it and change "
+                        "the daemon's state (default: the daemon's group)")
     p.add_argument("--xdp-mode", type=_setting("xdp_mode"), dest="xdp_mode",
                    help="native (default; falls back to generic) or generic")
     p.add_argument("--syslog-socket", type=_setting("syslog_socket"), dest="syslog_socket",
                    help="syslog socket for daemon mode (default /dev/log)")
+    p.add_argument("--log-file", type=_setting("log_file"), dest="log_file",
+                   help="daemon mode without syslog logs here "
+                        "(default /var/log/pesigitgd-IFACE.log)")
     p.add_argument("-f", "--foreground", action="store_true",
                    help="stay in the foreground and log to stderr")
     p.add_argument("--check", action="store_true",
@@ -68,7 +85,8 @@ def load_configuration(args: argparse.Namespace) -> tuple[DaemonConfig, RouteCon
                                                           dict[str, object]]:
     cli = {key: getattr(args, key) for key in ("interface", "port", "queues", "route_config",
                                                "status_socket", "pidfile", "xdp_mode",
-                                               "syslog_socket")}
+                                               "syslog_socket", "log_file", "user",
+                                               "status_group")}
     file_config = load_daemon_config(args.config) if args.config else None
     config = merge(file_config, cli)
     assert config.route_config is not None
@@ -96,27 +114,35 @@ def daemon_main(argv: list[str] | None = None) -> int:
               f"backend(s)")
         return EXIT_OK
 
-    from pesigitg.daemon.logs import setup_logging
+    from pesigitg.daemon.logs import log_destination, setup_logging
     from pesigitg.daemon.supervisor import Supervisor
 
     notifier = Notifier()
     foreground = args.foreground or notifier.enabled
+    assert config.interface is not None
+    log_setup: dict[str, Any] = {"foreground": foreground, "interface": config.interface,
+                                 "syslog_socket": str(config.syslog_socket),
+                                 "log_file": str(config.log_file) if config.log_file else None}
+    try:
+        kind, target = log_destination(**log_setup)
+    except OSError as exc:
+        print(f"pesigitgd: no syslog at {config.syslog_socket}, and cannot write the log "
+              f"file: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return EXIT_FAIL
     pidfile = PidFile(config.effective_pidfile)
     try:
+        become(config, target if kind == "file" else None)
         pidfile.acquire()
-    except (PidFileBusy, OSError) as exc:
+    except (PidFileBusy, OSError, ValueError) as exc:
         print(f"pesigitgd: {exc}", file=sys.stderr)
         return EXIT_FAIL
-    if not foreground and not config.syslog_socket.exists():
-        print(f"pesigitgd: no syslog socket at {config.syslog_socket}; logging to "
-              f"/var/log/pesigitgd-{config.interface}.log", file=sys.stderr)
+    if kind == "file":
+        print(f"pesigitgd: no syslog at {config.syslog_socket}; logging to {target}",
+              file=sys.stderr)
     ready_fd = -1
     if not foreground:
         ready_fd = daemonize()
         pidfile.write()
-    assert config.interface is not None
-    log_setup: dict[str, Any] = {"foreground": foreground, "interface": config.interface,
-                                 "syslog_socket": str(config.syslog_socket)}
     setup_logging(**log_setup)
     if pidfile.stale_pid:
         logging.getLogger("pesigitg").info("took over the stale pidfile %s of pid %d",
@@ -141,6 +167,39 @@ def daemon_main(argv: list[str] | None = None) -> int:
             os.close(ready_fd)
         pidfile.release()
     return code
+
+
+def become(config: DaemonConfig, log_file: Path | None) -> None:
+    """Make the default runtime directory, owned by the user the daemon runs as; as root
+    with ``user`` set, switch to it (handing it the log file); then check the
+    capabilities the daemon needs are there."""
+    from pesigitg.daemon.privileges import (
+        SUPERVISOR_CAPS,
+        resolve_account,
+        switch_user,
+    )
+
+    account = resolve_account(config.user) if config.user else None
+    switching = account is not None and os.geteuid() != account.uid
+    owner = (account.uid, account.gid) if account is not None and switching \
+        else (os.geteuid(), os.getegid())
+    for path in (config.effective_pidfile, config.effective_status_socket):
+        if path.parent == RUNTIME_DIR:
+            if not RUNTIME_DIR.exists():
+                RUNTIME_DIR.mkdir(mode=0o755)
+                os.chown(RUNTIME_DIR, *owner)
+            elif switching and RUNTIME_DIR.stat().st_uid == 0:
+                os.chown(RUNTIME_DIR, *owner, follow_symlinks=False)
+    if account is not None and switching:
+        if log_file is not None:
+            os.chown(log_file, *owner, follow_symlinks=False)
+        switch_user(account)
+    if not has_capability(CAP_SYS_ADMIN):
+        missing = [CAP_NAMES[cap] for cap in SUPERVISOR_CAPS if not has_capability(cap)]
+        if missing:
+            raise OSError(errno.EPERM, f"pesigitgd needs {', '.join(missing)}, which this "
+                          "process lacks: start it as root (with --user to drop to a "
+                          "dedicated user) or give it those capabilities")
 
 
 def _take_over(args: argparse.Namespace, argv: list[str]) -> int:

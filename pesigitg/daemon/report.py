@@ -60,6 +60,7 @@ class Snapshot:
     servers: list[dict[str, Any]]       # (config id, server id, address) per server
     backends: list[BackendView] = field(default_factory=list)
     if_mac: bytes = bytes(6)
+    steering: dict[str, list[Any]] = field(default_factory=dict)  # what the XDP maps hold
 
     @property
     def pool(self) -> list[str]:
@@ -95,10 +96,25 @@ class Report:
     # -- the status endpoints ---------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
+        """``down``: nothing can be forwarded (no XDP, no worker, or no backend that is up
+        with a known MAC). ``degraded``: something is missing (a worker, a backend, the
+        fallback pool). ``ok``: every worker alive, every backend up. ``reasons`` say why."""
         s = self.snapshot()
         alive = sum(w.alive for w in s.workers)
-        ok = alive == len(s.workers) and s.xdp_attached
-        return {"status": "ok" if ok else "degraded", "version": s.version,
+        usable = [b for b in s.backends if b.up and b.mac is not None]
+        down = [why for why, bad in (
+            ("XDP is not attached", not s.xdp_attached),
+            ("no worker is running", alive == 0),
+            ("no backend is up with a known MAC", not usable)) if bad]
+        missing = [why for why, bad in (
+            (f"{len(s.workers) - alive} of {len(s.workers)} workers are not running",
+             alive < len(s.workers)),
+            (f"{len(s.backends) - len(usable)} of {len(s.backends)} backends are down or "
+             "unresolved", len(usable) < len(s.backends)),
+            ("the fallback pool is empty: new connections have nowhere to go",
+             not s.pool)) if bad]
+        status = "down" if down else "degraded" if missing else "ok"
+        return {"status": status, "reasons": down + missing, "version": s.version,
                 "interface": s.interface, "uptime_s": round(s.uptime, 3),
                 "workers": {"alive": alive, "expected": len(s.workers)},
                 "xdp": {"attached": s.xdp_attached, "mode": s.xdp_mode,
@@ -123,7 +139,7 @@ class Report:
                             "last_check": b.last_check, "draining": b.draining})
         return {"daemon": s.daemon, "routes": s.routes, "servers": servers,
                 "fallback_pool": s.pool, "interface_mac": s.if_mac.hex(":"),
-                "xdp_mode": s.xdp_mode}
+                "xdp_mode": s.xdp_mode, "steering": s.steering}
 
     def metrics(self) -> str:
         s = self.snapshot()

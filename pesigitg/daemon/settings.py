@@ -11,15 +11,22 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from pesigitg._fastpath import MAX_PORTS, XSK_SLOTS
+from pesigitg.configfile import read_config_file
 from pesigitg.errors import ConfigError
 
 __all__ = ["DaemonConfig", "load_daemon_config", "merge"]
 
 IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+DECIMAL = re.compile(r"^[0-9]{1,10}$")
 XDP_MODES = ("native", "generic")
 REPEATABLE = {"port"}
 KEYS = ("interface", "port", "queues", "route_config", "status_socket", "pidfile",
-        "xdp_mode", "syslog_socket")
+        "xdp_mode", "syslog_socket", "log_file", "user", "status_group")
+# The default runtime directory: pesigitgd creates it, owned by the user it runs as
+# (systemd's RuntimeDirectory=pesigitg does the same).
+RUNTIME_DIR = Path("/run/pesigitg")
+ACCOUNT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
 
 
 @dataclass(frozen=True)
@@ -28,10 +35,13 @@ class DaemonConfig:
     ports: tuple[int, ...] = ()
     queues: int | None = None             # None: one worker per RX queue of the NIC
     route_config: Path | None = None
-    status_socket: Path | None = None     # default /run/pesigitgd-IFACE.sock
-    pidfile: Path | None = None           # default /run/pesigitgd-IFACE.pid
+    status_socket: Path | None = None     # default /run/pesigitg/pesigitgd-IFACE.sock
+    pidfile: Path | None = None           # default /run/pesigitg/pesigitgd-IFACE.pid
     xdp_mode: str = "native"
     syslog_socket: Path = Path("/dev/log")
+    log_file: Path | None = None          # daemon mode without syslog; default below
+    user: str | None = None               # run as this user (started as root)
+    status_group: str | None = None       # the status socket's group (default: ours)
     config_file: Path | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -41,17 +51,19 @@ class DaemonConfig:
 
     @property
     def effective_status_socket(self) -> Path:
-        return self.status_socket or Path(f"/run/pesigitgd-{self.interface}.sock")
+        return self.status_socket or RUNTIME_DIR / f"pesigitgd-{self.interface}.sock"
 
     @property
     def effective_pidfile(self) -> Path:
-        return self.pidfile or Path(f"/run/pesigitgd-{self.interface}.pid")
+        return self.pidfile or RUNTIME_DIR / f"pesigitgd-{self.interface}.pid"
 
     def describe(self) -> dict[str, object]:
         return {"interface": self.interface, "ports": list(self.effective_ports),
                 "queues": self.queues, "route_config": str(self.route_config),
                 "status_socket": str(self.effective_status_socket),
                 "pidfile": str(self.effective_pidfile), "xdp_mode": self.xdp_mode,
+                "log_file": str(self.log_file) if self.log_file else None,
+                "user": self.user, "status_group": self.status_group,
                 "config_file": str(self.config_file) if self.config_file else None}
 
 
@@ -66,11 +78,11 @@ def parse_value(key: str, raw: str, *, file: str | None = None, line: int | None
             raise fail("not an interface name (1-15 of letters, digits, _ . : @ -)")
         return raw
     if key in ("port", "queues"):
-        try:
-            number = int(raw, 10)
-        except ValueError:
-            raise fail("not a decimal number") from None
-        low, high = (1, 65535) if key == "port" else (1, 256)
+        # ASCII digits only: int() would also take full-width digits or '4_43'.
+        if not DECIMAL.match(raw):
+            raise fail("not a decimal number")
+        number = int(raw)
+        low, high = (1, 65535) if key == "port" else (1, XSK_SLOTS)
         if not low <= number <= high:
             raise fail(f"must be between {low} and {high}")
         return number
@@ -78,7 +90,11 @@ def parse_value(key: str, raw: str, *, file: str | None = None, line: int | None
         if raw not in XDP_MODES:
             raise fail(f"must be one of {', '.join(XDP_MODES)}")
         return raw
-    if key in ("route_config", "status_socket", "pidfile", "syslog_socket"):
+    if key in ("user", "status_group"):
+        if not ACCOUNT.match(raw):
+            raise fail("not a user or group name or number")
+        return raw
+    if key in ("route_config", "status_socket", "pidfile", "syslog_socket", "log_file"):
         if not raw:
             raise fail("empty path")
         path = Path(raw)
@@ -92,12 +108,7 @@ _FIELD = {"port": "ports"}
 
 def load_daemon_config(path: Path) -> DaemonConfig:
     """Read a ``key = value`` file; every problem names the file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from None
-    except UnicodeDecodeError:
-        raise ConfigError("not UTF-8 text", file=str(path)) from None
+    text = read_config_file(path)
     values: dict[str, object] = {}
     seen: dict[str, int] = {}
     ports: list[int] = []
@@ -124,7 +135,14 @@ def load_daemon_config(path: Path) -> DaemonConfig:
     config = DaemonConfig(config_file=path, **values)  # type: ignore[arg-type]
     if ports:
         config = replace(config, ports=tuple(dict.fromkeys(ports)))
+        _check_ports(config.ports, str(path))
     return config
+
+
+def _check_ports(ports: tuple[int, ...], where: str) -> None:
+    if len(ports) > MAX_PORTS:
+        raise ConfigError(f"{len(ports)} ports, more than the {MAX_PORTS} the XDP program "
+                          "steers", file=where, key="port")
 
 
 def merge(file_config: DaemonConfig | None, cli: dict[str, object]) -> DaemonConfig:
@@ -135,6 +153,7 @@ def merge(file_config: DaemonConfig | None, cli: dict[str, object]) -> DaemonCon
         changes["ports"] = tuple(dict.fromkeys(changes["ports"]))  # type: ignore[call-overload]
     config = replace(config, **changes)  # type: ignore[arg-type]
     where = str(config.config_file) if config.config_file else "command line"
+    _check_ports(config.ports, where)
     if not config.interface:
         raise ConfigError("no interface given (-i IFACE or 'interface = IFACE')", file=where)
     if config.route_config is None:

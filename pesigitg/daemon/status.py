@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pesigitg.daemon.daemonize import check_runtime_dir
+
 __all__ = ["Peer", "Refused", "Request", "Response", "StatusServer", "prometheus"]
 
 log = logging.getLogger("pesigitg.status")
@@ -79,8 +81,9 @@ class StatusServer:
     """Serves ``routes``: {(method, path): handler}; ``docs`` describes them for ``GET /``."""
 
     def __init__(self, path: Path, routes: dict[tuple[str, str], Handler],
-                 docs: dict[str, str]) -> None:
+                 docs: dict[str, str], group: int | None = None) -> None:
         self.path = path
+        self.group = group
         self.routes = routes
         self.docs = docs
         self._server: asyncio.base_events.Server | None = None
@@ -91,7 +94,9 @@ class StatusServer:
         return self._listener
 
     def bind(self) -> None:
-        """Create the socket (mode 0660) or refuse if another daemon answers there."""
+        """Create the socket (mode 0660, in a directory no other user can write) or refuse
+        if another daemon answers there."""
+        check_runtime_dir(self.path, "status socket")
         if os.path.lexists(self.path) and not is_socket(self.path):
             raise OSError(f"status socket {self.path} exists and is not a socket: remove it "
                           "or choose another status_socket")
@@ -112,6 +117,10 @@ class StatusServer:
             listener.bind(str(self.path))
         finally:
             os.umask(old)
+        if self.group is not None:
+            # The socket's group decides who may query (mode 0660). Not following a
+            # link: in a directory only we can write, there is none, but still.
+            os.chown(self.path, -1, self.group, follow_symlinks=False)
         listener.listen(64)
         self._listener = listener
 

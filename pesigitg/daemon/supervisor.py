@@ -27,8 +27,10 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from pyroute2 import Ethtool
@@ -40,6 +42,7 @@ from pesigitg.daemon.daemonize import PidFile
 from pesigitg.daemon.handover import Channel, HandoverError, Inheritance
 from pesigitg.daemon.health import HealthChecker, HealthState
 from pesigitg.daemon.neighbours import NeighbourTable, interface_mac
+from pesigitg.daemon.privileges import resolve_group
 from pesigitg.daemon.report import BackendView, Report, Snapshot, WorkerView
 from pesigitg.daemon.sdnotify import Notifier
 from pesigitg.daemon.settings import DaemonConfig, load_daemon_config, merge
@@ -137,7 +140,8 @@ class Supervisor:
             ("GET", "/stats"): self._json(self.report.stats),
             ("GET", "/config"): self._json(self.report.config),
             ("GET", "/metrics"): self._metrics, ("POST", "/restart"): self.restart,
-        }, ENDPOINTS)
+        }, ENDPOINTS, resolve_group(self.config.status_group) if self.config.status_group
+            else None)
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._restart_lock = asyncio.Lock()
@@ -164,6 +168,9 @@ class Supervisor:
                              (signal.SIGUSR2, self.log_config), (signal.SIGTERM, self.stop),
                              (signal.SIGINT, self.stop)):
             loop.add_signal_handler(sig, handler)
+        # Blocked since the process started (daemon/entry.py): a stop may come now; a
+        # reload or a dump only once there is something to reload or dump.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
         try:
             if takeover is None:
                 await self._start()
@@ -186,6 +193,8 @@ class Supervisor:
         log.info("%s: %s", "took over" if takeover else "started", status)
         self.notifier.ready(status)
         started(None)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP, signal.SIGUSR1,
+                                                    signal.SIGUSR2})
         await self._stop.wait()
         if self.successor is not None:
             await self._release()
@@ -561,35 +570,32 @@ class Supervisor:
                                                                   name="reload"))
 
     async def _reload(self) -> None:
+        """All or nothing: read and check everything (off the event loop: a large file
+        must not starve the watchdog), then apply; any failure keeps what runs."""
         async with self._reload_lock:
-            compiled = self._reload_now()
-            if compiled is None:
-                return
+            self.notifier.reloading()
+            log.info("reloading configuration")
             try:
-                if await self._refresh_macs():
-                    compiled = None     # a new backend's MAC: compile with it
-            except OSError as exc:
-                log.error("neighbour refresh: %s", exc)
-            self.rebuild("reload", compiled)
-            log.info("reloaded: %s", self.report.status_line())
-            self.notifier.ready(self.report.status_line())
+                await self._reload_now()
+            except Exception as exc:      # whatever it is, the old configuration stays
+                log.error("reload failed, still running the previous configuration: %s",
+                          _reason(exc))
+            else:
+                log.info("reloaded: %s", self.report.status_line())
+            finally:
+                self.notifier.ready(self.report.status_line())
 
-    def _reload_now(self) -> CompiledRoutes | None:
-        """Validate and apply the files; returns the table compiled from them, or None
-        (old config kept) when they are invalid."""
-        self.notifier.reloading()
-        log.info("reloading configuration")
-        try:
-            file_cfg = (load_daemon_config(self.config.config_file)
-                        if self.config.config_file else None)
-            new = merge(file_cfg, self.cli)
-            assert new.route_config is not None
-            routes = load_route_config(new.route_config)
-            compiled = check_runnable(routes, self.if_mac, self._backend_fn(routes))
-        except (ConfigError, ValueError, RuntimeError) as exc:
-            log.error("reload failed, still running the previous configuration: %s", exc)
-            self.notifier.ready(self.report.status_line())
-            return None
+    def _read_configuration(self) -> tuple[DaemonConfig, RouteConfig, CompiledRoutes]:
+        """Both files, validated, and the table they give (in a thread)."""
+        file_cfg = load_daemon_config(self.config.config_file) if self.config.config_file \
+            else None
+        new = merge(file_cfg, self.cli)
+        assert new.route_config is not None
+        routes = load_route_config(new.route_config)
+        return new, routes, check_runnable(routes, self.if_mac, self._backend_fn(routes))
+
+    async def _reload_now(self) -> None:
+        new, routes, compiled = await asyncio.to_thread(self._read_configuration)
         for key in RESTART_NEEDED:
             if getattr(new, key) != getattr(self.config, key):
                 log.warning("%s changed from %s to %s: that needs a restart; keeping %s",
@@ -597,11 +603,24 @@ class Supervisor:
                             getattr(self.config, key))
                 new = replace(new, **{key: getattr(self.config, key)})
         assert self.xdp is not None
-        self.xdp.set_ports(new.effective_ports)
-        self.xdp.set_vips(routes.vips)
+        # Capacities were checked with the files; should the kernel still refuse, put
+        # the maps back as they were.
+        old_ports, old_vips = self.config.effective_ports, self.routes.vips
+        try:
+            self.xdp.set_ports(new.effective_ports)
+            self.xdp.set_vips(routes.vips)
+        except BaseException:
+            self.xdp.set_ports(old_ports)
+            self.xdp.set_vips(old_vips)
+            raise
         self.config, self.routes = new, routes
         self.health.configure(routes.addresses, routes.health, self._health_port())
-        return compiled
+        try:
+            if await self._refresh_macs():
+                compiled = self._compile()      # a new backend's MAC: compile with it
+        except OSError as exc:
+            log.error("neighbour refresh: %s", exc)
+        self.rebuild("reload", compiled)
 
     def log_stats(self) -> None:
         for line in self.report.stats_lines():
@@ -642,7 +661,9 @@ class Supervisor:
                         xdp.attach_kind if xdp is not None else None,
                         xdp.counters() if xdp is not None else {},
                         self.config.describe(), self.routes.describe(), servers, backends,
-                        self.if_mac)
+                        self.if_mac,
+                        {"ports": sorted(xdp.ports()),
+                         "vips": sorted(str(v) for v in xdp.vips())} if xdp is not None else {})
 
     # -- the status socket's answers ----------------------------------------------------
 
@@ -657,6 +678,16 @@ class Supervisor:
 
     async def _metrics(self, request: Request) -> Response:
         return Response(self.report.metrics(), content_type="text/plain; version=0.0.4")
+
+
+def _reason(exc: BaseException) -> str:
+    """What a failure says: its own words for the errors we raise on purpose; for
+    anything else only its kind (its text might quote configuration values)."""
+    if isinstance(exc, (ConfigError, OSError, ValueError, RuntimeError)):
+        return str(exc)
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    place = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+    return f"internal error ({type(exc).__name__}{place}), a bug: please report it"
 
 
 def _census(xsk: XskSocket) -> dict[str, Any]:

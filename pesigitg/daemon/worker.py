@@ -9,7 +9,8 @@ In the child: it dies with the supervisor (``PR_SET_PDEATHSIG``, and every inher
 fd it does not need is closed, the supervisor's ends of its pipes and the pidfile
 included), pins itself, then takes the queue exclusively: ``flock`` on its own open
 file description of the UMEM memfd, so a replacement, or the new daemon's worker
-after a restart, waits until the previous owner is gone. It runs the engine loop in
+after a restart, waits until the previous owner is gone. Then it drops every
+capability and confines itself to a seccomp allow-list. It runs the engine loop in
 a thread and serves the pipe: ``("table", blob)`` swaps the route table,
 ``("stop",)`` or end-of-file stops it. The loop itself never touches Python.
 """
@@ -29,6 +30,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from pesigitg._fastpath import Engine, RouteTable, XskSocket
+from pesigitg.daemon.privileges import confine_worker, lose_privileges
 
 __all__ = ["WorkerProcess", "WorkerSpec", "numa_cpus", "start_worker"]
 
@@ -55,12 +57,18 @@ class WorkerProcess:
     pidfd: int          # readable once the worker has exited (asyncio waits on it)
     conn: Connection
 
-    def wait(self) -> int:
-        """Reap it; the exit status as subprocess reports it (-N: killed by signal N)."""
+    def wait(self) -> str:
+        """Reap it; how it ended, in words ("exited with status 1", "was killed by
+        SIGSYS (a system call outside its filter)")."""
         os.close(self.pidfd)
         self.pidfd = -1
         _, status = os.waitpid(self.pid, 0)
-        return os.waitstatus_to_exitcode(status)
+        code = os.waitstatus_to_exitcode(status)
+        if code >= 0:
+            return f"exited with status {code}"
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+        return f"was killed by {name}" + (" (a system call outside its filter)"
+                                          if -code == signal.SIGSYS else "")
 
 
 def numa_cpus(interface: str) -> list[int]:
@@ -120,11 +128,15 @@ def _worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object,
         _own_queue(xsk)
         engine = Engine(xsk, RouteTable(blob), counters, worker=spec.index, batch=spec.batch,
                         busy_poll=spec.busy_poll, floor=spec.floor)
+        # From here on it holds all it needs: no capability, no new privilege, and only
+        # the system calls of its loop and its pipe (privileges.py).
+        lose_privileges()
+        thread = threading.Thread(target=engine.run, name=name, daemon=True)
+        thread.start()
+        confine_worker()
     except Exception as exc:
         conn.send(("failed", f"{name}: {exc}"))
         return
-    thread = threading.Thread(target=engine.run, name=name, daemon=True)
-    thread.start()
     conn.send(("ready", xsk.mode, spec.cpu, engine.recovered))
     try:
         while True:

@@ -131,7 +131,7 @@ class WorkerPool:
         status = self._reap(handle)
         if handle.ready is not None and not handle.ready.done():
             handle.ready.set_exception(RuntimeError(
-                f"worker q{handle.spec.queue} exited with status {status} during start-up"))
+                f"worker q{handle.spec.queue} {status} during start-up"))
             return
         if not self.replacing:
             return
@@ -141,7 +141,7 @@ class WorkerPool:
         delay = handle.backoff
         handle.backoff = min(max(delay * 2, BACKOFF_FIRST), BACKOFF_MAX)
         handle.restarts += 1
-        log.error("worker q%d (pid %s) exited with status %s after %.1f s; %s",
+        log.error("worker q%d (pid %s) %s after %.1f s; %s",
                   handle.spec.queue, handle.pid, status, ran,
                   f"replacing it in {delay:.2f} s" if delay else "replacing it now")
         if delay:
@@ -154,7 +154,7 @@ class WorkerPool:
         if self.replacing:
             self.start(handle)
 
-    def _reap(self, handle: WorkerHandle) -> int | None:
+    def _reap(self, handle: WorkerHandle) -> str | None:
         """Forget the process: its readers, its pipe, its exit status."""
         process = handle.process
         handle.alive = False
@@ -194,6 +194,8 @@ class WorkerPool:
             if handle.pending is not None:
                 handle.pending.cancel()
                 handle.pending = None
+            if handle.process is not None and handle.process.pidfd < 0:
+                handle.process = None                       # exited and reaped already
             if handle.process is not None:
                 loop.remove_reader(handle.process.pidfd)    # these exits are ours to see
                 with contextlib.suppress(OSError, ValueError):

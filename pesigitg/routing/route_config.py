@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import toml
-
 from pesigitg._fastpath import (
     CID_CONFIGS,
     MAGLEV_MAX,
+    MAX_VIPS,
     NONCE_MAX,
     NONCE_MIN,
     SERVER_ID_MAX,
     SERVER_ID_MIN,
 )
+from pesigitg.configfile import read_config_file
 from pesigitg.errors import ConfigError
 from pesigitg.routing.maglev import DEFAULT_MAGLEV_SIZE, is_prime
 from pesigitg.routing.quiclb import CidConfig
@@ -109,7 +110,10 @@ class _Checker:
             raise self.fail(key, f"expected a table, got {type(data).__name__}", data)
         unknown = sorted(set(data) - allowed)
         if unknown:
-            raise self.fail(f"{key}.{unknown[0]}" if key else unknown[0],
+            # A name that looks like a value (key material pasted as a key) is not echoed.
+            name = unknown[0] if re.fullmatch(r"[A-Za-z_][A-Za-z_-]{0,31}", unknown[0]) \
+                else "(a key that looks like a value)"
+            raise self.fail(f"{key}.{name}" if key else name,
                             f"unknown key (known: {', '.join(sorted(allowed))})")
         return data
 
@@ -147,17 +151,45 @@ class _Checker:
             raise self.fail(key, "not an IPv4 or IPv6 address", text) from None
 
 
+_LOCATION = re.compile(r"\s*\((?:at line (\d+), column (\d+)|at end of document)\)\s*$")
+
+
+def parse_toml(text: str, path: Path) -> dict[str, Any]:
+    """TOML to a dict; a syntax error says where and what, never quoting the text (an
+    unquoted key would otherwise be echoed into logs)."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        where = _LOCATION.search(message)
+        line = column = None
+        if where is not None:
+            message = message[:where.start()]
+            if where.group(1):
+                line, column = int(where.group(1)), int(where.group(2))
+            else:
+                line = text.count("\n") + 1
+        raise ConfigError(f"TOML syntax error{f' at column {column}' if column else ''}: "
+                          f"{_without_quotes(message)}", file=str(path), line=line) from None
+    except RecursionError:
+        raise ConfigError("TOML nested too deeply", file=str(path)) from None
+
+
+def _without_quotes(message: str) -> str:
+    # Keep the parser's words, drop what it quotes: quoted text longer than one
+    # character and parenthesised parts ("Cannot declare ('8f95...',) twice").
+    message = re.sub(r"\([^)]*\)", "", message)
+    message = re.sub(r"'[^']{2,}'|\"[^\"]{2,}\"", "", message)
+    message = re.sub(r"\s+", " ", message).strip()
+    # Anything left that looks like a value (a long run of letters and digits) goes too.
+    if re.search(r"[0-9A-Za-z]*[0-9][0-9A-Za-z]{7,}", message) or not message:
+        return "invalid TOML"
+    return message.rstrip(".")
+
+
 def load_route_config(path: Path) -> RouteConfig:
     check = _Checker(path)
-    try:
-        data = toml.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from None
-    except UnicodeDecodeError:
-        raise ConfigError("not UTF-8 text", file=str(path)) from None
-    except toml.TomlDecodeError as exc:
-        raise ConfigError(f"TOML syntax error: {exc.msg}", file=str(path),
-                          line=exc.lineno) from None
+    data = parse_toml(read_config_file(path), path)
     check.table(data, "", TOP_KEYS)
 
     configs: list[CidConfig] = []
@@ -254,5 +286,10 @@ def load_route_config(path: Path) -> RouteConfig:
         if not isinstance(vip, str):
             raise check.fail(f"vips[{k}]", "expected a string", vip)
         vips.append(check.address(vip, f"vips[{k}]"))
+    for family in (4, 6):
+        count = sum(ipaddress.ip_address(v).version == family for v in set(vips))
+        if count > MAX_VIPS:
+            raise check.fail("vips", f"{count} IPv{family} VIPs, more than the {MAX_VIPS} "
+                             "the XDP program holds")
     return RouteConfig(path, tuple(configs), tuple(servers), health, table_size,
                        tuple(dict.fromkeys(vips)), addresses)

@@ -44,11 +44,14 @@ class RunningDaemon:
                              f"route_config = lb.toml\nstatus_socket = {self.status_socket}\n"
                              f"pidfile = {self.pidfile}\n{extra_conf}")
         self.proc: subprocess.Popen[str] | None = None
+        self.wrapper: list[str] = []        # a command the daemon runs under
+        self.launcher: list[str] = []       # the same, inside the namespace
         self.lines: list[str] = []
         self._cond = threading.Condition()
 
     def command(self, *args: str) -> list[str]:
-        return ["ip", "netns", "exec", self.ns, PESIGITGD, "-c", str(self.conf), *args]
+        return [*self.wrapper, "ip", "netns", "exec", self.ns, *self.launcher, PESIGITGD,
+                "-c", str(self.conf), *args]
 
     def start(self, *args: str, env: dict[str, str] | None = None, wait: bool = True
               ) -> RunningDaemon:

@@ -15,6 +15,7 @@ import threading
 import time
 
 from pesigitg.testing.netns import inside
+from tests.frames import checksum
 
 ETH_P_ALL = 0x0003
 SO_RCVBUFFORCE = 33
@@ -74,11 +75,20 @@ def version_negotiation(probe: bytes) -> bytes | None:
 
 
 class VersionNegotiationResponder:
-    """A UDP socket in ``ns`` on (address, port) answering like a QUIC server."""
+    """A UDP socket in ``ns`` on (address, port) answering like a QUIC server.
 
-    def __init__(self, ns: str, address: str, port: int = 443) -> None:
+    ``forge_icmp`` first sends the prober a forged ICMP port unreachable quoting its
+    probe, as an attacker on the path could; ``delay`` holds the answer back (a slow
+    but healthy backend)."""
+
+    def __init__(self, ns: str, address: str, port: int = 443, forge_icmp: bool = False,
+                 delay: float = 0.0) -> None:
         with inside(ns):
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) \
+                if forge_icmp else None
+        self.address, self.port, self.delay = address, port, delay
+        self.forged = 0
         self.sock.bind((address, port))
         self.sock.settimeout(0.1)
         self.answering = threading.Event()
@@ -96,10 +106,25 @@ class VersionNegotiationResponder:
                 continue
             reply = version_negotiation(data)
             if reply and self.answering.is_set():
+                if self.icmp is not None:
+                    self.icmp.sendto(self._port_unreachable(peer, len(data)), (peer[0], 0))
+                    self.forged += 1
+                time.sleep(self.delay)
                 self.sock.sendto(reply, peer)
                 self.answered += 1
+
+    def _port_unreachable(self, peer: tuple[str, int], length: int) -> bytes:
+        """ICMP destination unreachable (port) quoting the prober's datagram to us."""
+        quoted_ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28 + length, 0, 0, 64, 17, 0,
+                                socket.inet_aton(peer[0]), socket.inet_aton(self.address))
+        quoted = quoted_ip + struct.pack("!HHHH", peer[1], self.port, 8 + length, 0)
+        head = struct.pack("!BBHI", 3, 3, 0, 0)
+        return head[:2] + struct.pack("!H", checksum(head + quoted)) + head[4:] + quoted
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
         self.sock.close()
+        if self.icmp is not None:
+            self.icmp.close()
+

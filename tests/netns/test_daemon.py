@@ -284,7 +284,7 @@ def test_a_killed_worker_is_replaced_at_once_on_the_same_socket(lab, daemons):
     worker = daemon.get("/stats")["workers"][0]["pid"]
     mark = daemon.mark()
     os.kill(worker, signal.SIGKILL)
-    daemon.wait_log(rf"worker q0 \(pid {worker}\) exited with status -9 after .*; "
+    daemon.wait_log(rf"worker q0 \(pid {worker}\) was killed by SIGKILL after .*; "
                     "replacing it now", after=mark)
     daemon.wait_log("worker q0 up", after=mark)
     replaced = daemon.get("/stats")["workers"][0]
@@ -299,13 +299,15 @@ def test_a_worker_that_keeps_dying_is_replaced_with_growing_delays(lab, daemons)
         pid = daemon.get("/stats")["workers"][0]["pid"]
         mark = daemon.mark()
         os.kill(pid, signal.SIGKILL)
-        line = daemon.wait_log(rf"\(pid {pid}\) exited.*replacing it (now|in [0-9.]+ s)",
+        line = daemon.wait_log(rf"\(pid {pid}\) was killed by SIGKILL.*"
+                               r"replacing it (now|in [0-9.]+ s)",
                                after=mark)
         delays.append(0.0 if line.endswith("now") else float(line.split(" in ")[-1][:-2]))
         if delays[-1] >= 0.4:
-            # Waiting for its replacement: one worker of one is missing.
+            # Waiting for its replacement: the only worker is missing, nothing is
+            # forwarded.
             health = daemon.get("/health")
-            assert health["status"] == "degraded"
+            assert health["status"] == "down" and "no worker is running" in health["reasons"]
             assert health["workers"] == {"alive": 0, "expected": 1}
         daemon.wait_log("worker q0 up", after=mark)
     assert delays[0] == 0.0 and delays == sorted(delays) and len(set(delays)) == len(delays)

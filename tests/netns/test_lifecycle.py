@@ -131,7 +131,7 @@ def test_a_killed_worker_costs_at_most_50_ms_of_traffic(lab, daemons, traffic):
         time.sleep(0.3)
         worker = daemon.get("/stats")["workers"][0]["pid"]
         os.kill(worker, signal.SIGKILL)
-        daemon.wait_log(rf"worker q0 \(pid {worker}\) exited")
+        daemon.wait_log(rf"worker q0 \(pid {worker}\) was killed by SIGKILL")
         daemon.wait_log(rf"worker q0 up \(pid (?!{worker})")
         time.sleep(0.3)
     finally:

@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pesigitg.daemon.main import daemon_main
 from pesigitg.daemon.settings import load_daemon_config, merge
+from pesigitg.errors import ConfigError
+from pesigitg.routing.route_config import load_route_config
 
 KEY = "8f95f09245765f80256934e50c66207f"
 GOOD_TOML = f"""
@@ -148,5 +152,107 @@ def test_command_line_wins_and_route_config_is_relative_to_the_file(tmp_path):
     assert file_config.route_config == tmp_path / "lb.toml"
     merged = merge(file_config, {"port": [4433], "queues": 4, "interface": None})
     assert merged.ports == (4433,) and merged.queues == 4 and merged.interface == "eth0"
-    assert merged.effective_pidfile == Path("/run/pesigitgd-eth0.pid")
-    assert merged.effective_status_socket == Path("/run/pesigitgd-eth0.sock")
+    assert merged.effective_pidfile == Path("/run/pesigitg/pesigitgd-eth0.pid")
+    assert merged.effective_status_socket == Path("/run/pesigitg/pesigitgd-eth0.sock")
+
+
+# -- hostile and careless input -----------------------------------------------------------
+
+# Every way an operator may paste a key wrongly; none may echo it anywhere.
+KEY_SHAPES = {
+    "unquoted": f"key = {KEY}",
+    "unterminated": f'key = "{KEY}',
+    "unterminated-multiline": f'key = """{KEY}',
+    "hex-prefix": f"key = 0x{KEY}",
+    "inside-an-array": f'key = ["{KEY}"]',
+    "unquoted-in-an-array": f"key = [{KEY}]",
+    "date-like": "key = 1979-05-27T07:32:00",
+    "uuid-like": f"key = {KEY[:8]}-{KEY[8:12]}-{KEY[12:16]}-{KEY[16:20]}-{KEY[20:]}",
+    "inline-table": f"key = {{ value = {KEY} }}",
+    "as-a-key-name": f"{KEY} = 1",
+    "as-a-bare-line": KEY,
+    "as-a-table-name-twice": f"[{KEY}]\n[{KEY}]",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(KEY_SHAPES))
+def test_a_malformed_key_is_reported_without_being_shown(tmp_path, capsys, shape):
+    code, text = check(tmp_path, capsys, GOOD_CONF,
+                       GOOD_TOML.replace(f'key = "{KEY}"', KEY_SHAPES[shape]))
+    assert code == 1 and text.startswith("pesigitgd: ")
+    assert "lb.toml" in text and "Traceback" not in text
+    assert KEY not in text and KEY[:8] not in text and KEY[-8:] not in text
+
+
+@pytest.mark.parametrize("raw", ["\uff14\uff14\uff13", "4_43", "+443", " 443x", "0x1bb"],
+                         ids=["full-width", "underscore", "sign", "suffix", "hex"])
+def test_a_port_is_ascii_decimal_digits(tmp_path, capsys, raw):
+    conf = f"interface = eth0\nport = {raw}\nroute_config = lb.toml\n"
+    code, text = check(tmp_path, capsys, conf)
+    assert code == 1 and f"d.conf:2: port = {raw.strip()!r}: not a decimal number" in text
+
+
+@pytest.mark.parametrize("which", ["d.conf", "lb.toml"])
+def test_a_file_over_1_mib_is_refused_before_it_is_parsed(tmp_path, capsys, which):
+    padding = "# " + "x" * 1000 + "\n"
+    conf, toml = GOOD_CONF, GOOD_TOML
+    if which == "d.conf":
+        conf += padding * 1100
+    else:
+        toml += padding * 1100
+    code, text = check(tmp_path, capsys, conf, toml)
+    assert code == 1
+    assert f"{which}: file is 1.1 MiB, larger than the 1 MiB a configuration may be" in text
+
+
+def test_more_ports_than_the_xdp_program_steers_are_refused(tmp_path, capsys):
+    ports = "".join(f"port = {p}\n" for p in range(1000, 1065))
+    code, text = check(tmp_path, capsys, f"interface = eth0\n{ports}route_config = lb.toml\n")
+    assert code == 1 and "d.conf: port: 65 ports, more than the 64 the XDP program steers" in text
+    code, text = check(tmp_path, capsys, GOOD_CONF, GOOD_TOML,
+                       *[f"-p{p}" for p in range(2000, 2065)])
+    assert code == 1 and "65 ports, more than the 64" in text
+
+
+def test_more_vips_than_the_xdp_program_holds_are_refused(tmp_path, capsys):
+    vips = ", ".join(f'"10.1.{i // 250}.{i % 250 + 1}"' for i in range(257))
+    code, text = check(tmp_path, capsys, GOOD_CONF,
+                       GOOD_TOML.replace('vips = ["198.51.100.1"]', f"vips = [{vips}]"))
+    assert code == 1
+    assert "lb.toml: vips: 257 IPv4 VIPs, more than the 256 the XDP program holds" in text
+
+
+CONFIG = "[[configs]]\nconfig_id = 0\nserver_id_length = 3\nnonce_length = 4\n"
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ("[health]\ninterval_ms = 500\n[[health]]\n" + CONFIG, "lb.toml:3: TOML syntax error"),
+    ("a = " + "[" * 3000 + "]" * 3000 + "\n", "lb.toml: TOML nested too deeply"),
+    ("configs = 5\n", "configs: at least one [[configs]] table is required"),
+    (CONFIG + "servers = 1\n", "configs[0].servers: expected [[configs.servers]] tables"),
+    ("health = [1]\n" + CONFIG, "lb.toml: health = [1]: expected a table, got list"),
+    ('vips = "198.51.100.1"\n' + CONFIG, "vips = '198.51.100.1': expected a list of"),
+    ("fallback = { table_size = 5003.5 }\n" + CONFIG,
+     "fallback.table_size = 5003.5: expected an integer"),
+], ids=["table-then-array", "deep", "scalar-configs", "scalar-servers", "array-health",
+        "string-vips", "float"])
+def test_odd_structures_are_configuration_errors_not_tracebacks(tmp_path, capsys, toml, message):
+    code, text = check(tmp_path, capsys, GOOD_CONF, toml)
+    assert code == 1 and message in text and "Traceback" not in text
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, len(GOOD_TOML) - 1),
+                          st.sampled_from(list("[]{}=\"'.,#\n 0x-_:aZ9")) | st.text(max_size=3)),
+                min_size=1, max_size=6))
+def test_any_mangled_route_config_is_valid_or_a_configuration_error(tmp_path, edits):
+    text = GOOD_TOML
+    for position, insert in edits:
+        text = text[:position] + insert + text[position + 1:]
+    path = tmp_path / "lb.toml"
+    path.write_text(text)
+    try:
+        load_route_config(path)
+    except ConfigError as exc:
+        assert KEY not in str(exc)

@@ -34,6 +34,26 @@ def test_systemd_units_use_notify_watchdog_and_the_hitless_restart():
     assert "/etc/pesigitg/%i.conf" in template
 
 
+def test_systemd_units_run_as_a_user_with_the_supervisors_capabilities_only():
+    """The same hardening in both units, and exactly the capabilities pesigitgd keeps
+    (tests/netns/test_privileges.py runs the daemon under them)."""
+    from pesigitg.daemon.privileges import SUPERVISOR_CAPS
+    from pesigitg.errors import CAP_NAMES
+    from pesigitg.testing.systemd_unit import service_settings
+
+    single, template = (service_settings(CONTRIB / "systemd" / unit)
+                        for unit in ("pesigitgd.service", "pesigitgd@.service"))
+    execs = ("ExecStartPre", "ExecStart", "ExecReload")
+    assert {k: v for k, v in single.items() if k not in execs} == \
+        {k: v for k, v in template.items() if k not in execs}
+    caps = {CAP_NAMES[cap] for cap in SUPERVISOR_CAPS}
+    assert set(single["AmbientCapabilities"][0].split()) == caps
+    assert set(single["CapabilityBoundingSet"][0].split()) == caps
+    assert single["User"] == ["pesigitg"] and single["NoNewPrivileges"] == ["yes"]
+    assert single["RuntimeDirectory"] == ["pesigitg"]
+    assert "AF_XDP" in single["RestrictAddressFamilies"][0].split()
+
+
 def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(CONTRIB / script), *args], capture_output=True, text=True,
                           check=False)
