@@ -4,6 +4,7 @@ that forged ICMP cannot push down, and a /health a BGP speaker can rely on."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -85,14 +86,17 @@ def test_a_failed_reload_changes_nothing_and_says_ready_again(lab, daemons, brea
             daemon.routes.write_text(RELOAD_BREAKAGES[breakage](daemon.routes.read_text()))
         mark = daemon.mark()
         daemon.signal(signal.SIGHUP)
-        line = daemon.wait_log("reload failed, still running the previous configuration: ",
-                               after=mark)
+        daemon.wait_log("reload failed, still running the previous configuration: ",
+                        after=mark)
         sent = messages(listener, "READY")
         assert sent[0]["RELOADING"] == "1" and sent[-1]["READY"] == "1"
         after = daemon.get("/config")
         assert after["steering"] == before["steering"] == {"ports": [443], "vips": ["10.9.0.1"]}
         assert after["routes"] == before["routes"] and after["daemon"] == before["daemon"]
-        assert KEY_HEX not in line and "Traceback" not in "\n".join(daemon.lines)
+        served = "".join(json.dumps(daemon.get(path)) for path in ("/config", "/stats"))
+        assert KEY_HEX.lower() not in ("\n".join(daemon.lines) + served
+                                       + daemon.get("/metrics")).lower()
+        assert "Traceback" not in "\n".join(daemon.lines)
         assert daemon.get("/health")["status"] in ("ok", "degraded")
     finally:
         listener.close()
