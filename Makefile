@@ -13,7 +13,7 @@ BENCH_DEBS := $(TEST_DEBS) nginx-light libnginx-mod-stream
 FASTPATH   := $(wildcard pesigitg/_fastpath/*.pyx pesigitg/_fastpath/*.pxi \
                          pesigitg/_fastpath/*.pxd pesigitg/_fastpath/includes/* bpf/include/*.h)
 
-.PHONY: all test demo bench bpf build debs-test debs-bench clean
+.PHONY: all test demo demo-ipv6 bench bpf build debs-test debs-bench clean
 
 all: build
 
@@ -57,6 +57,9 @@ bench: debs-bench build
 # if any step fails and removes everything it created either way.
 demo: debs-test build
 	$(PY) -m pesigitg.demo
+
+demo-ipv6: debs-test build
+	$(PY) -m pesigitg.demo --family 6
 
 # Rebuild the shipped XDP object (needs clang-14); commit the result.
 bpf: debs-test

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 
@@ -45,3 +46,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "root" in item.keywords:
             item.add_marker(skip)
+
+
+def _daemons_running() -> set[int]:
+    """Processes running pesigitgd (or one of its workers, which share its command line)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read()
+        except OSError:
+            continue
+        if b"pesigitgd" in command or b"pesigitg.daemon" in command:
+            found.add(int(entry))
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_daemon_outlives_the_suite() -> object:
+    """Every daemon a test starts is stopped by the test: one left behind (a successor
+    after a restart, a worker) fails the run, and is killed."""
+    before = _daemons_running()
+    yield
+    import signal
+    import time
+
+    deadline = time.monotonic() + 5
+    left = _daemons_running() - before
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = _daemons_running() - before
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"pesigitgd processes left running after the suite: {sorted(left)}"

@@ -57,7 +57,9 @@ def is_version_negotiation(reply: bytes, dcid: bytes, scid: bytes) -> bool:
 
 @dataclass
 class HealthState:
-    """Consecutive results of one backend; starts up (HAProxy's default)."""
+    """Consecutive results of one backend. Until its first probe it is only assumed
+    up, and gets no traffic while health checks are on: the first result decides,
+    rise and fall apply from then on."""
     up: bool = True
     successes: int = 0
     failures: int = 0
@@ -65,11 +67,17 @@ class HealthState:
     checks: int = 0
     last_result: str = "not checked yet"
     last_change: float = 0.0
+    probed: bool = False
 
     def record(self, success: bool, spec: HealthSpec, detail: str, now: float) -> bool:
         """Count one probe result; True when the up/down state changed."""
         self.checks += 1
         self.last_result = detail
+        if not self.probed:
+            self.probed, was = True, self.up
+            self.up, self.last_change = success, now
+            self.successes, self.failures = int(success), int(not success)
+            return self.up != was
         if success:
             self.successes += 1
             self.failures = 0
@@ -86,6 +94,18 @@ class HealthState:
         if not self.up:
             self.backoff = min(self.backoff * 2, MAX_BACKOFF)
         return False
+
+    def usable(self, spec: HealthSpec) -> bool:
+        """Whether traffic may go there: up, and probed unless checks are off."""
+        return self.up and (self.probed or not spec.enabled)
+
+    def describe(self, spec: HealthSpec) -> str:
+        """``up (probed)``, ``down (probed)``, or what is assumed and why."""
+        if not spec.enabled:
+            return "up (assumed: health checks off)"
+        if not self.probed:
+            return "down (not probed yet)"
+        return f"{'up' if self.up else 'down'} (probed)"
 
     def delay(self, spec: HealthSpec) -> float:
         """Seconds until the next probe: the interval, stretched while down."""
@@ -109,16 +129,19 @@ class _Probe(asyncio.DatagramProtocol):
         self.icmp = exc.strerror if isinstance(exc, OSError) else str(exc)
 
 
-async def probe(address: str, port: int, timeout: float) -> tuple[bool, str]:
-    """One probe; ``(up, what happened)``."""
+async def probe(address: str, port: int, timeout: float, source: str | None = None
+                ) -> tuple[bool, str]:
+    """One probe from ``source`` (never left to the kernel in the daemon: see
+    daemon/sources.py); ``(up, what happened)``."""
     loop = asyncio.get_running_loop()
     dcid, scid = os.urandom(CID_LEN), os.urandom(CID_LEN)
     done: asyncio.Future[str] = loop.create_future()
     try:
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _Probe(done, dcid, scid), remote_addr=(address, port))
+            lambda: _Probe(done, dcid, scid), remote_addr=(address, port),
+            local_addr=(source, 0) if source else None)
     except OSError as exc:
-        return False, f"cannot send: {exc.strerror}"
+        return False, f"cannot send{f' from {source}' if source else ''}: {exc.strerror}"
     try:
         transport.sendto(build_probe(dcid, scid))
         result = await asyncio.wait_for(done, timeout)
@@ -139,12 +162,16 @@ class HealthChecker:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.spec = HealthSpec()
         self.port = 443
+        self.source: Callable[[str], str | None] = lambda address: None
 
-    def configure(self, addresses: Iterable[str], spec: HealthSpec, port: int) -> None:
-        """(Re)start probing ``addresses``; states of known backends carry over, their
-        back-off is reset (a reload is a reason to look again soon)."""
+    async def configure(self, addresses: Iterable[str], spec: HealthSpec, port: int,
+                        source: Callable[[str], str | None]) -> None:
+        """(Re)start probing ``addresses`` from ``source(address)``. States of known
+        backends carry over, their back-off reset (a reload is a reason to look again
+        soon); a backend never probed is probed once before this returns (bounded by
+        the timeout), so no traffic goes to one that is not there."""
         wanted = list(dict.fromkeys(addresses))
-        self.spec, self.port = spec, port
+        self.spec, self.port, self.source = spec, port, source
         for address in list(self._tasks):
             self._tasks.pop(address).cancel()
         self.states = {a: self.states.get(a, HealthState()) for a in wanted}
@@ -152,30 +179,54 @@ class HealthChecker:
             state.backoff = 1
             if not spec.enabled:
                 state.up, state.last_result = True, "health checks disabled"
-        if spec.enabled:
-            for address in wanted:
-                self._tasks[address] = asyncio.get_running_loop().create_task(
-                    self._run(address), name=f"health {address}")
+        if not spec.enabled:
+            return
+        fresh = [a for a in wanted if not self.states[a].probed]
+        await asyncio.gather(*(self._check(a, report=False) for a in fresh))
+        for address in wanted:
+            self._tasks[address] = asyncio.get_running_loop().create_task(
+                self._run(address, wait_first=address in fresh), name=f"health {address}")
 
-    def adopt(self, states: dict[str, HealthState]) -> None:
-        """States a previous daemon measured (a restart): probing goes on from them."""
+    def adopt(self, states: dict[str, HealthState], spec: HealthSpec) -> None:
+        """States a previous daemon measured under ``spec`` (a restart): traffic and
+        probing go on from them."""
         self.states.update(states)
+        self.spec = spec
 
     def is_up(self, address: str) -> bool:
+        """Whether traffic may go to ``address`` (an unknown one: yes, it is not
+        checked)."""
         state = self.states.get(address)
-        return True if state is None else state.up
+        return True if state is None else state.usable(self.spec)
+
+    def describe(self, address: str) -> str:
+        state = self.states.get(address)
+        return (state or HealthState()).describe(self.spec)
 
     def stop(self) -> None:
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
 
-    async def _run(self, address: str) -> None:
+    async def _check(self, address: str, report: bool = True) -> None:
+        """Probe once; log the result if it changed something (and, unless the caller
+        rebuilds anyway, tell ``on_change``)."""
         state = self.states[address]
+        first = not state.probed
+        up, detail = await probe(address, self.port, self.spec.timeout_ms / 1000,
+                                 self.source(address))
+        changed = state.record(up, self.spec, detail, time.time())
+        if first:
+            log.log(logging.INFO if up else logging.WARNING, "backend %s is %s (first probe): "
+                    "%s", address, "up" if up else "DOWN", detail)
+        elif changed:
+            log.warning("backend %s is %s: %s", address, "up" if state.up else "DOWN", detail)
+        if report and (changed or first):
+            self.on_change(address, state.up)
+
+    async def _run(self, address: str, wait_first: bool) -> None:
+        if wait_first:
+            await asyncio.sleep(self.states[address].delay(self.spec))
         while True:
-            up, detail = await probe(address, self.port, self.spec.timeout_ms / 1000)
-            if state.record(up, self.spec, detail, time.time()):
-                log.warning("backend %s is %s: %s", address, "up" if state.up else "DOWN",
-                            detail)
-                self.on_change(address, state.up)
-            await asyncio.sleep(state.delay(self.spec))
+            await self._check(address)
+            await asyncio.sleep(self.states[address].delay(self.spec))

@@ -64,6 +64,11 @@ def daemon_parser() -> argparse.ArgumentParser:
     p.add_argument("--status-group", type=_setting("status_group"), dest="status_group",
                    help="group of the status socket: its members may query it and change "
                         "the daemon's state (default: the daemon's group)")
+    p.add_argument("--source-address", type=_setting("source_address"), action="append",
+                   dest="source_address",
+                   help="health probes and neighbour solicitations leave from this address "
+                        "(one per family; default: chosen from the interface's addresses, "
+                        "never a VIP)")
     p.add_argument("--xdp-mode", type=_setting("xdp_mode"), dest="xdp_mode",
                    help="native (default; falls back to generic) or generic")
     p.add_argument("--syslog-socket", type=_setting("syslog_socket"), dest="syslog_socket",
@@ -86,7 +91,7 @@ def load_configuration(args: argparse.Namespace) -> tuple[DaemonConfig, RouteCon
     cli = {key: getattr(args, key) for key in ("interface", "port", "queues", "route_config",
                                                "status_socket", "pidfile", "xdp_mode",
                                                "syslog_socket", "log_file", "user",
-                                               "status_group")}
+                                               "status_group", "source_address")}
     file_config = load_daemon_config(args.config) if args.config else None
     config = merge(file_config, cli)
     assert config.route_config is not None

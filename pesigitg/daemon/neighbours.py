@@ -70,12 +70,16 @@ class NeighbourTable:
                 result[key] = bytes.fromhex(lladdr.replace(":", ""))
         return result
 
-    def solicit(self, address: str) -> None:
-        """Make the kernel resolve ``address`` now (an ARP request or NDP solicitation)."""
+    def solicit(self, address: str, source: str | None) -> None:
+        """Make the kernel resolve ``address`` now (an ARP request or NDP solicitation).
+        The solicitation leaves from the triggering datagram's source, so that must be
+        ``source``, never a VIP: a backend holding the VIP would answer itself."""
         family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
         try:
             with socket.socket(family, socket.SOCK_DGRAM) as sock:
                 sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.ifname.encode())
+                if source is not None:
+                    sock.bind((source, 0))
                 sock.setblocking(False)
                 sock.sendto(b"", (address, DISCARD_PORT))
         except OSError as exc:

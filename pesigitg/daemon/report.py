@@ -37,7 +37,8 @@ class BackendView:
     address: str
     mac: bytes | None
     mac_source: str         # "static", "neighbour" or "unresolved"
-    up: bool
+    up: bool                # traffic may go there (see HealthState.usable)
+    health: str             # "up (probed)", "down (probed)", or what is assumed
     last_check: str | None
     draining: bool
     in_pool: bool
@@ -61,6 +62,7 @@ class Snapshot:
     backends: list[BackendView] = field(default_factory=list)
     if_mac: bytes = bytes(6)
     steering: dict[str, list[Any]] = field(default_factory=dict)  # what the XDP maps hold
+    sources: dict[str, Any] = field(default_factory=dict)   # Sources.describe()
 
     @property
     def pool(self) -> list[str]:
@@ -135,11 +137,11 @@ class Report:
         for server in s.servers:
             b = s.backend(server["address"])
             servers.append({**server, "mac": b.mac.hex(":") if b.mac else None,
-                            "mac_source": b.mac_source, "health": "up" if b.up else "down",
+                            "mac_source": b.mac_source, "health": b.health,
                             "last_check": b.last_check, "draining": b.draining})
         return {"daemon": s.daemon, "routes": s.routes, "servers": servers,
                 "fallback_pool": s.pool, "interface_mac": s.if_mac.hex(":"),
-                "xdp_mode": s.xdp_mode, "steering": s.steering}
+                "xdp_mode": s.xdp_mode, "steering": s.steering, "sources": s.sources}
 
     def metrics(self) -> str:
         s = self.snapshot()
@@ -197,6 +199,7 @@ class Report:
         for c in config["routes"]["configs"]:
             lines.append(f"config quic-lb: {json.dumps(c, sort_keys=True)}")
         lines.append(f"config health: {json.dumps(config['routes']['health'], sort_keys=True)}")
+        lines.append(f"config probe sources: {json.dumps(config['sources'], sort_keys=True)}")
         for server in config["servers"]:
             lines.append(f"config server: {json.dumps(server, sort_keys=True)}")
         lines.append(f"config fallback pool: {', '.join(config['fallback_pool']) or 'EMPTY'}"

@@ -7,6 +7,7 @@ the file, and ``-p`` replaces the file's ports rather than adding to them.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,9 +21,9 @@ __all__ = ["DaemonConfig", "load_daemon_config", "merge"]
 IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 DECIMAL = re.compile(r"^[0-9]{1,10}$")
 XDP_MODES = ("native", "generic")
-REPEATABLE = {"port"}
+REPEATABLE = {"port", "source_address"}
 KEYS = ("interface", "port", "queues", "route_config", "status_socket", "pidfile",
-        "xdp_mode", "syslog_socket", "log_file", "user", "status_group")
+        "xdp_mode", "syslog_socket", "log_file", "user", "status_group", "source_address")
 # The default runtime directory: pesigitgd creates it, owned by the user it runs as
 # (systemd's RuntimeDirectory=pesigitg does the same).
 RUNTIME_DIR = Path("/run/pesigitg")
@@ -42,6 +43,9 @@ class DaemonConfig:
     log_file: Path | None = None          # daemon mode without syslog; default below
     user: str | None = None               # run as this user (started as root)
     status_group: str | None = None       # the status socket's group (default: ours)
+    # Where health probes and neighbour solicitations leave from, at most one per
+    # family; a family without one gets an interface address chosen at start.
+    source_addresses: tuple[str, ...] = ()
     config_file: Path | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -64,6 +68,7 @@ class DaemonConfig:
                 "pidfile": str(self.effective_pidfile), "xdp_mode": self.xdp_mode,
                 "log_file": str(self.log_file) if self.log_file else None,
                 "user": self.user, "status_group": self.status_group,
+                "source_addresses": list(self.source_addresses),
                 "config_file": str(self.config_file) if self.config_file else None}
 
 
@@ -94,6 +99,16 @@ def parse_value(key: str, raw: str, *, file: str | None = None, line: int | None
         if not ACCOUNT.match(raw):
             raise fail("not a user or group name or number")
         return raw
+    if key == "source_address":
+        try:
+            address = ipaddress.ip_address(raw if raw.isascii() else "")
+        except ValueError:
+            raise fail("not an IPv4 or IPv6 address") from None
+        if address.is_multicast or address.is_unspecified or address.is_link_local \
+                or address.is_loopback:
+            raise fail("not a unicast address a backend can answer (multicast, "
+                       "unspecified, link-local or loopback)")
+        return str(address)
     if key in ("route_config", "status_socket", "pidfile", "syslog_socket", "log_file"):
         if not raw:
             raise fail("empty path")
@@ -103,7 +118,7 @@ def parse_value(key: str, raw: str, *, file: str | None = None, line: int | None
                       key=key)
 
 
-_FIELD = {"port": "ports"}
+_FIELD = {"port": "ports", "source_address": "source_addresses"}
 
 
 def load_daemon_config(path: Path) -> DaemonConfig:
@@ -111,7 +126,8 @@ def load_daemon_config(path: Path) -> DaemonConfig:
     text = read_config_file(path)
     values: dict[str, object] = {}
     seen: dict[str, int] = {}
-    ports: list[int] = []
+    repeated: dict[str, list[object]] = {key: [] for key in REPEATABLE}
+    families: dict[int, int] = {}       # source_address: IP version -> line
     for number, raw_line in enumerate(text.splitlines(), 1):
         line = re.sub(r"(^|\s)#.*$", "", raw_line).strip()
         if not line:
@@ -127,33 +143,48 @@ def load_daemon_config(path: Path) -> DaemonConfig:
         seen[key] = number
         value = parse_value(key, raw, file=str(path), line=number,
                             base=path.parent if key == "route_config" else None)
-        if key == "port":
-            assert isinstance(value, int)
-            ports.append(value)
+        if key == "source_address":
+            version = ipaddress.ip_address(str(value)).version
+            first = families.setdefault(version, number)
+            if first != number:
+                raise ConfigError(f"a second IPv{version} address (first on line {first}); "
+                                  "give at most one per address family", file=str(path),
+                                  line=number, key=key, value=raw)
+        if key in REPEATABLE:
+            repeated[key].append(value)
         else:
             values[key] = value
+    for key, given in repeated.items():
+        if given:
+            values[_FIELD[key]] = tuple(dict.fromkeys(given))
     config = DaemonConfig(config_file=path, **values)  # type: ignore[arg-type]
-    if ports:
-        config = replace(config, ports=tuple(dict.fromkeys(ports)))
-        _check_ports(config.ports, str(path))
+    _check_repeated(config, str(path))
     return config
 
 
-def _check_ports(ports: tuple[int, ...], where: str) -> None:
-    if len(ports) > MAX_PORTS:
-        raise ConfigError(f"{len(ports)} ports, more than the {MAX_PORTS} the XDP program "
-                          "steers", file=where, key="port")
+def _check_repeated(config: DaemonConfig, where: str) -> None:
+    if len(config.ports) > MAX_PORTS:
+        raise ConfigError(f"{len(config.ports)} ports, more than the {MAX_PORTS} the XDP "
+                          "program steers", file=where, key="port")
+    for version in (4, 6):
+        family = [a for a in config.source_addresses
+                  if ipaddress.ip_address(a).version == version]
+        if len(family) > 1:
+            raise ConfigError(f"{len(family)} IPv{version} addresses ({', '.join(family)}); "
+                              "give at most one per address family", file=where,
+                              key="source_address")
 
 
 def merge(file_config: DaemonConfig | None, cli: dict[str, object]) -> DaemonConfig:
     """Command-line values (already parsed) over the file's, then check completeness."""
     config = file_config or DaemonConfig()
     changes = {_FIELD.get(k, k): v for k, v in cli.items() if v is not None and v != []}
-    if "ports" in changes:
-        changes["ports"] = tuple(dict.fromkeys(changes["ports"]))  # type: ignore[call-overload]
+    for name in _FIELD.values():
+        if name in changes:
+            changes[name] = tuple(dict.fromkeys(changes[name]))  # type: ignore[call-overload]
     config = replace(config, **changes)  # type: ignore[arg-type]
     where = str(config.config_file) if config.config_file else "command line"
-    _check_ports(config.ports, where)
+    _check_repeated(config, where)
     if not config.interface:
         raise ConfigError("no interface given (-i IFACE or 'interface = IFACE')", file=where)
     if config.route_config is None:

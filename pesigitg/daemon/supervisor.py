@@ -46,6 +46,7 @@ from pesigitg.daemon.privileges import resolve_group
 from pesigitg.daemon.report import BackendView, Report, Snapshot, WorkerView
 from pesigitg.daemon.sdnotify import Notifier
 from pesigitg.daemon.settings import DaemonConfig, load_daemon_config, merge
+from pesigitg.daemon.sources import Sources, choose_sources, interface_candidates
 from pesigitg.daemon.status import Refused, Request, Response, StatusServer
 from pesigitg.daemon.worker import WorkerSpec, numa_cpus
 from pesigitg.daemon.workers import WorkerHandle, WorkerPool
@@ -66,9 +67,11 @@ START_RESOLVE_WAIT = 1.0       # seconds to wait for backend MACs before attachi
 RESTART_NEEDED = ("interface", "queues", "status_socket", "pidfile", "xdp_mode")
 ENDPOINTS = {
     "/": "this list",
-    "/health": "ok or degraded, uptime, workers alive/expected, how XDP is attached",
+    "/health": "ok, degraded or down and why, uptime, workers alive/expected, how XDP is "
+               "attached",
     "/stats": "counters: summed, per worker, and the XDP program's verdicts",
-    "/config": "daemon settings, QUIC-LB configs (no keys), servers, fallback pool",
+    "/config": "daemon settings, QUIC-LB configs (no keys), servers with health, fallback "
+               "pool, steered ports and VIPs, probe source addresses",
     "/metrics": "Prometheus text exposition",
     "/restart": "POST: replace this daemon by a new process running the installed code, "
                 "without losing traffic; answers once the new one runs, or why not",
@@ -101,6 +104,17 @@ def check_runnable(routes: RouteConfig, if_mac: bytes = bytes(6),
         raise ConfigError("this CPU has no AES-NI instructions, which pesigitg needs to "
                           "decode encrypted QUIC-LB connection IDs", file=str(routes.path))
     return compile_route_config(routes, if_mac, backend)
+
+
+def choose_probe_sources(config: DaemonConfig, routes: RouteConfig) -> Sources:
+    """Where probes and solicitations leave from, for the families of the backends that
+    are probed (health checks on) or resolved (no static MAC); SourceError if a
+    family has no address that is not a VIP."""
+    assert config.interface is not None
+    needing = [a for a in routes.addresses
+               if routes.health.enabled or routes.backend_mac(a) is None]
+    return choose_sources(config.interface, interface_candidates(config.interface),
+                          routes.vips, needing, config.source_addresses)
 
 
 def compile_route_config(routes: RouteConfig, if_mac: bytes,
@@ -151,6 +165,7 @@ class Supervisor:
         self.pool: WorkerPool | None = None
         self.if_mac = b"\0" * 6
         self.neighbours: NeighbourTable | None = None
+        self.sources = Sources({}, {})
         self.successor: int | None = None       # pid of the daemon that took over
 
     @property
@@ -245,11 +260,13 @@ class Supervisor:
         queues = await self._queue_count()
         self.neighbours = await asyncio.to_thread(NeighbourTable, cfg.interface)
         self.if_mac = await asyncio.to_thread(interface_mac, cfg.interface)
+        self.sources = await asyncio.to_thread(choose_probe_sources, cfg, self.routes)
         self.xdp = XdpProgram.load()
         self.xdp.set_ports(cfg.effective_ports)
         self.xdp.set_vips(self.routes.vips)
         await self._resolve_at_start()
-        self.health.configure(self.routes.addresses, self.routes.health, self._health_port())
+        # The first probe of every backend, before a table uses any of them.
+        await self._configure_health()
         self.compiled = self._compile()
         # Before anything touches the interface: a socket in use is a reason to stop.
         self.status.bind()
@@ -432,13 +449,15 @@ class Supervisor:
         self.notifier.watchdog_usec = facts["watchdog_usec"] or self.notifier.watchdog_usec
         self.neighbours = await asyncio.to_thread(NeighbourTable, cfg.interface)
         self.if_mac = await asyncio.to_thread(interface_mac, cfg.interface)
+        self.sources = await asyncio.to_thread(choose_probe_sources, cfg, self.routes)
         maps = {name[4:]: fd for name, fd in fds.items() if name.startswith("map:")}
         same = facts["object"] == object_digest(shipped_object())
         self.xdp = XdpProgram.load(reuse=maps, programs={"xdp": fds["program"]} if same
                                    else None)
         self.xdp_mode = facts["xdp_mode"]
         self.macs = {a: bytes.fromhex(m) if m else None for a, m in facts["macs"].items()}
-        self.health.adopt({a: HealthState(**s) for a, s in facts["health"].items()})
+        self.health.adopt({a: HealthState(**{"probed": s.get("checks", 0) > 0, **s})
+                           for a, s in facts["health"].items()}, self.routes.health)
         self.compiled = self._compile()
         self.status.adopt(fds["status"])
         self.counters = SharedCounters.adopt(fds["counters"], len(facts["workers"]))
@@ -471,13 +490,15 @@ class Supervisor:
         await asyncio.to_thread(channel.send, "committed", {"pid": os.getpid()})
         channel.close()
         inheritance.close()
-        self.health.configure(self.routes.addresses, self.routes.health, self._health_port())
+        await self._configure_health()
         await self._serve()
 
     # -- backends and routes -----------------------------------------------------------
 
-    def _health_port(self) -> int:
-        return self.routes.health.port or self.config.effective_ports[0]
+    async def _configure_health(self) -> None:
+        await self.health.configure(self.routes.addresses, self.routes.health,
+                                    self.routes.health.port or self.config.effective_ports[0],
+                                    self.sources.for_backend)
 
     def mac(self, address: str) -> bytes | None:
         """A backend's MAC: the static one from lb.toml, else the neighbour table's."""
@@ -525,7 +546,7 @@ class Supervisor:
                 changed = True
             self.macs[address] = mac
             if mac is None:
-                self.neighbours.solicit(address)
+                self.neighbours.solicit(address, self.sources.for_backend(address))
         return changed
 
     async def _resolve_at_start(self) -> None:
@@ -585,17 +606,21 @@ class Supervisor:
             finally:
                 self.notifier.ready(self.report.status_line())
 
-    def _read_configuration(self) -> tuple[DaemonConfig, RouteConfig, CompiledRoutes]:
-        """Both files, validated, and the table they give (in a thread)."""
+    def _read_configuration(self) -> tuple[DaemonConfig, RouteConfig, CompiledRoutes,
+                                           Sources]:
+        """Both files, validated, the table they give and the probes' source addresses
+        (in a thread)."""
         file_cfg = load_daemon_config(self.config.config_file) if self.config.config_file \
             else None
         new = merge(file_cfg, self.cli)
         assert new.route_config is not None
         routes = load_route_config(new.route_config)
-        return new, routes, check_runnable(routes, self.if_mac, self._backend_fn(routes))
+        compiled = check_runnable(routes, self.if_mac, self._backend_fn(routes))
+        return new, routes, compiled, choose_probe_sources(replace(
+            new, interface=self.config.interface), routes)
 
     async def _reload_now(self) -> None:
-        new, routes, compiled = await asyncio.to_thread(self._read_configuration)
+        new, routes, compiled, sources = await asyncio.to_thread(self._read_configuration)
         for key in RESTART_NEEDED:
             if getattr(new, key) != getattr(self.config, key):
                 log.warning("%s changed from %s to %s: that needs a restart; keeping %s",
@@ -613,8 +638,10 @@ class Supervisor:
             self.xdp.set_ports(old_ports)
             self.xdp.set_vips(old_vips)
             raise
-        self.config, self.routes = new, routes
-        self.health.configure(routes.addresses, routes.health, self._health_port())
+        self.config, self.routes, self.sources = new, routes, sources
+        # New backends are probed once before the table may send them anything.
+        await self._configure_health()
+        compiled = self._compile()
         try:
             if await self._refresh_macs():
                 compiled = self._compile()      # a new backend's MAC: compile with it
@@ -648,6 +675,7 @@ class Supervisor:
             source = ("static" if self.routes.backend_mac(address)
                       else "neighbour" if mac else "unresolved")
             backends.append(BackendView(address, mac, source, self.health.is_up(address),
+                                        self.health.describe(address),
                                         state.last_result if state else None,
                                         self.routes.backend_draining(address),
                                         address in pool))
@@ -663,7 +691,8 @@ class Supervisor:
                         self.config.describe(), self.routes.describe(), servers, backends,
                         self.if_mac,
                         {"ports": sorted(xdp.ports()),
-                         "vips": sorted(str(v) for v in xdp.vips())} if xdp is not None else {})
+                         "vips": sorted(str(v) for v in xdp.vips())} if xdp is not None else {},
+                        self.sources.describe())
 
     # -- the status socket's answers ----------------------------------------------------
 

@@ -14,8 +14,9 @@ from cryptography.x509.oid import NameOID
 __all__ = ["write_self_signed"]
 
 
-def write_self_signed(directory: Path, name: str, address: str) -> tuple[Path, Path]:
-    """Write cert.pem and key.pem for ``name`` and ``address``; returns their paths."""
+def write_self_signed(directory: Path, name: str, addresses: list[str]
+                      ) -> tuple[Path, Path]:
+    """Write cert.pem and key.pem for ``name`` and ``addresses``; returns their paths."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
@@ -24,7 +25,8 @@ def write_self_signed(directory: Path, name: str, address: str) -> tuple[Path, P
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address(address))]),
+                [x509.DNSName(name),
+                 *(x509.IPAddress(ipaddress.ip_address(a)) for a in addresses)]),
                 critical=False)
             .sign(key, hashes.SHA256()))
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"

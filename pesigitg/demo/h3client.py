@@ -104,7 +104,7 @@ class H3Client(QuicConnectionProtocol):
             transport.close()
 
 
-async def connect(sock: socket.socket, address: tuple[str, int],
+async def connect(sock: socket.socket, address: tuple[str, int] | tuple[str, int, int, int],
                   configuration: QuicConfiguration, timeout: float = 5.0) -> H3Client:
     """Handshake over ``sock`` (already bound, in the right namespace)."""
     loop = asyncio.get_running_loop()

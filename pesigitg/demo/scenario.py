@@ -13,8 +13,11 @@ the same steps and assert on their results.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import ipaddress
+import json
 import signal
 import socket
 import subprocess
@@ -64,6 +67,19 @@ class Demo:
     backends: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
     draining: set[str] = field(default_factory=set)
     health_interval: int = HEALTH["interval_ms"]
+    vip: str = ""                   # the VIP the client talks to (default: the first)
+    steps: int = 0
+
+    def __post_init__(self) -> None:
+        self.vip = self.vip or self.net.vip
+
+    @property
+    def family(self) -> int:
+        return ipaddress.ip_address(self.vip).version
+
+    def step(self) -> int:
+        self.steps += 1
+        return self.steps
 
     # -- setting up -----------------------------------------------------------------------
 
@@ -79,7 +95,8 @@ class Demo:
         health = "".join(f"{k} = {v}\n" for k, v in
                          {**HEALTH, "interval_ms": self.health_interval}.items())
         self.daemon.routes.write_text(
-            f'vips = ["{self.net.vip}"]\n\n[health]\n{health}\n[[configs]]\n'
+            f"vips = {json.dumps(list(self.net.vips.values()))}\n\n[health]\n{health}\n"
+            "[[configs]]\n"
             f"config_id = {CONFIG.config_id}\nserver_id_length = {CONFIG.server_id_len}\n"
             f'nonce_length = {CONFIG.nonce_len}\nkey = "{KEY}"\n'
             f"first_octet_encodes_cid_length = true\n{servers}")
@@ -88,16 +105,18 @@ class Demo:
         return next(b for b in self.net.backends if b.role == role)
 
     def start_backend(self, backend: Host, cert: Path, key: Path) -> None:
+        hosts = [*self.net.vips.values(),
+                 *(backend.addresses(v)[0] for v in self.net.families)]
         self.backends[backend.role] = self.net.popen(
             backend, sys.executable, "-m", "pesigitg.demo.h3server", "--name", backend.role,
-            "--host", self.net.vip, "--host", backend.address, "--cert", str(cert),
+            *(a for h in hosts for a in ("--host", h)), "--cert", str(cert),
             "--private-key", str(key), "--config-id", str(CONFIG.config_id),
             "--server-id-length", str(CONFIG.server_id_len),
             "--nonce-length", str(CONFIG.nonce_len), "--key", KEY,
             "--server-id", self.server_ids()[backend.role], stdout=subprocess.DEVNULL)
 
     def start(self) -> None:
-        cert, key = write_self_signed(self.workdir, SERVER_NAME, self.net.vip)
+        cert, key = write_self_signed(self.workdir, SERVER_NAME, list(self.net.vips.values()))
         for backend in self.net.backends:
             self.start_backend(backend, cert, key)
         self.daemon = RunningDaemon(self.net.lb.ns, self.workdir, interface=self.net.lb.dev)
@@ -130,15 +149,19 @@ class Demo:
 
     # -- the client -----------------------------------------------------------------------
 
-    def socket(self, address: str | None = None) -> socket.socket:
+    def socket(self, host: str | None = None) -> socket.socket:
+        """A client socket in the VIP's family, from the client's first address (or
+        ``host``)."""
         with inside(self.net.client.ns):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((address or self.net.client.address, 0))
+            sock = socket.socket(socket.AF_INET6 if self.family == 6 else socket.AF_INET,
+                                 socket.SOCK_DGRAM)
+        sock.bind((host or self.net.client.addresses(self.family)[0], 0))
         return sock
 
     async def connect(self) -> H3Client:
-        return await connect(self.socket(), (self.net.vip, 443),
-                             client_configuration(SERVER_NAME))
+        # asyncio gives IPv6 peers as 4-tuples; aioquic matches paths on the tuple.
+        server = (self.vip, 443, 0, 0) if self.family == 6 else (self.vip, 443)
+        return await connect(self.socket(), server, client_configuration(SERVER_NAME))
 
     @staticmethod
     async def ask(h3: H3Client) -> str:
@@ -162,7 +185,8 @@ class Demo:
     # -- the steps ------------------------------------------------------------------------
 
     async def spread(self, connections: int = 30, requests: int = 3) -> Counter[str]:
-        self.say(f"\n1. {connections} HTTP/3 connections, {requests} requests each")
+        self.say(f"\n{self.step()}. {connections} HTTP/3 connections to {self.vip}, "
+                 f"{requests} requests each")
         served = await self.new_connections(connections, requests)
         for role in sorted(served):
             self.say(f"   {role}: {served[role]:3} connections  " + "#" * served[role])
@@ -172,7 +196,7 @@ class Demo:
         return served
 
     async def migration(self) -> list[tuple[str, str, str, str]]:
-        self.say("\n2. Migration: new port, new address, new connection ID")
+        self.say(f"\n{self.step()}. Migration: new port, new address, new connection ID")
         h3 = await self.connect()
         steps = []
         try:
@@ -186,7 +210,7 @@ class Demo:
             await record("connected")
             await h3.rebind(self.socket())
             await record("NAT rebinding: new port")
-            await h3.rebind(self.socket(self.net.client.extra[0]))
+            await h3.rebind(self.socket(self.net.client.addresses(self.family)[1]))
             await record("new address")
             h3.change_cid()
             await record("new connection ID")
@@ -199,7 +223,7 @@ class Demo:
         return steps
 
     async def reload_under_load(self, connections: int = 10) -> None:
-        self.say(f"\n3. Reload with {connections} live connections")
+        self.say(f"\n{self.step()}. Reload with {connections} live connections")
         clients = [await self.connect() for _ in range(connections)]
         try:
             before = [await self.ask(h3) for h3 in clients]
@@ -213,8 +237,36 @@ class Demo:
         self.say(f"   SIGHUP applied; all {connections} connections answered again by the "
                  "same backends")
 
+    async def other_family(self, connections: int = 12) -> Counter[str]:
+        """The other family's VIP, served by the same daemon at the same time (the
+        backends are known to pesigitgd by their first-family addresses: routing is by
+        MAC, whatever the family of the packet)."""
+        other = next(v for f, v in self.net.vips.items() if v != self.vip)
+        self.say(f"\n{self.step()}. Dual stack: the IPv{ipaddress.ip_address(other).version} "
+                 f"VIP {other}, same daemon, same backends")
+        first, self.vip = self.vip, other
+        try:
+            served = await self.new_connections(connections, requests=2)
+            for role in sorted(served):
+                self.say(f"   {role}: {served[role]:3} connections  " + "#" * served[role])
+            expect(set(served) == {b.role for b in self.net.backends},
+                   f"not every backend got connections: {dict(served)}")
+            h3 = await self.connect()
+            try:
+                before = await self.ask(h3)
+                await h3.rebind(self.socket(self.net.client.addresses(self.family)[1]))
+                after = await self.ask(h3)
+            finally:
+                h3.close_all()
+            expect(before == after, f"a migrating connection moved from {before} to {after}")
+            self.say(f"   a client moving to {self.net.client.addresses(self.family)[1]} "
+                     f"stayed on {after}")
+        finally:
+            self.vip = first
+        return served
+
     async def drain(self) -> str:
-        self.say("\n4. Drain a backend")
+        self.say(f"\n{self.step()}. Drain a backend")
         h3 = await self.connect()
         try:
             victim = await self.ask(h3)
@@ -235,7 +287,7 @@ class Demo:
         return victim
 
     async def failure(self) -> tuple[str, float]:
-        self.say("\n5. A backend fails")
+        self.say(f"\n{self.step()}. A backend fails")
         assert self.daemon is not None
         candidates = [b.role for b in self.net.backends if b.role not in self.draining]
         victim = candidates[-1]
@@ -265,10 +317,19 @@ class Demo:
         return stats
 
 
+FAMILIES = {"4": ((4,), None), "6": ((6,), None), "dual": ((4, 6), None),
+            # backends known by IPv6, IPv4, IPv6 addresses: both families probed
+            "mixed": ((6, 4), [6, 4, 6])}
+
+
 @contextlib.contextmanager
-def demo_environment(say: Callable[[str], None] = print) -> Iterator[Demo]:
-    """The topology, the backends and pesigitgd, torn down whatever happens."""
-    with tempfile.TemporaryDirectory(prefix="pesigitg-demo-") as tmp, Topology() as net:
+def demo_environment(say: Callable[[str], None] = print, family: str = "4"
+                     ) -> Iterator[Demo]:
+    """The topology (``family``: a key of FAMILIES), the backends and pesigitgd, torn
+    down whatever happens."""
+    families, backend_families = FAMILIES[family]
+    with tempfile.TemporaryDirectory(prefix="pesigitg-demo-") as tmp, \
+            Topology(families=families, backend_families=backend_families) as net:
         demo = Demo(net, Path(tmp), say)
         try:
             demo.start()
@@ -281,13 +342,23 @@ async def run_all(demo: Demo) -> None:
     await demo.spread()
     await demo.migration()
     await demo.reload_under_load()
+    if len(demo.net.families) > 1:
+        await demo.other_family()
     await demo.drain()
     await demo.failure()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     import os
 
+    parser = argparse.ArgumentParser(prog="python -m pesigitg.demo",
+                                     description="pesigitg's end-to-end demo")
+    parser.add_argument("--family", choices=sorted(FAMILIES), default="dual",
+                        help="dual (default): IPv4 steps, then the IPv6 VIP of the same "
+                             "daemon; 6: everything over IPv6, backends probed and resolved "
+                             "(NDP) over IPv6; 4: IPv4 only; mixed: both VIPs, backends "
+                             "known by IPv6 and IPv4 addresses")
+    family = parser.parse_args(argv).family
     if os.geteuid() != 0:
         print("the demo needs root: it creates network namespaces and attaches XDP",
               file=sys.stderr)
@@ -296,8 +367,8 @@ def main() -> int:
           "network namespaces,\nDirect Server Return, QUIC-LB four-pass config, health "
           "checks on.")
     try:
-        with demo_environment() as demo:
-            print(f"VIP {demo.net.vip}; backends " + ", ".join(
+        with demo_environment(family=family) as demo:
+            print(f"VIPs {', '.join(demo.net.vips.values())}; backends " + ", ".join(
                 f"{b.role}={b.address} (server ID {demo.server_ids()[b.role]})"
                 for b in demo.net.backends))
             asyncio.run(run_all(demo))
@@ -307,4 +378,7 @@ def main() -> int:
         print(f"\nDEMO FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print("\nAll steps passed; everything the demo created has been removed.")
+    if family == "dual":
+        print("IPv6 only, backends probed and resolved over IPv6: "
+              "python -m pesigitg.demo --family 6 (make demo-ipv6)")
     return 0

@@ -1,9 +1,14 @@
-"""The demo's network: client, load balancer and backends on one bridge, DSR.
+"""The demo's network: client, load balancer and backends on one bridge, DSR, over
+IPv4, IPv6 or both.
 
 Every host is a network namespace with one veth into a bridge (itself in a
-namespace). The VIP is on the load balancer's interface and on each backend's
-loopback, with contrib/dsr-backend.sh's ARP settings so only the load balancer
-answers ARP for it. Everything is removed on close, also after a failure.
+namespace). Each family has a subnet (10.77.0.0/24, fd00:77::/64) and a VIP in it,
+held by the load balancer's interface as a /32 or /128 and by each backend's loopback
+(contrib/dsr-backend.sh, which also sets the ARP sysctls so only the load balancer
+answers ARP for it; IPv6 needs none: Linux answers neighbour solicitations only for
+addresses of the interface they arrive on). The IPv6 VIP in the backends' own /64 is
+the case where a kernel left alone would send health probes from the VIP. Everything
+is removed on close, also after a failure.
 """
 
 from __future__ import annotations
@@ -15,11 +20,16 @@ from pathlib import Path
 
 from pesigitg.testing.netns import ip, mac_of, unique_name
 
-__all__ = ["Host", "Topology"]
+__all__ = ["Host", "Topology", "address"]
 
 CONTRIB = Path(__file__).resolve().parents[2] / "contrib"
-SUBNET = "10.77.0"
-VIP = f"{SUBNET}.100"
+PREFIX = {4: 24, 6: 64}
+VIP_HOST = 100
+
+
+def address(version: int, host: int) -> str:
+    """Host number ``host`` of the family's demo subnet."""
+    return f"10.77.0.{host}" if version == 4 else f"fd00:77::{host}"
 
 
 @dataclass
@@ -27,24 +37,43 @@ class Host:
     role: str
     ns: str
     dev: str
-    address: str
+    number: int                             # its host number in every subnet
+    families: tuple[int, ...]
+    family: int                             # of the address pesigitgd knows it by
     mac: bytes = b""
-    extra: list[str] = field(default_factory=list)
+    extra: list[int] = field(default_factory=list)   # more host numbers (the client)
+
+    @property
+    def address(self) -> str:
+        return address(self.family, self.number)
+
+    def addresses(self, version: int) -> list[str]:
+        return [address(version, n) for n in (self.number, *self.extra)]
 
 
 class Topology:
-    """``with Topology(backends=3) as net:`` builds it; leaving the block removes it."""
+    """``with Topology(backends=3, families=(4, 6)) as net:`` builds it; leaving the
+    block removes it. ``backend_families`` says by which family's address pesigitgd
+    knows each backend (default: the first family)."""
 
-    def __init__(self, backends: int = 3) -> None:
+    def __init__(self, backends: int = 3, families: tuple[int, ...] = (4,),
+                 backend_families: list[int] | None = None) -> None:
         self.tag = unique_name("pq")
-        self.vip = VIP
+        self.families = families
+        self.vips = {v: address(v, VIP_HOST) for v in families}
         self.switch = f"{self.tag}-sw"
-        self.client = Host("client", f"{self.tag}-client", "c0", f"{SUBNET}.10",
-                           extra=[f"{SUBNET}.11"])
-        self.lb = Host("lb", f"{self.tag}-lb", "l0", f"{SUBNET}.2")
-        self.backends = [Host(f"b{n}", f"{self.tag}-b{n}", f"b{n}0", f"{SUBNET}.{20 + n}")
-                         for n in range(1, backends + 1)]
+        first = families[0]
+        self.client = Host("client", f"{self.tag}-client", "c0", 10, families, first,
+                           extra=[11])
+        self.lb = Host("lb", f"{self.tag}-lb", "l0", 2, families, first)
+        chosen = backend_families or [first] * backends
+        self.backends = [Host(f"b{n}", f"{self.tag}-b{n}", f"b{n}0", 20 + n, families,
+                              chosen[n - 1]) for n in range(1, backends + 1)]
         self._stack = contextlib.ExitStack()
+
+    @property
+    def vip(self) -> str:
+        return self.vips[self.families[0]]
 
     @property
     def hosts(self) -> list[Host]:
@@ -80,18 +109,23 @@ class Topology:
             ip("link", "set", port, "netns", self.switch, ns=host.ns)
             ip("link", "set", port, "master", "br0", "up", ns=self.switch)
             ip("link", "set", host.dev, "up", ns=host.ns)
-            for address in [host.address, *host.extra]:
-                ip("addr", "add", f"{address}/24", "dev", host.dev, ns=host.ns)
+            for version in self.families:
+                for a in host.addresses(version):
+                    # nodad: usable at once (duplicate address detection takes a second)
+                    ip("addr", "add", f"{a}/{PREFIX[version]}", "dev", host.dev,
+                       *(["nodad"] if version == 6 else []), ns=host.ns)
             # Real NICs fill in UDP checksums; veth leaves them to the receiver's
             # stack, which frames forwarded by AF_XDP never pass through.
             self.run(host, "ethtool", "-K", host.dev, "tx", "off", quiet=True)
             host.mac = mac_of(host.ns, host.dev)
-        ip("addr", "add", f"{self.vip}/32", "dev", self.lb.dev, ns=self.lb.ns)
+        for version, vip in self.vips.items():
+            ip("addr", "add", f"{vip}/{32 if version == 4 else 128}", "dev", self.lb.dev,
+               *(["nodad"] if version == 6 else []), ns=self.lb.ns)
         if not (CONTRIB / "dsr-backend.sh").exists():
             raise FileNotFoundError(f"{CONTRIB / 'dsr-backend.sh'} is missing: the demo runs "
                                     "from a source checkout (make demo)")
         for backend in self.backends:
-            self.run(backend, str(CONTRIB / "dsr-backend.sh"), self.vip)
+            self.run(backend, str(CONTRIB / "dsr-backend.sh"), *self.vips.values(), quiet=True)
 
     def run(self, host: Host, *command: str, quiet: bool = False
             ) -> subprocess.CompletedProcess[str]:

@@ -47,6 +47,7 @@ class RunningDaemon:
         self.wrapper: list[str] = []        # a command the daemon runs under
         self.launcher: list[str] = []       # the same, inside the namespace
         self.lines: list[str] = []
+        self._last_pid: int | None = None
         self._cond = threading.Condition()
 
     def command(self, *args: str) -> list[str]:
@@ -107,7 +108,8 @@ class RunningDaemon:
 
     @property
     def pid(self) -> int:
-        return int(self.pidfile.read_text())
+        self._last_pid = int(self.pidfile.read_text())
+        return self._last_pid
 
     def signal(self, sig: signal.Signals) -> None:
         os.kill(self.pid, sig)
@@ -117,7 +119,8 @@ class RunningDaemon:
         the started process has handed over to another), then the one started."""
         if self.proc is None:
             return 0
-        current = self.pid if self.pidfile.exists() else self.proc.pid
+        # The pidfile may be gone with a test's directory: then the last pid it named.
+        current = self.pid if self.pidfile.exists() else self._last_pid or self.proc.pid
         if current != self.proc.pid and running(current):
             os.kill(current, signal.SIGTERM)
             deadline = time.monotonic() + timeout

@@ -1,7 +1,9 @@
-"""HTTP/3 clients through pesigitgd to aioquic backends: the behaviours of the demo.
+"""HTTP/3 clients through pesigitgd to aioquic backends: the behaviours of the demo,
+over IPv4 and over IPv6 (VIP, client and backends; the VIP in the backends' /64, the
+backends probed and resolved over NDP by pesigitgd).
 
-One environment for the module (building it takes seconds); the tests run in file
-order and the last two change it (a backend drains, then one fails).
+One environment per family (building it takes seconds); the tests run in file order
+and the last two change it (a backend drains, then one fails).
 """
 
 from __future__ import annotations
@@ -14,10 +16,21 @@ import pytest
 from pesigitg.demo.scenario import Demo, demo_environment
 
 
-@pytest.fixture(scope="module")
-def demo() -> Iterator[Demo]:
-    with demo_environment(say=lambda _: None) as environment:
+@pytest.fixture(scope="module", params=["4", "6"], ids=["ipv4", "ipv6"])
+def demo(request) -> Iterator[Demo]:
+    with demo_environment(say=lambda _: None, family=request.param) as environment:
         yield environment
+
+
+def test_backends_are_probed_and_resolved_from_the_balancers_own_address(demo):
+    config = demo.daemon.get("/config")
+    family = f"ipv{demo.family}"
+    assert config["sources"][family] == {"address": demo.net.lb.address,
+                                         "chosen": "automatic"}
+    assert config["sources"][family]["address"] != demo.vip
+    assert {s["health"] for s in config["servers"]} == {"up (probed)"}
+    assert {(s["mac_source"], s["mac"]) for s in config["servers"]} == \
+        {("neighbour", b.mac.hex(":")) for b in demo.net.backends}
 
 
 def test_connections_spread_over_all_backends_and_stay_on_theirs(demo):
@@ -29,7 +42,7 @@ def test_a_migrating_client_keeps_its_backend(demo):
     steps = asyncio.run(demo.migration())
     assert [s[0] for s in steps] == ["connected", "NAT rebinding: new port", "new address",
                                      "new connection ID"]
-    assert steps[2][1].startswith(demo.net.client.extra[0] + ":")
+    assert steps[2][1].startswith(demo.net.client.addresses(demo.family)[1] + ":")
     assert len({backend for *_, backend in steps}) == 1
     stats = demo.daemon.get("/stats")["total"]
     assert stats["cid_routed_2"] > 0 and stats["dropped_not_quic"] == 0
@@ -51,7 +64,7 @@ def test_a_failed_backend_is_taken_out_by_health_checks(demo):
     victim, _ = asyncio.run(demo.failure())
     server = next(s for s in demo.daemon.get("/config")["servers"]
                   if s["address"] == demo.host(victim).address)
-    assert server["health"] == "down"
+    assert server["health"] == "down (probed)"
     # Its QUIC stack is gone: no version negotiation (an ICMP error, if any, is noted).
     assert server["last_check"].startswith("no version negotiation")
     demo.daemon.wait_log(f"backend {server['address']} is DOWN")

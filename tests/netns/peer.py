@@ -78,13 +78,14 @@ class VersionNegotiationResponder:
     """A UDP socket in ``ns`` on (address, port) answering like a QUIC server.
 
     ``forge_icmp`` first sends the prober a forged ICMP port unreachable quoting its
-    probe, as an attacker on the path could; ``delay`` holds the answer back (a slow
-    but healthy backend)."""
+    probe, as an attacker on the path could (IPv4); ``delay`` holds the answer back (a
+    slow but healthy backend). ``sources`` holds every address a probe came from."""
 
     def __init__(self, ns: str, address: str, port: int = 443, forge_icmp: bool = False,
                  delay: float = 0.0) -> None:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
         with inside(ns):
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock = socket.socket(family, socket.SOCK_DGRAM)
             self.icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) \
                 if forge_icmp else None
         self.address, self.port, self.delay = address, port, delay
@@ -94,6 +95,7 @@ class VersionNegotiationResponder:
         self.answering = threading.Event()
         self.answering.set()
         self.answered = 0
+        self.sources: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -105,6 +107,8 @@ class VersionNegotiationResponder:
             except (TimeoutError, OSError):
                 continue
             reply = version_negotiation(data)
+            if reply:
+                self.sources.add(peer[0])
             if reply and self.answering.is_set():
                 if self.icmp is not None:
                     self.icmp.sendto(self._port_unreachable(peer, len(data)), (peer[0], 0))

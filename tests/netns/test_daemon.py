@@ -363,7 +363,7 @@ def test_health_flips_follow_version_negotiation(lab, daemons):
         daemon.wait_log("backend 10.9.0.3 is DOWN: no version negotiation", after=mark)
         assert pool(daemon) == ["10.9.0.2"]
         down = [s for s in daemon.get("/config")["servers"] if s["address"] == "10.9.0.3"]
-        assert down[0]["health"] == "down"
+        assert down[0]["health"] == "down (probed)"
         responders[1].answering.set()
         daemon.wait_log("backend 10.9.0.3 is up: version negotiation received", after=mark)
         assert sorted(pool(daemon)) == ["10.9.0.2", "10.9.0.3"]

@@ -33,14 +33,18 @@ CTL = str(PESIGITGD).replace("pesigitgd", "pesigitg-ctl")
 
 
 def forwards(lab, daemon: RunningDaemon) -> bool:
+    """A routable frame comes back rewritten to its backend, and is counted (a worker
+    publishes its counters after the batch it sent)."""
     peer = PeerSocket(lab.peer_ns, "v1", lab.lb_mac)
     try:
         frame = f.udp4_frame(f.quic_short(CONFIG.encode(b"\x01\x01\x01", os.urandom(4))),
                              dst="10.9.0.1")
         before = daemon.get("/stats")["total"]["forwarded"]
         peer.send([frame])
-        return len(peer.capture({MAC1}, 1)) == 1 and \
-            daemon.get("/stats")["total"]["forwarded"] == before + 1
+        assert len(peer.capture({MAC1}, 1)) == 1, "the frame did not come back"
+        daemon.wait_until(lambda: daemon.get("/stats")["total"]["forwarded"] == before + 1,
+                          timeout=2, what="the frame counted as forwarded")
+        return True
     finally:
         peer.close()
 
@@ -53,8 +57,9 @@ def test_workers_hold_no_capability_and_run_under_seccomp_yet_forward(lab, daemo
     assert sets["NoNewPrivs"] == 1 and sets["Seccomp"] == 2    # 2: a filter
     assert forwards(lab, daemon)
     # A worker replaced after a crash is confined the same way.
+    mark = daemon.mark()
     os.kill(worker, signal.SIGKILL)
-    daemon.wait_log("worker q0 up")
+    daemon.wait_log("worker q0 up", after=mark)
     daemon.wait_until(lambda: daemon.get("/stats")["workers"][0]["pid"] != worker,
                       what="a new worker")
     replaced = capability_sets(daemon.get("/stats")["workers"][0]["pid"])
@@ -142,7 +147,7 @@ def daemon_in(lab, daemons, directory: Path, extra_conf: str, run: Path | None =
     return daemon
 
 
-def test_the_supervisor_runs_as_its_user_with_five_capabilities(lab, daemons, readable_dir):
+def test_the_supervisor_runs_as_its_user_with_five_capabilities(readable_dir, lab, daemons):
     run = readable_dir / "run"
     run.mkdir()
     os.chown(run, NOBODY, NOBODY)
@@ -170,8 +175,8 @@ def test_the_supervisor_runs_as_its_user_with_five_capabilities(lab, daemons, re
     assert not daemon.pidfile.exists() and not daemon.status_socket.exists()
 
 
-def test_only_root_the_daemon_and_the_socket_group_may_change_its_state(lab, daemons,
-                                                                       readable_dir):
+def test_only_root_the_daemon_and_the_socket_group_may_change_its_state(
+        readable_dir, lab, daemons):
     daemon = daemon_in(lab, daemons, readable_dir, "status_group = nogroup\n").start()
     assert os.stat(daemon.status_socket).st_gid == NOBODY          # nogroup
     # Pretend the socket were opened to everyone: the daemon still checks who asks.
@@ -209,7 +214,7 @@ def test_only_root_the_daemon_and_the_socket_group_may_change_its_state(lab, dae
 CONTRIB_UNIT = Path(__file__).resolve().parents[2] / "contrib" / "systemd" / "pesigitgd.service"
 
 
-def test_the_daemon_lives_under_the_shipped_units_restrictions(lab, daemons, readable_dir):
+def test_the_daemon_lives_under_the_shipped_units_restrictions(readable_dir, lab, daemons):
     """contrib/systemd/pesigitgd.service's user, capabilities, no_new_privs, system-call
     filter and address families, applied as systemd would (pesigitg.testing.systemd_unit):
     a call or a socket family the filter lacks kills the daemon or fails its start."""

@@ -24,7 +24,7 @@ KEY = bytes.fromhex("fdf726a9893ec05c0632d3956680baf0")
                          ids=["four_pass", "single_pass", "plaintext"])
 def test_every_cid_the_server_issues_names_it(tmp_path, config):
     server_id = bytes(range(1, config.server_id_len + 1))
-    cert, key = write_self_signed(tmp_path, "localhost", "127.0.0.1")
+    cert, key = write_self_signed(tmp_path, "localhost", ["127.0.0.1"])
 
     async def exchange() -> tuple[list[bytes], list[bytes]]:
         server_config = QuicConfiguration(is_client=False, alpn_protocols=["test"])

@@ -30,8 +30,21 @@ def test_only_a_matching_version_negotiation_counts():
     assert not is_version_negotiation(not_vn, dcid, scid)             # version 1, not VN
 
 
+def test_the_first_probe_decides_and_nothing_goes_to_an_unprobed_backend():
+    fresh = HealthState()
+    assert not fresh.usable(SPEC) and fresh.describe(SPEC) == "down (not probed yet)"
+    assert fresh.usable(HealthSpec(enabled=False))
+    assert fresh.describe(HealthSpec(enabled=False)) == "up (assumed: health checks off)"
+    assert fresh.record(True, SPEC, "ok", 0) is False         # was assumed up, still up
+    assert fresh.usable(SPEC) and fresh.describe(SPEC) == "up (probed)"
+    dead = HealthState()
+    assert dead.record(False, SPEC, "timeout", 0) is True     # one failure, not fall = 3
+    assert not dead.usable(SPEC) and dead.describe(SPEC) == "down (probed)"
+    assert [dead.record(True, SPEC, "ok", 0) for _ in range(2)] == [False, True]  # rise
+
+
 def test_a_backend_goes_down_after_fall_failures_and_up_after_rise_successes():
-    state = HealthState()
+    state = HealthState(probed=True)
     assert state.up
     assert [state.record(False, SPEC, "timeout", 0) for _ in range(3)] == [False, False, True]
     assert not state.up
@@ -40,14 +53,14 @@ def test_a_backend_goes_down_after_fall_failures_and_up_after_rise_successes():
 
 
 def test_a_success_resets_the_failure_count():
-    state = HealthState()
+    state = HealthState(probed=True)
     for result in (False, False, True, False, False):
         state.record(result, SPEC, "", 0)
     assert state.up
 
 
 def test_down_backends_are_probed_with_exponential_back_off():
-    state = HealthState()
+    state = HealthState(probed=True)
     delays = []
     for _ in range(8):
         state.record(False, SPEC, "timeout", 0)
