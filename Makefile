@@ -13,7 +13,7 @@ BENCH_DEBS := $(TEST_DEBS) nginx-light libnginx-mod-stream
 FASTPATH   := $(wildcard pesigitg/_fastpath/*.pyx pesigitg/_fastpath/*.pxi \
                          pesigitg/_fastpath/*.pxd pesigitg/_fastpath/includes/* bpf/include/*.h)
 
-.PHONY: all test demo demo-ipv6 bench bpf build debs-test debs-bench clean
+.PHONY: all test demo demo-ipv6 bench fuzz bpf build debs-test debs-bench clean
 
 all: build
 
@@ -52,6 +52,20 @@ bench: debs-bench build
 	$(PY) benchmarks/decide_cost.py
 	$(PY) benchmarks/veth_forward.py
 	$(PY) benchmarks/lifecycle_loss.py
+
+# The long differential fuzz against an AddressSanitizer build of the fast path
+# (build/asan), and the XDP program under BPF_PROG_TEST_RUN (needs root). Prints the
+# frames tried, crashes and mismatches; FUZZ_FRAMES and FUZZ_XDP set the budgets.
+FUZZ_FRAMES ?= 20000000
+FUZZ_XDP    ?= 1000000
+ASAN_BUILD  := build/asan
+fuzz: debs-test build
+	PESIGITG_SANITIZE=address $(PY) setup.py -q build_ext --build-lib $(ASAN_BUILD) \
+		--build-temp $(ASAN_BUILD)/tmp --force
+	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+		$(PY) -m tests.fuzz --frames $(FUZZ_FRAMES) --xdp $(FUZZ_XDP) \
+		--fastpath $$(find $(ASAN_BUILD)/pesigitg/_fastpath -name 'fastpath*.so')
 
 # Real HTTP/3 through pesigitgd in throwaway namespaces (needs root); exits non-zero
 # if any step fails and removes everything it created either way.

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pesigitg._fastpath import decide_batch  # noqa: E402
+from pesigitg._fastpath import FlowTable, decide_batch  # noqa: E402
 from pesigitg.routing.quiclb import CidConfig  # noqa: E402
 from pesigitg.routing.routes import Backend, Server, compile_routes  # noqa: E402
 from tests import frames as f  # noqa: E402
@@ -39,7 +39,11 @@ CASES = [
     ("four-pass 3+4, IPv6 short header", CidConfig(0, 3, 4, KEY), "short6"),
     ("Initial, client DCID (Maglev)", CidConfig(0, 3, 4, KEY), "long"),
     ("unroutable short header (Maglev)", CidConfig(0, 3, 4, KEY), "unroutable"),
+    # The flow table at its working set: 1 M client addresses, each frame another one.
+    ("unroutable, 1M flows, no flow table", CidConfig(0, 3, 4, KEY), "flows"),
+    ("unroutable, 1M flows, 1M-entry flow table", CidConfig(0, 3, 4, KEY), "flows+table"),
 ]
+FLOWS = 1_000_000
 
 
 def frames_for(config: CidConfig, kind: str, count: int) -> tuple[bytearray, array]:
@@ -56,7 +60,7 @@ def frames_for(config: CidConfig, kind: str, count: int) -> tuple[bytearray, arr
         elif kind == "long":
             frame = f.udp4_frame(f.quic_long(os.urandom(8), payload=os.urandom(1150)),
                                  sport=sport)
-        else:
+        else:       # unroutable, flows
             frame = f.udp4_frame(f.quic_short(bytes([0xE0]) + os.urandom(7),
                                               os.urandom(1100)), sport=sport)
         buf[i * STRIDE:i * STRIDE + len(frame)] = frame
@@ -71,13 +75,17 @@ def measure(label: str, config: CidConfig, kind: str, batch: int, seconds: float
     routes = compile_routes(bytes(6), [config], backends, servers)
     buf, lengths = frames_for(config, kind, batch)
     view = memoryview(buf)
-    decide_batch(routes.table, view, lengths, STRIDE, 20)   # warm up
+    flows = FlowTable(FLOWS) if kind == "flows+table" else None
+    distinct = FLOWS if kind.startswith("flows") else 0
+    # Warm up (with flows: every flow seen once, so the table holds the working set).
+    decide_batch(routes.table, view, lengths, STRIDE, max(20, FLOWS // batch + 1 if distinct
+                                                         else 0), flows, distinct)
     repeat = 50
     best = float("inf")
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         start = time.perf_counter_ns()
-        forwarded = decide_batch(routes.table, view, lengths, STRIDE, repeat)
+        forwarded = decide_batch(routes.table, view, lengths, STRIDE, repeat, flows, distinct)
         elapsed = time.perf_counter_ns() - start
         if forwarded != batch * repeat:
             raise SystemExit(f"{label}: {forwarded} of {batch * repeat} frames forwarded")

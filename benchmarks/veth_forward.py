@@ -53,6 +53,7 @@ KEY = bytes.fromhex("8f95f09245765f80256934e50c66207f")
 FOUR_PASS = CidConfig(0, 3, 4, KEY)
 SINGLE_PASS = CidConfig(1, 8, 8, KEY)
 CIDS = 4096
+FLOWS = 1_000_000       # the flow table case's working set
 
 
 def backend_mac(n: int) -> bytes:
@@ -112,8 +113,10 @@ def engine_worker(lb_ns: str, cpu: int, blob: bytes, xdp: XdpProgram, floor: boo
         xsk.close()
 
 
-def measure(traffic: Traffic, frame: bytes, frames: int, macs: set[int]) -> float:
-    traffic.send(frame, min(frames // 10, 200_000))  # warm-up: caches, rings, ARP
+def measure(traffic: Traffic, frame: bytes, frames: int, macs: set[int], warmup: int = 0
+            ) -> float:
+    # Warm-up: caches, rings, ARP (and, for the flow cases, every flow seen once).
+    traffic.send(frame, warmup or min(frames // 10, 200_000))
     time.sleep(0.2)
     before = traffic.sink_count(macs)
     start = time.perf_counter()
@@ -125,22 +128,30 @@ def measure(traffic: Traffic, frame: bytes, frames: int, macs: set[int]) -> floa
 
 def engine_case(name: str, traffic: Traffic, xdp: XdpProgram, lb_ns: str, lb_mac: bytes,
                 config: CidConfig | None, frame_template: bytes, frames: int,
-                worker_cpu: int, soak: int = 0) -> Result:
+                worker_cpu: int, soak: int = 0, flows: int = 0, flow_entries: int = 0
+                ) -> Result:
+    """One engine case; with ``flows``, every CID is unroutable (config 7) and the
+    frames come from that many client addresses: Maglev on the 4-tuple, through a flow
+    table of ``flow_entries`` (0: none)."""
     configs = [config] if config else []
     backends = [Backend(f"10.9.1.{n}", backend_mac(n)) for n in range(1, BACKENDS + 1)]
     servers = [Server(config.config_id, bytes([n]) * config.server_id_len, f"10.9.1.{n}")
                for n in range(1, BACKENDS + 1)] if config else []
-    routes = compile_routes(lb_mac, configs, backends, servers)
-    if config:
+    routes = compile_routes(lb_mac, configs, backends, servers, flow_entries=flow_entries)
+    if config and not flows:
         cids = [config.encode(bytes([1 + i % BACKENDS]) * config.server_id_len,
                               os.urandom(config.nonce_len), extra=b"") for i in range(CIDS)]
+    elif flows:
+        cids = [b"\xe0" + os.urandom(7) for _ in range(CIDS)]        # config 7: unroutable
     else:
         cids = [os.urandom(8) for _ in range(CIDS)]
     traffic.load_cids(cids, 14 + 20 + 8 + 1)
+    traffic.set_flows(flows, 14 + 12)                  # the IPv4 source address
     # In swap mode the frame comes back addressed to its sender, g0.
     macs = set(range(1, BACKENDS + 1)) if config else {frame_template[11]}
     with engine_worker(lb_ns, worker_cpu, routes.blob, xdp, floor=config is None) as worker:
-        mpps = measure(traffic, frame_template, frames, macs)
+        # The generator outruns the worker about 4:1: 10 frames per flow reach it.
+        mpps = measure(traffic, frame_template, frames, macs, warmup=10 * flows)
         # Resident memory from here on: the worker has touched every UMEM frame by now
         # (the supervisor's pages, counted in its RSS once it uses them).
         worker.rss_at_start = worker.rss()
@@ -151,9 +162,13 @@ def engine_case(name: str, traffic: Traffic, xdp: XdpProgram, lb_ns: str, lb_mac
         rss_after = worker.rss()
         counters = read_counters(worker.counters)
         rss_before = worker.rss_at_start
+    traffic.set_flows(0, 0)
     routed = sum(v for k, v in counters.items() if k.startswith("cid_routed_"))
     note = (f"worker forwarded {counters['forwarded']:,} ({routed:,} by CID), tx_full "
             f"{counters['tx_full']:,}")
+    if flows and flow_entries:
+        note += (f", flow table of {flow_entries:,}: hits {counters['flow_hits']:,} inserts "
+                 f"{counters['flow_inserts']:,} evictions {counters['flow_evictions']:,}")
     return Result(name, mpps, rss_before, rss_after, note)
 
 
@@ -262,6 +277,15 @@ def main() -> int:
                 results.append(engine_case(name, traffic, xdp, lb_ns, lb_mac, config, frame,
                                            args.frames, args.worker_cpu,
                                            args.soak if i == 0 else 0))
+            # The flow table sized at twice the working set (4-way buckets then
+            # rarely overflow).
+            for name, entries in ((f"fallback, {FLOWS // 10**6}M flows, no flow table", 0),
+                                  (f"fallback, {FLOWS // 10**6}M flows, flow table",
+                                   2 * FLOWS)):
+                print(f"running {name} ...", flush=True)
+                results.append(engine_case(name, traffic, xdp, lb_ns, lb_mac, FOUR_PASS,
+                                           frame, args.frames, args.worker_cpu,
+                                           flows=FLOWS, flow_entries=entries))
             if not args.skip_nginx:
                 print("running nginx ...", flush=True)
                 results.append(nginx_case(traffic, xdp, lb_ns, g0_mac, frame,
@@ -273,10 +297,10 @@ def main() -> int:
     print(f"\nveth forwarding, {args.size}-octet frames, generator on CPU {args.gen_cpu}, "
           f"worker on CPU {args.worker_cpu}, {args.frames:,} generated frames per engine case "
           f"(the generator outruns copy-mode AF_XDP: the rest is dropped before the socket)")
-    print(f"{'case':34} {'Mpps':>7} {'worker RSS before/after (MiB)':>30}  note")
+    print(f"{'case':40} {'Mpps':>7} {'worker RSS before/after (MiB)':>30}  note")
     for r in results:
         rss = f"{r.rss_before / 2**20:.1f} / {r.rss_after / 2**20:.1f}" if r.rss_before else "-"
-        print(f"{r.case:34} {r.mpps:7.3f} {rss:>30}  {r.note}")
+        print(f"{r.case:40} {r.mpps:7.3f} {rss:>30}  {r.note}")
     by = {r.case: r for r in results}
     floor = by["MAC swap only (AF_XDP floor)"].mpps
     four = by["QUIC-LB routing, four-pass"].mpps

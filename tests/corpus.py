@@ -6,11 +6,14 @@ against the reference, the XDP program against the fast path's parser) and for
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import struct
 from collections.abc import Iterator
 
+from pesigitg._fastpath import PARSE_OUTCOMES, parse_frame
 from pesigitg.routing.quiclb import CidConfig
+from pesigitg.routing.routes import Backend, Server, compile_routes
 from tests import frames as f
 
 KEY = bytes.fromhex("8f95f09245765f80256934e50c66207f")
@@ -26,6 +29,23 @@ PORTS = (443, 4433)
 def cid_for(config: CidConfig, backend: int, nonce: int = 7) -> bytes:
     return config.encode(bytes([backend]) * config.server_id_len,
                          nonce.to_bytes(config.nonce_len, "big"))
+
+
+# The routes the differential tests decide against: backends 1 and 2 up, 3 draining,
+# 4 down, 5 without a MAC, each with a server in every config.
+LB_MAC = bytes.fromhex("02000000b001")
+
+
+def mac(n: int) -> bytes:
+    return bytes([2, 0, 0, 0, 0xBE, n])
+
+
+BACKENDS = [Backend("10.0.0.1", mac(1)), Backend("10.0.0.2", mac(2)),
+            Backend("10.0.0.3", mac(3), draining=True), Backend("10.0.0.4", mac(4), up=False),
+            Backend("10.0.0.5", None)]
+SERVERS = [Server(c.config_id, bytes([b]) * c.server_id_len, f"10.0.0.{b}")
+           for c in CONFIGS for b in range(1, 6)]
+ROUTES = compile_routes(LB_MAC, CONFIGS, BACKENDS, SERVERS, 5003)
 
 
 def _quoted4(payload: bytes = b"\x40" + bytes(8), proto: int = f.PROTO_UDP, frag: int = 0
@@ -61,6 +81,11 @@ def seeds() -> list[bytes]:
         f.ether(f.ipv4(f.icmp4(3, 4, _quoted4(frag=0x2000)), f.PROTO_ICMP), f.ETH_P_IP),
         f.ether(f.ipv4(f.icmp4(8, 0, b"ping" * 4), f.PROTO_ICMP), f.ETH_P_IP),
         f.ether(f.ipv6(f.icmp6(2, 0, _quoted6()), f.PROTO_ICMPV6, dst=VIP6), f.ETH_P_IPV6),
+        # Errors about long headers a backend sent: its CID is the source CID.
+        f.ether(f.ipv4(f.icmp4(3, 4, _quoted4(f.quic_long(b"\x33" * 8, cid_for(SINGLE, 1)))),
+                       f.PROTO_ICMP, dst=VIP4), f.ETH_P_IP),
+        f.ether(f.ipv6(f.icmp6(1, 4, _quoted6(f.quic_long(b"", cid_for(FOUR_LONG_SID, 2)))),
+                       f.PROTO_ICMPV6, dst=VIP6), f.ETH_P_IPV6),
         f.ether(f.ipv6(f.icmp6(135, 0, bytes(20)), f.PROTO_ICMPV6), f.ETH_P_IPV6),
         f.ether(f.ipv4(f.tcp(), f.PROTO_TCP), f.ETH_P_IP),
         f.ether(f.ipv4(struct.pack("!HHHH", 1, 443, 4, 0), f.PROTO_UDP), f.ETH_P_IP),
@@ -94,3 +119,33 @@ def corpus(per_seed: int, seed: int = 20261126) -> Iterator[bytes]:
         yield frame
         yield from truncations(frame)
         yield from mutations(frame, rng, per_seed)
+
+
+XDP_VERDICT = {outcome: verdict for outcome, _, verdict, _ in PARSE_OUTCOMES}
+STEERED = "drop_no_socket"      # steered, but no socket bound (BPF_PROG_TEST_RUN)
+UDP = 17
+
+
+def expected_verdict(frame: bytes, vips: set[ipaddress.IPv4Address | ipaddress.IPv6Address]
+                     ) -> str:
+    """The XDP program's verdict for ``frame``, from the shared parser's outcome (as
+    the fast path reports it) and the steering rules of the README, with the ports
+    PORTS steered and ``vips`` as the VIP filter (empty: off)."""
+    outcome, fields = parse_frame(frame)
+    _, daddr, _, dport = fields["flow"]
+    if outcome == "udp":
+        if dport not in PORTS:
+            return "pass_port"
+        if vips and ipaddress.ip_address(daddr) not in vips:
+            return "pass_vip"
+        return STEERED
+    if outcome == "icmp_error":
+        quoted_src, _, quoted_sport, _ = fields["quoted"]
+        if quoted_sport not in PORTS or (vips and ipaddress.ip_address(quoted_src) not in vips):
+            return "pass_icmp"
+        return STEERED
+    if outcome == "fragment":
+        if fields["proto"] == UDP and vips and ipaddress.ip_address(daddr) in vips:
+            return "drop_fragment"
+        return "pass_fragment"
+    return XDP_VERDICT[outcome]

@@ -114,3 +114,34 @@ def udp6_frame(payload: bytes = b"\x40" + bytes(30), dport: int = 443, sport: in
         chain = bytes([first]) + raw[1:] + chain
         first = kind
     return ether(ipv6(chain + udp(payload, sport, dport), first, src=src, dst=dst), ETH_P_IPV6)
+
+
+def udp6_checksum(src: str, dst: str, datagram: bytes) -> int:
+    """RFC 8200 §8.1: over the pseudo-header and the whole UDP datagram (mandatory)."""
+    pseudo = (ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed
+              + struct.pack("!I3xB", len(datagram), PROTO_UDP))
+    return checksum(pseudo + datagram) or 0xFFFF
+
+
+def udp6_datagram(payload: bytes, src: str, dst: str, sport: int = 50000,
+                  dport: int = 443) -> bytes:
+    """A UDP datagram with its IPv6 checksum filled in (a kernel receiving it checks)."""
+    raw = udp(payload, sport, dport)
+    return raw[:6] + struct.pack("!H", udp6_checksum(src, dst, raw)) + raw[8:]
+
+
+def fragments4(datagram: bytes, src: str, dst: str, size: int = 1480) -> list[bytes]:
+    """``datagram`` (UDP) cut into IPv4 fragments of ``size`` octets (a multiple of 8)."""
+    pieces = [datagram[i:i + size] for i in range(0, len(datagram), size)]
+    return [ether(ipv4(piece, PROTO_UDP, src=src, dst=dst,
+                       frag=(0x2000 if k < len(pieces) - 1 else 0) | (k * size // 8)),
+                  ETH_P_IP) for k, piece in enumerate(pieces)]
+
+
+def fragments6(datagram: bytes, src: str, dst: str, size: int = 1448) -> list[bytes]:
+    """``datagram`` (UDP) cut into IPv6 fragments (RFC 8200 §4.5) of ``size`` octets."""
+    pieces = [datagram[i:i + size] for i in range(0, len(datagram), size)]
+    return [ether(ipv6(bytes([PROTO_UDP]) + frag_header(k * size // 8,
+                                                        k < len(pieces) - 1)[1:] + piece,
+                       FRAGMENT, src=src, dst=dst), ETH_P_IPV6)
+            for k, piece in enumerate(pieces)]

@@ -30,7 +30,8 @@
     X(PLAINTEXT_MAX, 19, "server ID + nonce octets, at most")                            \
     X(SHORT_HEADER_MIN, 21, "octets of a 1-RTT packet with an empty DCID (RFC 9001 5.4.2)") \
     X(MAX_BACKENDS, 0xFFFE, "backends in one route table")                               \
-    X(MAGLEV_MAX, 1000003, "Maglev lookup table slots, at most")
+    X(MAGLEV_MAX, 1000003, "Maglev lookup table slots, at most")                         \
+    X(FLOW_ENTRIES_MAX, 16777216, "flow table entries per worker, at most (2^24)")
 
 #define PES_LIMIT_ENUM(name, value, doc) PES_##name = (value),
 enum pes_limit { PES_LIMITS(PES_LIMIT_ENUM) };
@@ -104,7 +105,9 @@ enum pes_parse_outcome { PES_PARSE_OUTCOMES(PES_PARSE_ENUM) PES_PARSE_COUNT };
     X(NONE, "dropped")                                                                    \
     X(CID, "routable CID: the server it names")                                          \
     X(FALLBACK, "Maglev over the fallback pool")                                         \
-    X(ICMP, "ICMP error: Maglev on the quoted flow's 4-tuple")
+    X(ICMP, "ICMP error: Maglev on the quoted flow's 4-tuple")                            \
+    X(ICMP_CID, "ICMP error quoting a long header: the server its source CID names")     \
+    X(ICMP_FANOUT, "Packet Too Big that names no server: a copy to every backend")
 
 /* Why a CID was not routable (the frame then falls back). */
 #define PES_UNROUTABLE(X)                                                                 \
@@ -160,13 +163,22 @@ enum pes_counter_label {
     X(CID_ROUTED, PES_CID_CONFIGS, CONFIG_ID, frames,                                     \
       "frames routed by their connection ID, by QUIC-LB config id")                      \
     X(FALLBACK_ROUTED, 1, NONE, frames, "frames routed by Maglev over the fallback pool") \
-    X(ICMP_ROUTED, 1, NONE, frames, "ICMP errors routed by the flow they quote")         \
+    X(ICMP_ROUTED, 1, NONE, frames, "ICMP errors forwarded, however routed")             \
     X(UNROUTABLE, PES_UNR_COUNT - 1, UNROUTABLE, frames,                                  \
       "frames whose CID could not be routed (they fell back), by reason")                \
     X(DROPPED, PES_DROP_COUNT - 1, DROP, frames, "frames dropped, by reason")            \
     X(TX_FULL, 1, NONE, , "frames dropped because the TX ring was full")                 \
     X(FILL_EMPTY, 1, NONE, , "batches that found the fill ring empty")                   \
-    X(TABLE_SWAPS, 1, NONE, , "route tables adopted by the worker")
+    X(TABLE_SWAPS, 1, NONE, , "route tables adopted by the worker")                       \
+    X(ICMP_CID_ROUTED, 1, NONE, frames,                                                   \
+      "ICMP errors sent to the server the quoted long header's source CID names")        \
+    X(ICMP_FANOUT, 1, NONE, frames, "Packets Too Big copied to every backend")           \
+    X(ICMP_FANOUT_LIMITED, 1, NONE, frames,                                               \
+      "Packets Too Big sent to one backend by hash: over the rate, or short of frames")  \
+    X(ICMP_HASH_ROUTED, 1, NONE, frames, "ICMP errors routed by the quoted flow's 4-tuple") \
+    X(FLOW_HITS, 1, NONE, frames, "fallback frames whose 4-tuple the flow table held")   \
+    X(FLOW_INSERTS, 1, NONE, , "flows the flow table learnt")                            \
+    X(FLOW_EVICTIONS, 1, NONE, , "flows the flow table forgot for want of room")
 
 #define PES_CNT_ENUM(name, width, label, unit, doc) \
     PES_CNT_##name, PES_CNT_##name##_LAST = PES_CNT_##name + (width) - 1,

@@ -4,7 +4,11 @@
 # as the XDP program) reads Ethernet / IPv4 / IPv6 / UDP or an ICMP error; the QUIC
 # invariants give the DCID; a routable CID goes to its server; anything else falls back
 # to Maglev, on the client-chosen DCID for long headers and on the 4-tuple for short
-# headers. ICMP errors about our flows go by the quoted 4-tuple.
+# headers. An ICMP error about one of our flows goes to the server the quoted long
+# header's source CID names (the backend sent that packet, with its own CID); else a
+# Packet Too Big, which no backend can be found for, goes to every backend (the engine
+# makes the copies, rate-limited; the decision names the hash choice as the fallback);
+# anything else by the quoted 4-tuple.
 # pesigitg.routing.decision is the Python reference this is tested against.
 
 from pesigitg._fastpath.includes.flowhash cimport pes_flow_hash, pes_tuple_hash
@@ -113,11 +117,40 @@ cdef inline int _quic(const pes_route_table *t, const uint8_t *p, size_t len,
                    PES_ROUTE_FALLBACK, d)
 
 
+cdef inline int _packet_too_big(const pes_pkt *pkt) noexcept nogil:
+    # RFC 1191 (ICMP destination unreachable, fragmentation needed), RFC 4443 §3.2.
+    if pkt.family == 4:
+        return pkt.icmp_type == 3 and pkt.icmp_code == 4
+    return pkt.icmp_type == 2
+
+
+cdef inline int _icmp(const pes_route_table *t, const uint8_t *p, size_t len,
+                      const pes_pkt *pkt, pes_decision *d) noexcept nogil:
+    # p: the quoted datagram's payload, a packet a backend sent (DSR: VIP -> client).
+    cdef size_t scid_at, scid_len
+    if len >= 7 and p[0] & 0x80:
+        # RFC 8999 §5.1: ... DCID length, DCID, SCID length, SCID: the backend's CID.
+        scid_at = 6 + <size_t>p[5]
+        if scid_at < len:
+            scid_len = p[scid_at]
+            if scid_len and scid_at + 1 + scid_len <= len and \
+                    _route_cid(t, p + scid_at + 1, scid_len, d):
+                d.route = PES_ROUTE_ICMP_CID
+                return 1
+        d.unroutable = PES_UNR_NONE
+    # The flow it belongs to is the reversed tuple (client -> VIP), as short headers
+    # hash it.
+    return _maglev(t, pes_tuple_hash(pkt.quoted.daddr, pkt.quoted.saddr,
+                                     4 if pkt.family == 4 else 16, pkt.quoted.dport,
+                                     pkt.quoted.sport),
+                   PES_ROUTE_ICMP_FANOUT if _packet_too_big(pkt) else PES_ROUTE_ICMP, d)
+
+
 cdef inline int decide(const pes_route_table *t, const uint8_t *frame, size_t len,
-                       pes_decision *d) noexcept nogil:
-    # Where frame goes: 1 to forward (d.backend), 0 to drop (d.drop).
+                       pes_decision *d, pes_pkt *pkt) noexcept nogil:
+    # Where frame goes: 1 to forward (d.backend), 0 to drop (d.drop); pkt is what the
+    # parser found (the engine's flow table and copies read it).
     cdef pes_cursor c
-    cdef pes_pkt pkt
     cdef int outcome
     d.route = PES_ROUTE_NONE
     d.unroutable = PES_UNR_NONE
@@ -125,15 +158,11 @@ cdef inline int decide(const pes_route_table *t, const uint8_t *frame, size_t le
     d.config_id = -1
     d.backend = 0
     pes_cursor_init(&c, frame, frame + len)
-    outcome = pes_parse_frame(&c, &pkt)
+    outcome = pes_parse_frame(&c, pkt)
     if outcome == PES_PARSE_UDP:
-        return _quic(t, frame + pkt.payload, pkt.payload_len, &pkt, d)
+        return _quic(t, frame + pkt.payload, pkt.payload_len, pkt, d)
     if outcome == PES_PARSE_ICMP_ERROR:
-        # The quoted datagram went from VIP:port to the client: route by the flow it
-        # belongs to, the reversed tuple (client -> VIP), as short headers hash it.
-        return _maglev(t, pes_tuple_hash(pkt.quoted.daddr, pkt.quoted.saddr,
-                                         4 if pkt.family == 4 else 16, pkt.quoted.dport,
-                                         pkt.quoted.sport), PES_ROUTE_ICMP, d)
+        return _icmp(t, frame + pkt.payload, pkt.payload_len, pkt, d)
     return _drop(d, pes_parse_drop(outcome))
 
 
@@ -173,7 +202,8 @@ def decide_frame(RouteTable table not None, frame):
     cdef bytearray buf = bytearray(frame)
     cdef uint8_t *data = <uint8_t *>_frame_pointer(buf)
     cdef pes_decision d
-    decide(table.table, data, len(buf), &d)
+    cdef pes_pkt pkt
+    decide(table.table, data, len(buf), &d, &pkt)
     out = None
     if d.route != PES_ROUTE_NONE:
         rewrite(table.table, data, &d)
@@ -206,19 +236,54 @@ cdef tuple _flow_tuple(const pes_flow *f, int family):
 
 
 def decide_batch(RouteTable table not None, uint8_t[::1] frames, uint32_t[::1] lengths,
-                 uint32_t stride, uint64_t repeat):
+                 uint32_t stride, uint64_t repeat, FlowTable flows=None,
+                 uint32_t distinct=0):
     """Decide and rewrite every frame of ``frames`` (one per ``stride`` octets, ``lengths``
     each) ``repeat`` times without the GIL, as the loop does; returns frames forwarded.
-    For the per-packet cost benchmark (benchmarks/decide_cost.py)."""
-    cdef uint64_t r, fwd = 0
-    cdef Py_ssize_t i, n = lengths.shape[0]
+    With ``flows``, fallback frames go through that flow table as in the loop; with
+    ``distinct``, each frame's IPv4 source address is first overwritten with a counter
+    modulo ``distinct`` (that many flows). For benchmarks/decide_cost.py."""
+    cdef uint64_t r, fwd = 0, seq = 0
+    cdef uint32_t flow, n_def
+    cdef Py_ssize_t i, j, k, n = lengths.shape[0]
     cdef pes_decision d
+    cdef pes_pkt pkt
+    cdef Py_ssize_t later[64]
+    cdef pes_decision later_d[64]
+    cdef uint64_t later_fp[64]
+    cdef uint64_t fp
+    cdef uint64_t local[PES_CNT_COUNT]
+    cdef pes_flow_table *ft = &flows.ft if flows is not None else NULL
     if n * <Py_ssize_t>stride > frames.shape[0]:
         raise ValueError("frames buffer is shorter than lengths x stride")
+    if distinct and stride < 30:
+        raise ValueError("distinct flows need room for an IPv4 source address")
+    memset(local, 0, sizeof(local))
     with nogil:
         for r in range(repeat):
-            for i in range(n):
-                if decide(table.table, &frames[i * stride], lengths[i], &d):
+            # In batches of 64 like the loop: the flow table's frames after the others.
+            for j in range(0, n, 64):
+                k = min(64, n - j)
+                n_def = 0
+                for i in range(j, j + k):
+                    if distinct:
+                        flow = <uint32_t>(seq % distinct)
+                        seq += 1
+                        memcpy(&frames[i * stride + 26], &flow, 4)
+                    if not decide(table.table, &frames[i * stride], lengths[i], &d, &pkt):
+                        continue
+                    fp = _flow_fp(ft, &d, &pkt)
+                    if fp:
+                        later[n_def] = i
+                        later_d[n_def] = d
+                        later_fp[n_def] = fp
+                        n_def += 1
+                        continue
                     rewrite(table.table, &frames[i * stride], &d)
+                    fwd += 1
+                for i in range(n_def):
+                    if later_d[i].route == PES_ROUTE_FALLBACK:
+                        _remember(ft, table.table, later_fp[i], &later_d[i], local)
+                    rewrite(table.table, &frames[later[i] * stride], &later_d[i])
                     fwd += 1
     return fwd

@@ -1,11 +1,17 @@
 # The forwarding loop: one engine owns one AF_XDP socket (one NIC queue).
 #
-# Per batch: completions and dropped frames back to the fill ring, RX, decide,
-# rewrite, TX, then one journaled publication of the four ring indices, and the
-# counters. The loop runs without the GIL from Engine.run until Engine.stop. A new
-# route table handed to Engine.swap_table is picked up at the next batch boundary;
-# the old one is released only once the loop has moved past it.
+# Per batch: completions and dropped frames back to the fill ring (or to the stash
+# when it is short of spares), RX, decide, the flow table for fallback frames, rewrite,
+# TX (plus copies from the stash for a Packet Too Big that goes to every backend), then
+# one journaled publication of the four ring indices and the stash, and the counters.
+# The loop runs without the GIL from Engine.run until Engine.stop. A new route table
+# handed to Engine.swap_table is picked up at the next batch boundary; the old one is
+# released only once the loop has moved past it. The flow table carries over unless
+# the new route table asks for another size.
 
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+from pesigitg._fastpath.includes.routetable cimport PES_BACKEND_ROUTABLE
 from pesigitg._fastpath.includes.system cimport (
     EFD_CLOEXEC,
     EFD_NONBLOCK,
@@ -16,6 +22,10 @@ from pesigitg._fastpath.includes.system cimport (
 )
 
 DEF MAX_BATCH = 256
+DEF NS = 1000000000
+
+# Handed over as pend_flows: "no flow table from now on".
+cdef pes_flow_table _NO_FLOWS
 COUNTERS_SIZE = sizeof(pes_counters)
 
 DEFAULT_BATCH = 64
@@ -57,6 +67,11 @@ cdef class Engine:
     cdef dict _tables
     cdef const pes_route_table *cur
     cdef const pes_route_table *pend
+    # The flow table the loop uses and one handed over with pend (NULL: keep cur's).
+    cdef dict _flow_tables
+    cdef pes_flow_table *flows
+    cdef pes_flow_table *pend_flows
+    cdef uint64_t fanout_tat        # GCRA: when the next fan-out is due, ns
     cdef int swap_lock
     cdef object _counters_buf
     cdef int _worker
@@ -88,6 +103,9 @@ cdef class Engine:
         self._tables = {<size_t>table.table: table}
         self.cur = table.table
         self.pend = NULL
+        self._flow_tables = {}
+        self.flows = self._new_flow_table(table)
+        self.pend_flows = NULL
         if counters is None:
             counters = new_counters(1)
             worker = 0
@@ -121,22 +139,62 @@ cdef class Engine:
     def counters(self):
         return read_counters(self._counters_buf, self._worker)
 
+    @property
+    def flow_entries(self):
+        """Entries of the flow table the loop uses now (0: none)."""
+        pes_spin_lock(&self.swap_lock)
+        try:
+            if self.flows == NULL:
+                return 0
+            return self._flow_tables[<size_t>self.flows].entries
+        finally:
+            pes_spin_unlock(&self.swap_lock)
+
+    cdef pes_flow_table *_new_flow_table(self, RouteTable table) except? NULL:
+        # A flow table of the size ``table`` asks for (allocated here, under the GIL,
+        # never in the loop), kept alive in _flow_tables; NULL for none.
+        cdef FlowTable made
+        if table.table.flow_entries == 0:
+            return NULL
+        made = FlowTable(table.table.flow_entries)
+        self._flow_tables[<size_t>&made.ft] = made
+        return &made.ft
+
     def swap_table(self, RouteTable table not None):
-        """Hand a new table to the loop; it switches at its next batch boundary."""
+        """Hand a new table to the loop; it switches at its next batch boundary, with a
+        new flow table if this one asks for another size (the flows it knows carry over
+        otherwise)."""
+        cdef FlowTable made = None
+        cdef size_t current
+        pes_spin_lock(&self.swap_lock)
+        current = <size_t>(self.pend_flows if self.pend_flows != NULL else self.flows)
+        pes_spin_unlock(&self.swap_lock)
+        have = self._flow_tables[current].entries if current in self._flow_tables else 0
+        wanted = FlowTable.rounded(table.table.flow_entries)
+        if wanted and wanted != have:
+            made = FlowTable(wanted)      # allocated here, under the GIL, not in the loop
         pes_spin_lock(&self.swap_lock)
         try:
             self._tables[<size_t>table.table] = table
             self.pend = table.table
+            if made is not None:
+                self._flow_tables[<size_t>&made.ft] = made
+                self.pend_flows = &made.ft
+            elif wanted != have:
+                self.pend_flows = &_NO_FLOWS
             self._prune()
         finally:
             pes_spin_unlock(&self.swap_lock)
         self._wake()
 
     cdef _prune(self):
-        # Under swap_lock: the loop reaches tables only through cur and pend, and
-        # moves pend to cur under the same lock, so every other table can go.
+        # Under swap_lock: the loop reaches tables only through cur and pend (and flow
+        # tables through flows and pend_flows), and moves pend to cur under the same
+        # lock, so every other one can go.
         reachable = (<size_t>self.cur, <size_t>self.pend)
         self._tables = {k: v for k, v in self._tables.items() if k in reachable}
+        flows = (<size_t>self.flows, <size_t>self.pend_flows)
+        self._flow_tables = {k: v for k, v in self._flow_tables.items() if k in flows}
 
     def stop(self):
         """Ask the loop to return; safe from any thread."""
@@ -173,8 +231,17 @@ cdef inline void _forward(Engine self, XskSocket x, bint floor) noexcept nogil:
     cdef xdp_desc *tx_desc
     cdef uint8_t *frame
     cdef pes_decision d
+    cdef pes_pkt pkt
+    # Frames the flow table decides, finished after the rest of their batch.
+    cdef uint32_t later[MAX_BATCH]
+    cdef pes_decision later_d[MAX_BATCH]
+    cdef uint64_t later_fp[MAX_BATCH]
+    cdef uint32_t n_def
+    cdef uint64_t fp
+    cdef int ok
     cdef pollfd fds[2]
-    cdef uint64_t drained
+    cdef uint64_t drained, addr
+    cdef uint32_t stash_target = x.state.stash_target
     fds[0].fd = x.fd
     fds[0].events = POLLIN
     fds[1].fd = self.wake_fd
@@ -189,6 +256,9 @@ cdef inline void _forward(Engine self, XskSocket x, bint floor) noexcept nogil:
             if self.pend != NULL:
                 self.cur = self.pend
                 self.pend = NULL
+                if self.pend_flows != NULL:
+                    self.flows = NULL if self.pend_flows == &_NO_FLOWS else self.pend_flows
+                    self.pend_flows = NULL
                 local[PES_CNT_TABLE_SWAPS] += 1
             pes_spin_unlock(&self.swap_lock)
 
@@ -216,12 +286,20 @@ cdef inline void _forward(Engine self, XskSocket x, bint floor) noexcept nogil:
             n_rx = n_fill - n_comp
         n_back = 0
         for i in range(n_comp):
-            pes_ring_addr(&x.fill, fill_idx + n_back)[0] = x.chunk(
-                pes_ring_addr(&x.comp, comp_idx + i)[0])
+            addr = x.chunk(pes_ring_addr(&x.comp, comp_idx + i)[0])
+            if x.stash.count < stash_target:
+                # Spares for copies, refilled from frames coming back.
+                x.stash.frames[x.stash.count] = <uint32_t>(addr // x.frame_size)
+                x.stash.count += 1
+                x.stash.dirty = 1
+                continue
+            pes_ring_addr(&x.fill, fill_idx + n_back)[0] = addr
             n_back += 1
 
-        n_tx_room = pes_ring_reserve(&x.tx, n_rx, &tx_idx)
+        # All the room there is: a frame may leave as several (copies).
+        n_tx_room = pes_ring_reserve(&x.tx, x.tx.size, &tx_idx)
         n_tx = 0
+        n_def = 0
         for i in range(n_rx):
             rx_desc = pes_ring_desc(&x.rx, rx_idx + i)
             frame = x.umem + rx_desc.addr
@@ -230,38 +308,29 @@ cdef inline void _forward(Engine self, XskSocket x, bint floor) noexcept nogil:
                 swap_macs(frame)
                 d.route = PES_ROUTE_NONE
                 d.unroutable = PES_UNR_NONE
-            if floor or decide(self.cur, frame, rx_desc.len, &d):
-                if d.unroutable:
-                    local[PES_CNT_UNROUTABLE + d.unroutable - 1] += 1
-                if n_tx == n_tx_room:
-                    local[PES_CNT_TX_FULL] += 1
-                    pes_ring_addr(&x.fill, fill_idx + n_back)[0] = x.chunk(rx_desc.addr)
-                    n_back += 1
-                    continue
-                if not floor:
-                    rewrite(self.cur, frame, &d)
-                tx_desc = pes_ring_desc(&x.tx, tx_idx + n_tx)
-                tx_desc.addr = rx_desc.addr
-                tx_desc.len = rx_desc.len
-                tx_desc.options = 0
-                n_tx += 1
-                local[PES_CNT_FORWARDED] += 1
-                if d.route == PES_ROUTE_CID:
-                    local[PES_CNT_CID_ROUTED + d.config_id] += 1
-                elif d.route == PES_ROUTE_FALLBACK:
-                    local[PES_CNT_FALLBACK_ROUTED] += 1
-                elif d.route == PES_ROUTE_ICMP:
-                    local[PES_CNT_ICMP_ROUTED] += 1
+                ok = 1
             else:
-                if d.unroutable:
-                    local[PES_CNT_UNROUTABLE + d.unroutable - 1] += 1
-                local[PES_CNT_DROPPED + d.drop - 1] += 1
-                pes_ring_addr(&x.fill, fill_idx + n_back)[0] = x.chunk(rx_desc.addr)
-                n_back += 1
+                ok = decide(self.cur, frame, rx_desc.len, &d, &pkt)
+                if ok and self.flows != NULL:
+                    fp = _flow_fp(self.flows, &d, &pkt)
+                    if fp:
+                        # The flow table's bucket is on its way into the cache; finish
+                        # this frame after the batch's others (its miss overlaps theirs).
+                        later[n_def] = i
+                        later_d[n_def] = d
+                        later_fp[n_def] = fp
+                        n_def += 1
+                        continue
+            _emit(self, x, floor, rx_desc, frame, ok, &d, 0, tx_idx, n_tx_room, &n_tx,
+                  fill_idx, &n_back, local)
+        for i in range(n_def):
+            rx_desc = pes_ring_desc(&x.rx, rx_idx + later[i])
+            _emit(self, x, 0, rx_desc, x.umem + rx_desc.addr, 1, &later_d[i], later_fp[i],
+                  tx_idx, n_tx_room, &n_tx, fill_idx, &n_back, local)
         # Give back the slots reserved for frames that went the other way.
         x.fill.cached_prod -= n_fill - n_back
         x.tx.cached_prod -= n_tx_room - n_tx
-        pes_xsk_publish(x.state, &x.fill, &x.tx, &x.rx, &x.comp)
+        pes_xsk_publish(x.state, &x.fill, &x.tx, &x.rx, &x.comp, &x.stash)
         if n_tx:
             x.kick_tx()
         if pes_ring_pending(&x.fill) == 0:
@@ -269,6 +338,194 @@ cdef inline void _forward(Engine self, XskSocket x, bint floor) noexcept nogil:
             local[PES_CNT_FILL_EMPTY] += 1
         _flush(self, local)
     _flush(self, local)
+
+
+cdef inline void _emit(Engine self, XskSocket x, bint floor, const xdp_desc *rx_desc,
+                       uint8_t *frame, int ok, pes_decision *d, uint64_t fp, uint32_t tx_idx,
+                       uint32_t n_tx_room, uint32_t *n_tx, uint32_t fill_idx,
+                       uint32_t *n_back, uint64_t *local) noexcept nogil:
+    # One decided frame (ok: to forward, d): to TX (with copies, for a fan-out) or back
+    # to the fill ring, and counted.
+    cdef xdp_desc *tx_desc
+    if not ok:
+        if d.unroutable:
+            local[PES_CNT_UNROUTABLE + d.unroutable - 1] += 1
+        local[PES_CNT_DROPPED + d.drop - 1] += 1
+        pes_ring_addr(&x.fill, fill_idx + n_back[0])[0] = x.chunk(rx_desc.addr)
+        n_back[0] += 1
+        return
+    if d.unroutable:
+        local[PES_CNT_UNROUTABLE + d.unroutable - 1] += 1
+    if not floor and d.route >= PES_ROUTE_FALLBACK:
+        n_tx[0] += _beyond_the_decision(self, x, frame, rx_desc.len, d, fp,
+                                        tx_idx + n_tx[0], n_tx_room - n_tx[0], local)
+    if n_tx[0] == n_tx_room:
+        local[PES_CNT_TX_FULL] += 1
+        pes_ring_addr(&x.fill, fill_idx + n_back[0])[0] = x.chunk(rx_desc.addr)
+        n_back[0] += 1
+        return
+    if not floor:
+        rewrite(self.cur, frame, d)
+    tx_desc = pes_ring_desc(&x.tx, tx_idx + n_tx[0])
+    tx_desc.addr = rx_desc.addr
+    tx_desc.len = rx_desc.len
+    tx_desc.options = 0
+    n_tx[0] += 1
+    local[PES_CNT_FORWARDED] += 1
+    if d.route == PES_ROUTE_CID:
+        local[PES_CNT_CID_ROUTED + d.config_id] += 1
+    elif d.route == PES_ROUTE_FALLBACK:
+        local[PES_CNT_FALLBACK_ROUTED] += 1
+    elif d.route != PES_ROUTE_NONE:
+        local[PES_CNT_ICMP_ROUTED] += 1
+
+
+cdef inline uint64_t _flow_fp(pes_flow_table *ft, const pes_decision *d,
+                              const pes_pkt *pkt) noexcept nogil:
+    # The flow-table fingerprint a decision will look up (0: none), its bucket on its
+    # way into the cache: a fallback frame's 4-tuple, or the flow an ICMP error routed
+    # by hash quotes (reversed: client -> VIP).
+    cdef uint64_t fp
+    cdef size_t alen = 4 if pkt.family == 4 else 16
+    if ft == NULL:
+        return 0
+    if d.route == PES_ROUTE_FALLBACK:
+        fp = pes_flow_fp(ft, pkt.flow.saddr, pkt.flow.daddr, alen, pkt.flow.sport,
+                         pkt.flow.dport)
+    elif d.route == PES_ROUTE_ICMP or d.route == PES_ROUTE_ICMP_FANOUT:
+        fp = pes_flow_fp(ft, pkt.quoted.daddr, pkt.quoted.saddr, alen, pkt.quoted.dport,
+                         pkt.quoted.sport)
+    else:
+        return 0
+    pes_flow_prefetch(ft, fp)
+    return fp
+
+
+cdef inline uint32_t _beyond_the_decision(Engine self, XskSocket x, const uint8_t *frame,
+                                          uint32_t len, pes_decision *d, uint64_t fp,
+                                          uint32_t tx_idx, uint32_t room, uint64_t *local
+                                          ) noexcept nogil:
+    # What the stateless decision leaves to the worker: the flow table for fallback
+    # frames and hash-routed ICMP errors (fp: their fingerprint, from _flow_fp), the
+    # copies of a Packet Too Big for every backend. Returns the copies placed in TX
+    # slots tx_idx.. (room of them free, the frame itself needs one more); d.backend
+    # may change.
+    cdef const pes_route_table *t = self.cur
+    cdef int copies
+    if d.route == PES_ROUTE_FALLBACK:
+        if fp:
+            _remember(self.flows, t, fp, d, local)
+        return 0
+    if d.route == PES_ROUTE_ICMP_CID:
+        local[PES_CNT_ICMP_CID_ROUTED] += 1
+        return 0
+    if d.route == PES_ROUTE_ICMP_FANOUT:
+        copies = _fan_out(self, x, t, frame, len, d, tx_idx, room)
+        if copies >= 0:
+            local[PES_CNT_ICMP_FANOUT] += 1
+            local[PES_CNT_FORWARDED] += <uint32_t>copies
+            return <uint32_t>copies
+        local[PES_CNT_ICMP_FANOUT_LIMITED] += 1
+    else:
+        local[PES_CNT_ICMP_HASH_ROUTED] += 1
+    if fp:
+        _recall_icmp(self.flows, t, fp, d, local)
+    return 0
+
+
+cdef inline const pes_backend *_backends(const pes_route_table *t) noexcept nogil:
+    return <const pes_backend *>(<const uint8_t *>t + t.backends_off)
+
+
+cdef inline int _routable(const pes_backend *be) noexcept nogil:
+    return (be.state & PES_BACKEND_ROUTABLE) == PES_BACKEND_ROUTABLE
+
+
+cdef inline void _remember(pes_flow_table *ft, const pes_route_table *t, uint64_t fp,
+                           pes_decision *d, uint64_t *local) noexcept nogil:
+    # A fallback frame: a 4-tuple the table knows stays on its backend while that one
+    # can take it; an unknown one is learnt with the backend Maglev chose.
+    cdef const pes_backend *backends = _backends(t)
+    cdef pes_flow_entry *e = pes_flow_lookup(ft, fp)
+    cdef int b
+    if e != NULL:
+        b = pes_backend_by_key(t, e.key)
+        if b >= 0 and _routable(&backends[b]):
+            d.backend = <uint16_t>b
+            local[PES_CNT_FLOW_HITS] += 1
+            return
+        e.key = backends[d.backend].key       # its backend is gone: the new choice
+        local[PES_CNT_FLOW_INSERTS] += 1
+        return
+    if pes_flow_insert(ft, fp, backends[d.backend].key):
+        local[PES_CNT_FLOW_EVICTIONS] += 1
+    local[PES_CNT_FLOW_INSERTS] += 1
+
+
+cdef inline void _recall_icmp(pes_flow_table *ft, const pes_route_table *t, uint64_t fp,
+                              pes_decision *d, uint64_t *local) noexcept nogil:
+    # An ICMP error about a flow the table knows goes where the flow goes.
+    cdef pes_flow_entry *e = pes_flow_lookup(ft, fp)
+    cdef int b
+    if e != NULL:
+        b = pes_backend_by_key(t, e.key)
+        if b >= 0 and _routable(&_backends(t)[b]):
+            d.backend = <uint16_t>b
+            local[PES_CNT_FLOW_HITS] += 1
+
+
+cdef inline int _fan_out_allowed(Engine self, uint32_t rate) noexcept nogil:
+    # GCRA: one fan-out every 1/rate s, bursts of up to rate (one second's worth).
+    cdef timespec ts
+    cdef uint64_t now, interval
+    if rate == 0:
+        return 0
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    now = <uint64_t>ts.tv_sec * NS + <uint64_t>ts.tv_nsec
+    interval = NS // rate
+    if self.fanout_tat < now:
+        self.fanout_tat = now
+    if self.fanout_tat + interval > now + NS:
+        return 0
+    self.fanout_tat += interval
+    return 1
+
+
+cdef inline int _fan_out(Engine self, XskSocket x, const pes_route_table *t,
+                              const uint8_t *frame, uint32_t len, pes_decision *d,
+                              uint32_t tx_idx, uint32_t room) noexcept nogil:
+    # The frame to the first backend that can take it, a copy (a spare frame of the
+    # stash) to each other one; returns the copies. -1, with nothing changed, when the
+    # rate, the spares or the TX room do not allow it: the frame then goes by hash.
+    cdef const pes_backend *backends = _backends(t)
+    cdef uint32_t i, n = 0, first = 0, copies = 0, spare
+    cdef uint8_t *copy
+    cdef xdp_desc *desc
+    for i in range(t.n_backends):
+        if _routable(&backends[i]):
+            if n == 0:
+                first = i
+            n += 1
+    if n == 0 or n - 1 > x.stash.count or n > room or \
+            not _fan_out_allowed(self, t.icmp_fanout_rate):
+        return -1
+    d.backend = <uint16_t>first
+    for i in range(first + 1, t.n_backends):
+        if not _routable(&backends[i]):
+            continue
+        x.stash.count -= 1
+        spare = x.stash.frames[x.stash.count]
+        x.stash.dirty = 1
+        copy = x.umem + <uint64_t>spare * x.frame_size
+        memcpy(copy, frame, len)
+        memcpy(copy, backends[i].mac, 6)
+        memcpy(copy + 6, t.if_mac, 6)
+        desc = pes_ring_desc(&x.tx, tx_idx + copies)
+        desc.addr = <uint64_t>spare * x.frame_size
+        desc.len = len
+        desc.options = 0
+        copies += 1
+    return <int>copies
 
 
 cdef inline void _flush(Engine self, uint64_t *local) noexcept nogil:

@@ -33,6 +33,7 @@ PLAINTEXT_MAX: int
 SHORT_HEADER_MIN: int
 MAX_BACKENDS: int
 MAGLEV_MAX: int
+FLOW_ENTRIES_MAX: int
 
 # cid.pxi
 CID_CONFIG_SIZE: int
@@ -62,18 +63,22 @@ STATE_MAC_KNOWN: int
 
 def maglev_fill(offsets: Sequence[int], skips: Sequence[int], size: int) -> bytes: ...
 def pack_route_table(if_mac: bytes, configs: Sequence[CidConfig],
-                     backends: Sequence[tuple[bytes | None, int]],
+                     backends: Sequence[tuple[bytes | None, int, int]],
                      servers: Mapping[int, Sequence[tuple[bytes, int]]],
-                     maglev: bytes) -> bytes: ...
+                     maglev: bytes, flow_entries: int = 0,
+                     icmp_fanout_rate: int = 0) -> bytes: ...
 
 class RouteTable:
     blob: bytes
     n_backends: int
     maglev_size: int
     if_mac: bytes
+    flow_entries: int
+    icmp_fanout_rate: int
     def __init__(self, blob: bytes) -> None: ...
     def __len__(self) -> int: ...
-    def backend(self, index: int) -> tuple[bytes, int]: ...
+    def backend(self, index: int) -> tuple[bytes, int, int]: ...
+    def backend_by_key(self, key: int) -> int | None: ...
     def maglev(self) -> list[int]: ...
 
 # decide.pxi
@@ -81,7 +86,18 @@ def decide_frame(table: RouteTable, frame: bytes
                  ) -> tuple[str, int | None, int | None, str, str, bytes | None]: ...
 def parse_frame(frame: bytes) -> tuple[str, dict[str, object]]: ...
 def decide_batch(table: RouteTable, frames: memoryview, lengths: Sequence[int], stride: int,
-                 repeat: int) -> int: ...
+                 repeat: int, flows: FlowTable | None = None, distinct: int = 0) -> int: ...
+
+# flows.pxi
+FLOW_ENTRY_SIZE: int
+
+class FlowTable:
+    entries: int
+    def __init__(self, entries: int) -> None: ...
+    @staticmethod
+    def rounded(entries: int) -> int: ...
+    def learn(self, src: bytes, dst: bytes, sport: int, dport: int, key: int) -> bool: ...
+    def recall(self, src: bytes, dst: bytes, sport: int, dport: int) -> int | None: ...
 
 # xsk.pxi
 DEFAULT_FRAME_SIZE: int
@@ -126,6 +142,7 @@ class Engine:
     floor: bool
     recovered: bool
     table: RouteTable
+    flow_entries: int
     def __init__(self, xsk: XskSocket, table: RouteTable, counters: object = None,
                  worker: int = 0, batch: int = ..., poll_timeout_ms: int = ...,
                  busy_poll: bool = False, floor: bool = False) -> None: ...

@@ -10,6 +10,7 @@ parts, each one concern:
     cid.pxi     QUIC-LB decode (AES-NI), CidDecoder
     table.pxi   the route-table blob, Maglev fill, RouteTable
     decide.pxi  the routing decision over the shared parser; test and bench entries
+    flows.pxi   the fallback flow table
     xsk.pxi     the AF_XDP socket
     engine.pxi  the forwarding loop and its counters
 
@@ -38,5 +39,6 @@ include "abi.pxi"
 include "cid.pxi"
 include "table.pxi"
 include "decide.pxi"
+include "flows.pxi"
 include "xsk.pxi"
 include "engine.pxi"

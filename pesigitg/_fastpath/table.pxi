@@ -12,6 +12,7 @@ from pesigitg._fastpath.includes.routetable cimport (
     PES_ROUTE_MAGIC,
     PES_ROUTE_VERSION,
     pes_backend,
+    pes_backend_by_key,
     pes_route_table,
     pes_sid_entry,
 )
@@ -86,17 +87,21 @@ def maglev_fill(offsets, skips, uint32_t size):
     return out
 
 
-def pack_route_table(if_mac, configs, backends, servers, maglev):
+def pack_route_table(if_mac, configs, backends, servers, maglev, uint32_t flow_entries=0,
+                     uint32_t icmp_fanout_rate=0):
     """Write the blob.
 
-    ``configs``: CidConfig objects; ``backends``: (mac or None, state bits) per backend;
-    ``servers``: {config_id: [(server_id, backend_index), ...]}; ``maglev``: bytes from
-    :func:`maglev_fill`.
+    ``configs``: CidConfig objects; ``backends``: (mac or None, state bits, key) per
+    backend, keys nonzero and unique; ``servers``: {config_id: [(server_id,
+    backend_index), ...]}; ``maglev``: bytes from :func:`maglev_fill`;
+    ``flow_entries``: each worker's flow table size (0: none); ``icmp_fanout_rate``:
+    Packets Too Big copied to every backend per second and worker (0: never).
     """
     cdef uint32_t n_backends = len(backends)
     cdef uint32_t maglev_size = len(maglev) // 2
-    cdef uint32_t pos, backends_off, maglev_off, sid_off
+    cdef uint32_t pos, backends_off, maglev_off, sid_off, keys_off, keys_mask, slot
     cdef uint32_t i
+    cdef uint16_t *slots
     cdef bytes raw
     cdef pes_route_table *hdr
     cdef pes_backend *be
@@ -125,6 +130,15 @@ def pack_route_table(if_mac, configs, backends, servers, maglev):
                 raise ValueError(f"server {sid.hex()} names backend {idx}, which does not exist")
         sorted_servers[config_id] = ordered
 
+    keys = [key for _, _, key in backends]
+    if any(not 0 < key <= 0xFFFFFFFF for key in keys) or len(set(keys)) != len(keys):
+        raise ValueError("backend keys must be nonzero, 32-bit and unique")
+    if flow_entries > PES_FLOW_ENTRIES_MAX:
+        raise ValueError(f"a flow table of {flow_entries} entries is over the maximum of "
+                         f"{PES_FLOW_ENTRIES_MAX}")
+    keys_mask = 1
+    while keys_mask + 1 < 2 * max(n_backends, 1):
+        keys_mask = keys_mask * 2 + 1
     pos = _align8(sizeof(pes_route_table))
     backends_off = pos
     pos = _align8(pos + n_backends * sizeof(pes_backend))
@@ -134,6 +148,8 @@ def pack_route_table(if_mac, configs, backends, servers, maglev):
     for config_id, ordered in sorted_servers.items():
         sids_off[config_id] = pos
         pos = _align8(pos + len(ordered) * sizeof(pes_sid_entry))
+    keys_off = pos
+    pos = _align8(pos + (keys_mask + 1) * 2)
 
     blob = bytearray(pos)
     cdef uint8_t[::1] view = blob
@@ -146,13 +162,25 @@ def pack_route_table(if_mac, configs, backends, servers, maglev):
     hdr.maglev_size = maglev_size
     hdr.backends_off = backends_off
     hdr.maglev_off = maglev_off
+    hdr.keys_off = keys_off
+    hdr.keys_mask = keys_mask
+    hdr.flow_entries = flow_entries
+    hdr.icmp_fanout_rate = icmp_fanout_rate
+    slots = <uint16_t *>(base + keys_off)
+    for i in range(keys_mask + 1):
+        slots[i] = PES_BACKEND_NONE
     for i in range(6):
         hdr.if_mac[i] = if_mac[i]
     memcpy(&hdr.cid, PyBytes_AS_STRING(cid), sizeof(pes_cid_table))
     for i in range(n_backends):
-        mac, state = backends[i]
+        mac, state, key = backends[i]
         be = <pes_backend *>(base + backends_off) + i
         be.state = state
+        be.key = key
+        slot = be.key & keys_mask
+        while slots[slot] != PES_BACKEND_NONE:
+            slot = (slot + 1) & keys_mask
+        slots[slot] = i
         if mac is not None:
             raw = bytes(mac)
             if len(raw) != 6:
@@ -185,6 +213,8 @@ cdef class RouteTable:
         cdef const uint16_t *maglev
         cdef const pes_sid_entry *entries
         cdef const pes_cid_config *conf
+        cdef const pes_backend *be
+        cdef uint16_t b
         cdef int c
         cdef Py_ssize_t size = len(blob)
         if size < <Py_ssize_t>sizeof(pes_route_table):
@@ -198,6 +228,18 @@ cdef class RouteTable:
             raise ValueError("route table has a bad backend count or Maglev size")
         _check_span(t.backends_off, t.n_backends * sizeof(pes_backend), size, "backends")
         _check_span(t.maglev_off, t.maglev_size * 2, size, "Maglev table")
+        if (t.keys_mask & (t.keys_mask + 1)) or t.keys_mask + 1 < 2 * t.n_backends \
+                or t.flow_entries > PES_FLOW_ENTRIES_MAX:
+            raise ValueError("route table has a bad key index size or flow table size")
+        _check_span(t.keys_off, (t.keys_mask + 1) * 2, size, "backend keys")
+        for i in range(t.keys_mask + 1):
+            b = (<const uint16_t *>(<const uint8_t *>t + t.keys_off))[i]
+            if b != PES_BACKEND_NONE and b >= t.n_backends:
+                raise ValueError(f"key slot {i} names backend {b}, which does not exist")
+        for i in range(t.n_backends):
+            be = <const pes_backend *>(<const uint8_t *>t + t.backends_off) + i
+            if be.key == 0 or pes_backend_by_key(t, be.key) != <int>i:
+                raise ValueError(f"backend {i} cannot be found by its key")
         maglev = <const uint16_t *>(<const uint8_t *>t + t.maglev_off)
         for i in range(t.maglev_size):
             if maglev[i] != PES_BACKEND_NONE and maglev[i] >= t.n_backends:
@@ -241,12 +283,25 @@ cdef class RouteTable:
         return bytes(self.table.if_mac[:6])
 
     def backend(self, uint32_t index):
-        """``(mac, state)`` of backend ``index``."""
+        """``(mac, state, key)`` of backend ``index``."""
         cdef const pes_backend *be
         if index >= self.table.n_backends:
             raise IndexError(f"backend {index} does not exist")
         be = <const pes_backend *>(<const uint8_t *>self.table + self.table.backends_off) + index
-        return bytes(be.mac[:6]), be.state
+        return bytes(be.mac[:6]), be.state, be.key
+
+    def backend_by_key(self, uint32_t key):
+        """The index of the backend with ``key``, or None."""
+        cdef int i = pes_backend_by_key(self.table, key)
+        return None if i < 0 else i
+
+    @property
+    def flow_entries(self):
+        return self.table.flow_entries
+
+    @property
+    def icmp_fanout_rate(self):
+        return self.table.icmp_fanout_rate
 
     def maglev(self):
         """The Maglev lookup table as a list of backend indices (BACKEND_NONE if empty)."""

@@ -3,11 +3,12 @@
 #
 # Raw syscalls, no libxdp (Documentation/networking/af_xdp.rst). Frames cycle
 # fill -> RX -> (forward) TX -> completion -> fill; frames the loop drops go straight
-# back to the fill ring, which holds every frame. No frame is ever kept aside, so the
-# socket can change hands: the supervisor creates it and keeps it, its workers run the
-# loop on it one after another, and a restarted daemon adopts it (fds by SCM_RIGHTS).
-# The state page after the frames tells the new owner the sizes and carries the
-# publication journal (includes/xskring.h).
+# back to the fill ring, which holds every frame but a few spares (the stash, listed
+# in the state page, for copies of a frame that goes to several backends). No frame
+# is kept anywhere else, so the socket can change hands: the supervisor creates it and
+# keeps it, its workers run the loop on it one after another, and a restarted daemon
+# adopts it (fds by SCM_RIGHTS). The state page after the frames tells the new owner
+# the sizes and carries the stash and the publication journal (includes/xskring.h).
 
 from pesigitg._fastpath.includes.if_xdp cimport *
 from pesigitg._fastpath.includes.system cimport (
@@ -42,6 +43,12 @@ cdef _raise(str doing, int err=0):
     raise os_error(err or errno, doing)
 
 
+cdef uint32_t _stash_target(uint32_t frame_count) noexcept nogil:
+    # One frame in sixteen, at most PES_XSK_STASH_MAX: copies for a Packet Too Big
+    # sent to every backend come from there.
+    return min(frame_count // 16, PES_XSK_STASH_MAX)
+
+
 cdef int _is_pow2(uint32_t n) noexcept nogil:
     return n != 0 and (n & (n - 1)) == 0
 
@@ -70,6 +77,7 @@ cdef class XskSocket:
     cdef pes_ring tx
     cdef pes_ring fill
     cdef pes_ring comp
+    cdef pes_stash stash            # this owner's copy; the state page's is published
 
     def __cinit__(self):
         self.fd = -1
@@ -170,11 +178,16 @@ cdef class XskSocket:
         st.rx_size, st.tx_size, st.fill_size, st.comp_size = rx_size, tx_size, fill_size, comp_size
         st.ifindex, st.queue = self.ifindex, self.queue
         st.zero_copy = self.mode == "zero-copy"
-        # Every frame starts in the fill ring.
-        pes_ring_reserve(&self.fill, self.frame_count, &idx)
-        for i in range(self.frame_count):
+        st.stash_target = _stash_target(self.frame_count)
+        # Every frame starts in the fill ring, but the last few: the stash.
+        pes_ring_reserve(&self.fill, self.frame_count - st.stash_target, &idx)
+        for i in range(self.frame_count - st.stash_target):
             pes_ring_addr(&self.fill, idx + i)[0] = <uint64_t>i * self.frame_size
-        pes_xsk_publish(self.state, &self.fill, &self.tx, &self.rx, &self.comp)
+        self.stash.count = st.stash_target
+        for i in range(st.stash_target):
+            self.stash.frames[i] = self.frame_count - st.stash_target + i
+        self.stash.dirty = 1
+        pes_xsk_publish(self.state, &self.fill, &self.tx, &self.rx, &self.comp, &self.stash)
 
     cdef _adopt(self):
         cdef pes_xsk_state st
@@ -185,9 +198,14 @@ cdef class XskSocket:
         self.map_len = size
         self._map_umem("mapping an adopted UMEM")
         st = self.state[0]
-        if st.magic != PES_XSK_STATE_MAGIC or st.version != PES_XSK_STATE_VERSION:
+        if st.magic != PES_XSK_STATE_MAGIC or st.version not in (1, PES_XSK_STATE_VERSION):
             raise ValueError("the UMEM's state page has another magic or version "
                              f"({st.magic:#x} v{st.version})")
+        if st.version == 1:
+            # From a daemon before the stash: its page is zero beyond version 1's
+            # fields, an empty stash; it fills up from frames coming back.
+            self.state.stash_target = _stash_target(st.frame_count)
+            self.state.version = PES_XSK_STATE_VERSION
         if <uint64_t>st.frame_size * st.frame_count != self.umem_len:
             raise ValueError("the UMEM's state page does not match its size")
         self.frame_size, self.frame_count = st.frame_size, st.frame_count
@@ -283,14 +301,17 @@ cdef class XskSocket:
     def recover(self):
         """Take the rings over in this process: finish a publication the previous
         owner left half done (True then), and start from the rings as they are."""
-        return bool(pes_xsk_recover(self.state, &self.fill, &self.tx, &self.rx, &self.comp))
+        return bool(pes_xsk_recover(self.state, &self.fill, &self.tx, &self.rx, &self.comp,
+                                    &self.stash))
 
     def census(self, bint distinct=False):
         """Frames in each ring now; the rest are held by the kernel (received into,
         or in transmission). With ``distinct``, also check no frame sits in two places
         (ValueError naming it)."""
+        cdef uint32_t i
         counts = {"fill": pes_ring_count(&self.fill), "rx": pes_ring_count(&self.rx),
-                  "tx": pes_ring_count(&self.tx), "comp": pes_ring_count(&self.comp)}
+                  "tx": pes_ring_count(&self.tx), "comp": pes_ring_count(&self.comp),
+                  "stash": self.state.stash_count}
         counts["kernel"] = self.frame_count - sum(counts.values())
         if distinct:
             seen = {}
@@ -298,6 +319,12 @@ cdef class XskSocket:
             self._collect(&self.rx, True, "rx", seen)
             self._collect(&self.tx, True, "tx", seen)
             self._collect(&self.comp, False, "comp", seen)
+            for i in range(min(self.state.stash_count, PES_XSK_STASH_MAX)):
+                addr = <uint64_t>self.state.stash[self.state.stash_which & 1][i] * self.frame_size
+                if addr in seen:
+                    raise ValueError(f"frame {addr // self.frame_size} is in the "
+                                     f"{seen[addr]} ring and in the stash")
+                seen[addr] = "stash"
         return counts
 
     cdef _collect(self, pes_ring *r, bint descs, str name, dict seen):

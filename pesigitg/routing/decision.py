@@ -40,7 +40,7 @@ def flow_hash(key: bytes) -> int:
 
 @dataclass(frozen=True)
 class Decision:
-    route: str                  # "cid", "fallback", "icmp" or "none" (dropped)
+    route: str      # "cid", "fallback", "icmp", "icmp_cid", "icmp_fanout", "none" (dropped)
     backend: int | None = None
     config_id: int | None = None
     unroutable: str = "none"
@@ -168,13 +168,24 @@ def _udp(frame: bytes, pos: int) -> tuple[bytes, bytes, bytes]:
     return frame[pos:pos + 2], frame[pos + 2:pos + 4], frame[pos + 8:pos + udp_len]
 
 
-def _icmp_quote(routes: CompiledRoutes, frame: bytes, pos: int, v6: bool) -> Decision:
+def _icmp_quote(routes: CompiledRoutes, frame: bytes, pos: int, v6: bool,
+                too_big: bool) -> Decision:
     quoted = _Ip(frame, pos, v6)
     if quoted.fragment or quoted.too_deep or quoted.proto != PROTO_UDP:
         raise _Drop("not_udp")
-    sport, dport, _ = _udp(frame, quoted.end)
+    sport, dport, payload = _udp(frame, quoted.end)
+    # A backend sent the quoted packet: a long header carries its own CID as source.
+    if len(payload) >= 7 and payload[0] & 0x80:
+        at = 6 + payload[5]
+        if at < len(payload):
+            scid = payload[at + 1:at + 1 + payload[at]]
+            if scid and len(scid) == payload[at]:
+                routed = _route_cid(routes, scid)
+                if isinstance(routed, Decision):
+                    return Decision("icmp_cid", routed.backend, routed.config_id)
     # The quoted datagram went from VIP:port to the client: the flow is the reverse.
-    return _maglev(routes, quoted.dst + quoted.src + dport + sport, "icmp", "none")
+    return _maglev(routes, quoted.dst + quoted.src + dport + sport,
+                   "icmp_fanout" if too_big else "icmp", "none")
 
 
 def _decide(routes: CompiledRoutes, frame: bytes) -> Decision:
@@ -190,9 +201,12 @@ def _decide(routes: CompiledRoutes, frame: bytes) -> Decision:
         raise _Drop("ext_depth")
     if ip.proto == (PROTO_ICMPV6 if v6 else PROTO_ICMP):
         _need(frame, ip.end + 8)
-        if frame[ip.end] not in (ICMP6_ERRORS if v6 else ICMP4_ERRORS):
+        kind, code = frame[ip.end], frame[ip.end + 1]
+        if kind not in (ICMP6_ERRORS if v6 else ICMP4_ERRORS):
             raise _Drop("not_udp")
-        return _icmp_quote(routes, frame, ip.end + 8, v6)
+        # Packet Too Big: RFC 4443 §3.2; RFC 1191 (fragmentation needed).
+        too_big = kind == 2 if v6 else (kind, code) == (3, 4)
+        return _icmp_quote(routes, frame, ip.end + 8, v6, too_big)
     if ip.proto != PROTO_UDP:
         raise _Drop("not_udp")
     sport, dport, payload = _udp(frame, ip.end)

@@ -16,6 +16,7 @@ from typing import Any
 
 from pesigitg._fastpath import (
     CID_CONFIGS,
+    FLOW_ENTRIES_MAX,
     MAGLEV_MAX,
     MAX_VIPS,
     NONCE_MAX,
@@ -33,12 +34,15 @@ __all__ = ["HealthSpec", "RouteConfig", "ServerSpec", "load_route_config", "pars
 MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
 HEX = re.compile(r"^[0-9A-Fa-f]*$")
 
-TOP_KEYS = {"configs", "health", "fallback", "vips"}
+TOP_KEYS = {"configs", "health", "fallback", "pmtu", "vips"}
 CONFIG_KEYS = {"config_id", "server_id_length", "nonce_length", "key",
                "first_octet_encodes_cid_length", "servers"}
 SERVER_KEYS = {"id", "address", "mac", "draining"}
 HEALTH_KEYS = {"enabled", "interval_ms", "timeout_ms", "rise", "fall", "port"}
-FALLBACK_KEYS = {"table_size"}
+FALLBACK_KEYS = {"table_size", "flow_table_size"}
+PMTU_KEYS = {"fanout_per_second"}
+DEFAULT_FLOW_TABLE_SIZE = 262144        # per worker: 4 MiB
+DEFAULT_FANOUT_PER_SECOND = 100
 
 
 def parse_mac(text: str) -> bytes:
@@ -75,6 +79,8 @@ class RouteConfig:
     table_size: int = DEFAULT_MAGLEV_SIZE
     vips: tuple[str, ...] = ()
     addresses: tuple[str, ...] = field(default=())   # backends, in first-seen order
+    flow_table_size: int = DEFAULT_FLOW_TABLE_SIZE   # each worker's; 0: no flow table
+    fanout_per_second: int = DEFAULT_FANOUT_PER_SECOND   # each worker's; 0: never
 
     def backend_mac(self, address: str) -> bytes | None:
         return next((s.mac for s in self.servers if s.address == address and s.mac), None)
@@ -92,7 +98,9 @@ class RouteConfig:
                          "key": "set" if c.key is not None else "none"}
                         for c in self.configs],
             "health": asdict(self.health),
-            "fallback": {"table_size": self.table_size},
+            "fallback": {"table_size": self.table_size,
+                         "flow_table_size": self.flow_table_size},
+            "pmtu": {"fanout_per_second": self.fanout_per_second},
             "vips": list(self.vips),
         }
 
@@ -277,6 +285,12 @@ def load_route_config(path: Path) -> RouteConfig:
     if table_size <= len(addresses):
         raise check.fail("fallback.table_size", f"must exceed the number of backends "
                          f"({len(addresses)})", table_size)
+    flow_table_size = check.integer(fb, "fallback", "flow_table_size", 0, FLOW_ENTRIES_MAX,
+                                    DEFAULT_FLOW_TABLE_SIZE)
+    # Path MTU discovery: a Packet Too Big that names no server goes to every backend.
+    pmtu = check.table(data.get("pmtu", {}), "pmtu", PMTU_KEYS)
+    fanout = check.integer(pmtu, "pmtu", "fanout_per_second", 0, 1_000_000,
+                           DEFAULT_FANOUT_PER_SECOND)
 
     raw_vips = data.get("vips", [])
     if not isinstance(raw_vips, list):
@@ -292,4 +306,4 @@ def load_route_config(path: Path) -> RouteConfig:
             raise check.fail("vips", f"{count} IPv{family} VIPs, more than the {MAX_VIPS} "
                              "the XDP program holds")
     return RouteConfig(path, tuple(configs), tuple(servers), health, table_size,
-                       tuple(dict.fromkeys(vips)), addresses)
+                       tuple(dict.fromkeys(vips)), addresses, flow_table_size, fanout)

@@ -11,6 +11,7 @@ so several load balancers behind ECMP make the same choice for the same packet.
 
 from __future__ import annotations
 
+import hashlib
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ from pesigitg._fastpath import (
 from pesigitg.routing.maglev import DEFAULT_MAGLEV_SIZE, maglev_table
 from pesigitg.routing.quiclb import CidConfig
 
-__all__ = ["BACKEND_NONE", "Backend", "CompiledRoutes", "Server", "compile_routes"]
+__all__ = ["BACKEND_NONE", "Backend", "CompiledRoutes", "Server", "backend_keys",
+           "compile_routes"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,31 @@ class Backend:
     @property
     def in_fallback_pool(self) -> bool:
         return self.up and self.mac is not None and not self.draining
+
+    @property
+    def routable(self) -> bool:
+        """May take frames for its own connections (draining or not)."""
+        return self.up and self.mac is not None
+
+
+def backend_keys(names: Sequence[str]) -> dict[str, int]:
+    """Each backend's key: 32 bits of BLAKE2b of its name, the same in every table
+    (the workers' flow tables remember keys). Nonzero; should two names collide, the
+    later one in name order is salted until unique."""
+    keys: dict[str, int] = {}
+    taken: set[int] = set()
+    for name in sorted(names):
+        salt = 0
+        while True:
+            digest = hashlib.blake2b(name.encode(), digest_size=4,
+                                     salt=salt.to_bytes(16, "big") if salt else b"").digest()
+            key = int.from_bytes(digest, "big")
+            if key and key not in taken:
+                break
+            salt += 1
+        keys[name] = key
+        taken.add(key)
+    return keys
 
 
 @dataclass(frozen=True)
@@ -65,6 +92,8 @@ class CompiledRoutes:
     maglev: list[int]                         # slot -> backend index or BACKEND_NONE
     table: RouteTable
     pool: list[int] = field(default_factory=list)
+    flow_entries: int = 0
+    icmp_fanout_rate: int = 0
 
     @property
     def blob(self) -> bytes:
@@ -72,8 +101,8 @@ class CompiledRoutes:
 
 
 def compile_routes(if_mac: bytes, configs: Sequence[CidConfig], backends: Sequence[Backend],
-                   servers: Sequence[Server], maglev_size: int = DEFAULT_MAGLEV_SIZE
-                   ) -> CompiledRoutes:
+                   servers: Sequence[Server], maglev_size: int = DEFAULT_MAGLEV_SIZE,
+                   flow_entries: int = 0, icmp_fanout_rate: int = 0) -> CompiledRoutes:
     index = {}
     for i, backend in enumerate(backends):
         if backend.name in index:
@@ -96,8 +125,9 @@ def compile_routes(if_mac: bytes, configs: Sequence[CidConfig], backends: Sequen
                   key=lambda i: backends[i].name)
     pool_table = maglev_table([backends[i].name for i in pool], maglev_size)
     maglev = [pool[slot] if slot != BACKEND_NONE else BACKEND_NONE for slot in pool_table]
+    keys = backend_keys([b.name for b in backends])
     blob = pack_route_table(if_mac, list(configs),
-                            [(b.mac, b.state) for b in backends], by_config,
-                            array("H", maglev).tobytes())
+                            [(b.mac, b.state, keys[b.name]) for b in backends], by_config,
+                            array("H", maglev).tobytes(), flow_entries, icmp_fanout_rate)
     return CompiledRoutes(bytes(if_mac), list(configs), list(backends), routes, maglev,
-                          RouteTable(blob), pool)
+                          RouteTable(blob), pool, flow_entries, icmp_fanout_rate)

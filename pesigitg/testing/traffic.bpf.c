@@ -2,8 +2,10 @@
 /* Benchmark traffic: a generator run with BPF_PROG_TEST_RUN in live-frames mode and
  * a sink that counts frames by destination MAC.
  *
- * gen: writes the next CID of the `cids` table into the frame at `cid_offset` and
- *      returns XDP_TX, so each repetition leaves the generator's veth as a new frame.
+ * gen: writes the next CID of the `cids` table into the frame at `cid_offset` (and,
+ *      with `flow_count` set, the frame's number modulo flow_count as 4 octets at
+ *      `flow_offset`: that many distinct flows) and returns XDP_TX, so each repetition
+ *      leaves the generator's veth as a new frame.
  * sink: counts IP frames whose destination MAC starts with sink_prefix (5 octets; all
  *       zero: any) by the last octet of that MAC, then drops them; other frames pass.
  */
@@ -44,6 +46,8 @@ struct {
 
 __u32 cid_count;
 __u32 cid_offset;
+__u32 flow_count;
+__u32 flow_offset;
 __u8 sink_prefix[5];
 
 SEC("xdp/gen")
@@ -52,12 +56,17 @@ int gen(struct xdp_md *ctx)
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
     __u32 zero = 0, offset = cid_offset, count = cid_count, idx;
+    __u32 flows = flow_count, at = flow_offset, flow;
     __u64 *next = bpf_map_lookup_elem(&cursor, &zero);
     struct cid_slot *slot;
 
     if (!next || !count || offset > MAX_OFFSET)
         return XDP_TX;
     idx = (__u32)(*next % count);
+    if (flows && at <= MAX_OFFSET && data + at + 4 <= data_end) {
+        flow = (__u32)(*next % flows);
+        __builtin_memcpy(data + at, &flow, 4);
+    }
     *next += 1;
     slot = bpf_map_lookup_elem(&cids, &idx);
     if (!slot || data + offset + CID_SLOT > data_end)

@@ -84,6 +84,11 @@ class Traffic:
         self._set("cid_count", struct.pack("<I", len(cids)))
         self._set("cid_offset", struct.pack("<I", offset))
 
+    def set_flows(self, count: int, offset: int) -> None:
+        """Frames carry their number modulo ``count`` as 4 octets at ``offset`` (0: off)."""
+        self._set("flow_count", struct.pack("<I", count))
+        self._set("flow_offset", struct.pack("<I", offset))
+
     def count_macs(self, prefix: bytes) -> None:
         """Count only frames to MACs starting with these 5 octets (by their last)."""
         self._set("sink_prefix", prefix[:5])

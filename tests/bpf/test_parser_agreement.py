@@ -1,9 +1,10 @@
 """The XDP program and the fast path compile the same parser: over the fuzz corpus, the
 program's verdict is what the fast path's parse outcome says it must be.
 
-The expected verdict is written here, independently of the C, from the outcome the
-fast path reports (pesigitg._fastpath.parse_frame) and the rules in the README. No
-socket is bound under BPF_PROG_TEST_RUN, so a steered frame shows as drop_no_socket.
+The expected verdict (tests/corpus.py) is written independently of the C, from the
+outcome the fast path reports (pesigitg._fastpath.parse_frame) and the rules in the
+README. No socket is bound under BPF_PROG_TEST_RUN, so a steered frame shows as
+drop_no_socket.
 """
 
 from __future__ import annotations
@@ -12,34 +13,9 @@ import ipaddress
 
 import pytest
 
-from pesigitg._fastpath import PARSE_OUTCOMES, parse_frame
+from pesigitg._fastpath import parse_frame
 from pesigitg.ebpf import XdpProgram
-from tests.corpus import PORTS, VIP4, VIP6, corpus
-
-XDP_VERDICT = {outcome: verdict for outcome, _, verdict, _ in PARSE_OUTCOMES}
-STEERED = "drop_no_socket"
-UDP = 17
-
-
-def expected(frame: bytes, vips: set[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> str:
-    outcome, fields = parse_frame(frame)
-    _, daddr, _, dport = fields["flow"]
-    if outcome == "udp":
-        if dport not in PORTS:
-            return "pass_port"
-        if vips and ipaddress.ip_address(daddr) not in vips:
-            return "pass_vip"
-        return STEERED
-    if outcome == "icmp_error":
-        quoted_src, _, quoted_sport, _ = fields["quoted"]
-        if quoted_sport not in PORTS or (vips and ipaddress.ip_address(quoted_src) not in vips):
-            return "pass_icmp"
-        return STEERED
-    if outcome == "fragment":
-        if fields["proto"] == UDP and vips and ipaddress.ip_address(daddr) in vips:
-            return "drop_fragment"
-        return "pass_fragment"
-    return XDP_VERDICT[outcome]
+from tests.corpus import PORTS, VIP4, VIP6, XDP_VERDICT, corpus, expected_verdict
 
 
 def verdict(xdp: XdpProgram, frame: bytes) -> str:
@@ -60,7 +36,7 @@ def test_xdp_verdicts_follow_the_shared_parser_over_the_fuzz_corpus(xdp, vips):
     outcomes = set()
     try:
         for frame in frames:
-            assert verdict(xdp, frame) == expected(frame, wanted), frame.hex()
+            assert verdict(xdp, frame) == expected_verdict(frame, wanted), frame.hex()
             outcomes.add(parse_frame(frame)[0])
     finally:
         xdp.set_vips([])

@@ -14,26 +14,17 @@ from pesigitg.routing.decision import decide, flow_hash
 from pesigitg.routing.quiclb import CidConfig
 from pesigitg.routing.routes import Backend, CompiledRoutes, Server, compile_routes
 from tests import frames as f
-from tests.corpus import CONFIGS, FOUR_LONG_SID, FOUR_ODD, PLAIN, SINGLE, cid_for
-
-LB_MAC = bytes.fromhex("02000000b001")
-
-
-def mac(n: int) -> bytes:
-    return bytes([2, 0, 0, 0, 0xBE, n])
-
-
-BACKENDS = [Backend("10.0.0.1", mac(1)), Backend("10.0.0.2", mac(2)),
-            Backend("10.0.0.3", mac(3), draining=True), Backend("10.0.0.4", mac(4), up=False),
-            Backend("10.0.0.5", None)]
-
-
-def sid(config: CidConfig, n: int) -> bytes:
-    return bytes([n]) * config.server_id_len
-
-
-SERVERS = [Server(c.config_id, sid(c, b), f"10.0.0.{b}") for c in CONFIGS for b in range(1, 6)]
-ROUTES = compile_routes(LB_MAC, CONFIGS, BACKENDS, SERVERS, 5003)
+from tests.corpus import (
+    CONFIGS,
+    FOUR_LONG_SID,
+    FOUR_ODD,
+    LB_MAC,
+    PLAIN,
+    ROUTES,
+    SINGLE,
+    cid_for,
+    mac,
+)
 
 Decide = Callable[[CompiledRoutes, bytes], tuple]
 
@@ -107,13 +98,61 @@ def test_short_header_fallback_hashes_the_four_tuple(decider):
     assert decider(ROUTES, frame)[:2] == ("fallback", ROUTES.maglev[flow_hash(key) % 5003])
 
 
-def test_icmp_error_follows_the_quoted_flow(decider):
-    quoted = f.ipv4(f.udp(b"\x40" + bytes(30), sport=443, dport=51234), f.PROTO_UDP,
-                    src="198.51.100.1", dst="192.0.2.77")
-    frame = f.ether(f.ipv4(f.icmp4(3, 4, quoted), f.PROTO_ICMP, src="203.0.113.9",
-                           dst="198.51.100.1"), f.ETH_P_IP)
-    key = bytes([192, 0, 2, 77, 198, 51, 100, 1]) + struct.pack("!HH", 51234, 443)
-    assert decider(ROUTES, frame)[:2] == ("icmp", ROUTES.maglev[flow_hash(key) % 5003])
+def icmp_about(quic: bytes, kind: int, code: int, v6: bool = False) -> bytes:
+    """An ICMP error from a router about a packet a backend sent (VIP:443 -> client)."""
+    if v6:
+        quoted = f.ipv6(f.udp(quic, sport=443, dport=51234), f.PROTO_UDP,
+                        src="2001:db8:1::1", dst="2001:db8::77")
+        return f.ether(f.ipv6(f.icmp6(kind, code, quoted), f.PROTO_ICMPV6,
+                              src="2001:db8:ff::9", dst="2001:db8:1::1"), f.ETH_P_IPV6)
+    quoted = f.ipv4(f.udp(quic, sport=443, dport=51234), f.PROTO_UDP, src="198.51.100.1",
+                    dst="192.0.2.77")
+    return f.ether(f.ipv4(f.icmp4(kind, code, quoted), f.PROTO_ICMP, src="203.0.113.9",
+                          dst="198.51.100.1"), f.ETH_P_IP)
+
+
+def flow_backend(v6: bool = False) -> int:
+    """Maglev's choice for the quoted flow, reversed: client -> VIP."""
+    if v6:
+        key = (bytes.fromhex("20010db8000000000000000000000077")
+               + bytes.fromhex("20010db8000100000000000000000001"))
+    else:
+        key = bytes([192, 0, 2, 77, 198, 51, 100, 1])
+    return ROUTES.maglev[flow_hash(key + struct.pack("!HH", 51234, 443)) % 5003]
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_an_icmp_error_about_a_short_header_follows_the_quoted_flow(decider, v6):
+    unreachable = icmp_about(f.quic_short(bytes(8)), 1 if v6 else 3, 4 if v6 else 3, v6)
+    assert decider(ROUTES, unreachable) == ("icmp", flow_backend(v6), None, "none", "none")
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_a_packet_too_big_about_a_short_header_goes_to_every_backend(decider, v6):
+    # Only the client's CID is in a short header: no telling which backend sent it.
+    too_big = icmp_about(f.quic_short(bytes(8)), 2 if v6 else 3, 0 if v6 else 4, v6)
+    assert decider(ROUTES, too_big) == ("icmp_fanout", flow_backend(v6), None, "none", "none")
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.mode}-{c.config_id}")
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_an_icmp_error_about_a_long_header_goes_to_the_server_of_its_source_cid(
+        decider, config, v6):
+    # The backend sent it: its own CID is the source CID, the client's the destination.
+    long_header = f.quic_long(dcid=bytes(8), scid=cid_for(config, 2))
+    for kind, code in ((3, 4), (3, 3), (11, 0)) if not v6 else ((2, 0), (1, 4), (3, 0)):
+        assert decider(ROUTES, icmp_about(long_header, kind, code, v6)) == \
+            ("icmp_cid", 1, config.config_id, "none", "none")
+
+
+def test_an_icmp_error_about_a_long_header_without_a_whole_routable_cid_falls_back(decider):
+    down = f.quic_long(dcid=bytes(8), scid=cid_for(PLAIN, 4))           # server down
+    cut = f.quic_long(dcid=bytes(8), scid=cid_for(PLAIN, 2))[:-34]      # SCID cut short
+    for quic in (down, cut, f.quic_long(dcid=bytes(8), scid=b"")):
+        assert decider(ROUTES, icmp_about(quic, 3, 4))[:4] == \
+            ("icmp_fanout", flow_backend(), None, "none")
+        assert decider(ROUTES, icmp_about(quic, 3, 1))[:4] == \
+            ("icmp", flow_backend(), None, "none")
 
 
 @pytest.mark.parametrize(("frame", "reason"), [
@@ -205,7 +244,7 @@ def test_arbitrary_bytes_decide_alike(data):
 @given(st.sampled_from(CONFIGS), st.integers(1, 5), st.binary(min_size=19, max_size=19),
        st.booleans())
 def test_any_cid_of_any_backend_decides_alike(config, backend, nonce, long_header):
-    cid = config.encode(sid(config, backend), nonce[:config.nonce_len])
+    cid = config.encode(bytes([backend]) * config.server_id_len, nonce[:config.nonce_len])
     payload = f.quic_long(cid) if long_header else f.quic_short(cid)
     frame = f.udp4_frame(payload)
     assert fast(ROUTES, frame) == reference(ROUTES, frame)

@@ -9,7 +9,7 @@ import pytest
 from pesigitg._fastpath import BACKEND_NONE, RouteTable
 from pesigitg.routing.maglev import is_prime, maglev_table
 from pesigitg.routing.quiclb import CidConfig
-from pesigitg.routing.routes import Backend, Server, compile_routes
+from pesigitg.routing.routes import Backend, Server, backend_keys, compile_routes
 
 MAC = bytes.fromhex("020000000001")
 SMALL_PRIME = 5003
@@ -76,8 +76,10 @@ def test_blob_round_trips_backends_and_maglev():
                             [Server(1, b"abc", "a"), Server(1, b"abd", "b")], SMALL_PRIME)
     table = RouteTable(routes.blob)
     assert table.n_backends == 2 and table.maglev_size == SMALL_PRIME and table.if_mac == MAC
-    assert table.backend(0) == (bytes.fromhex("02aa00000001"), 1 | 4)
-    assert table.backend(1) == (bytes(6), 1 | 2)
+    keys = backend_keys(["a", "b"])
+    assert table.backend(0) == (bytes.fromhex("02aa00000001"), 1 | 4, keys["a"])
+    assert table.backend(1) == (bytes(6), 1 | 2, keys["b"])
+    assert table.backend_by_key(keys["b"]) == 1 and table.backend_by_key(12345) is None
     assert table.maglev() == routes.maglev
 
 

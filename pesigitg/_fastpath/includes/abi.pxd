@@ -15,6 +15,7 @@ cdef extern from "pesigitg_abi.h" nogil:
         PES_PLAINTEXT_MAX
         PES_SHORT_HEADER_MIN
         PES_MAX_BACKENDS
+        PES_FLOW_ENTRIES_MAX
         PES_XDP_REASONS
 
     enum pes_route_kind:
@@ -22,6 +23,8 @@ cdef extern from "pesigitg_abi.h" nogil:
         PES_ROUTE_CID
         PES_ROUTE_FALLBACK
         PES_ROUTE_ICMP
+        PES_ROUTE_ICMP_CID
+        PES_ROUTE_ICMP_FANOUT
         PES_ROUTE_COUNT
 
     enum pes_unroutable:
@@ -57,6 +60,13 @@ cdef extern from "pesigitg_abi.h" nogil:
         PES_CNT_TX_FULL
         PES_CNT_FILL_EMPTY
         PES_CNT_TABLE_SWAPS
+        PES_CNT_ICMP_CID_ROUTED
+        PES_CNT_ICMP_FANOUT
+        PES_CNT_ICMP_FANOUT_LIMITED
+        PES_CNT_ICMP_HASH_ROUTED
+        PES_CNT_FLOW_HITS
+        PES_CNT_FLOW_INSERTS
+        PES_CNT_FLOW_EVICTIONS
         PES_CNT_COUNT
 
     enum pes_counter_label:

@@ -6,6 +6,11 @@
  *   pes_backend[n]    at backends_off
  *   uint16_t[m]       Maglev lookup table at maglev_off (backend index or NONE)
  *   pes_sid_entry[k]  per config id, sorted by server ID, at sids_off[id]
+ *   uint16_t[mask+1]  backend index by key, open addressing (linear probing from
+ *                     key & mask), NONE where empty, at keys_off
+ *
+ * A backend's key is a hash of its address, the same in every table: the flow table
+ * remembers keys, not indices, which change when a reload adds or removes a backend.
  */
 #ifndef PESIGITG_ROUTETABLE_H
 #define PESIGITG_ROUTETABLE_H
@@ -14,7 +19,7 @@
 #include "cidtable.h"
 
 #define PES_ROUTE_MAGIC 0x52534550u /* "PESR" little endian */
-#define PES_ROUTE_VERSION 1u
+#define PES_ROUTE_VERSION 2u
 #define PES_BACKEND_NONE 0xFFFFu /* a Maglev slot with no backend (PES_MAX_BACKENDS + 1) */
 
 enum pes_backend_state {
@@ -30,6 +35,7 @@ typedef struct {
     uint8_t mac[6];
     uint8_t state;
     uint8_t reserved;
+    uint32_t key;           /* nonzero, unique in the table */
 } pes_backend;
 
 typedef struct {
@@ -50,7 +56,29 @@ typedef struct {
     uint32_t sids_count[PES_CID_CONFIGS];
     uint8_t if_mac[6];
     uint8_t reserved[2];
+    uint32_t keys_off;
+    uint32_t keys_mask;         /* slots - 1, a power of two minus one */
+    uint32_t flow_entries;      /* each worker's flow table: entries, 0 for none */
+    uint32_t icmp_fanout_rate;  /* Packets Too Big copied to every backend per second */
     pes_cid_table cid;
 } pes_route_table;
+
+/* Index of the backend with ``key``, or -1. */
+static inline int pes_backend_by_key(const pes_route_table *t, uint32_t key)
+{
+    const uint16_t *slots = (const uint16_t *)((const uint8_t *)t + t->keys_off);
+    const pes_backend *backends = (const pes_backend *)((const uint8_t *)t + t->backends_off);
+    uint32_t i = key & t->keys_mask;
+
+    for (uint32_t probes = 0; probes <= t->keys_mask; probes++) {
+        uint16_t b = slots[i];
+        if (b == PES_BACKEND_NONE)
+            return -1;
+        if (backends[b].key == key)
+            return b;
+        i = (i + 1) & t->keys_mask;
+    }
+    return -1;
+}
 
 #endif /* PESIGITG_ROUTETABLE_H */

@@ -19,6 +19,7 @@ cdef extern from "routetable.h" nogil:
     ctypedef struct pes_backend:
         uint8_t mac[6]
         uint8_t state
+        uint32_t key
 
     ctypedef struct pes_sid_entry:
         uint8_t server_id[15]  # PES_SERVER_ID_MAX
@@ -35,4 +36,10 @@ cdef extern from "routetable.h" nogil:
         uint32_t sids_off[7]
         uint32_t sids_count[7]
         uint8_t if_mac[6]
+        uint32_t keys_off
+        uint32_t keys_mask
+        uint32_t flow_entries
+        uint32_t icmp_fanout_rate
         pes_cid_table cid
+
+    int pes_backend_by_key(const pes_route_table *t, uint32_t key)

@@ -7,14 +7,17 @@
  * publishes consumption with a release store. Cached copies of the other side's
  * index keep the shared cache line out of the fast path.
  *
- * Every UMEM frame is always in a ring or held by the kernel: the loop never keeps
- * one, so a process that takes a socket over has no free list to rebuild. A batch's
- * effect is published through a journal in the UMEM memfd's state page: the loop
- * writes its descriptors, records the four indices it is about to publish, makes
- * seq odd, publishes them, and makes seq even. Whoever owns the socket next (a
- * restarted worker, or the new daemon after a hand-over) completes a publication a
- * kill interrupted (seq odd) and otherwise re-reads what was never published. So no
- * crash point loses a frame or puts one in two places.
+ * Every UMEM frame is always in a ring, held by the kernel, or in the stash: a few
+ * spare frames listed in the UMEM memfd's state page, which the loop copies a frame
+ * into when one frame must go to several backends (a Packet Too Big for every
+ * backend). A process that takes a socket over has no free list to rebuild. A
+ * batch's effect is published through a journal in the state page: the loop writes
+ * its descriptors and the new stash (into the array not in use), records the four
+ * indices and the stash it is about to publish, makes seq odd, publishes them, and
+ * makes seq even. Whoever owns the socket next (a restarted worker, or the new daemon
+ * after a hand-over) completes a publication a kill interrupted (seq odd) and
+ * otherwise re-reads what was never published. So no crash point loses a frame or
+ * puts one in two places.
  */
 #ifndef PESIGITG_XSKRING_H
 #define PESIGITG_XSKRING_H
@@ -36,8 +39,9 @@ typedef struct {
 } pes_ring;
 
 #define PES_XSK_STATE_MAGIC 0x53584550u   /* "PEXS" little endian */
-#define PES_XSK_STATE_VERSION 1u
+#define PES_XSK_STATE_VERSION 2u          /* 1: no stash (adopted, and upgraded) */
 #define PES_XSK_STATE_SIZE 4096u          /* one page after the frames */
+#define PES_XSK_STASH_MAX 256u            /* spare frames, at most */
 
 /* The state page: what a new owner needs to adopt the socket, and the journal. */
 typedef struct {
@@ -57,7 +61,31 @@ typedef struct {
     uint32_t tx_prod;
     uint32_t rx_cons;
     uint32_t comp_cons;
+    /* version 2 */
+    uint32_t stash_target;  /* spare frames the stash keeps */
+    uint32_t stash_which;   /* the array holding the stash */
+    uint32_t stash_count;
+    uint32_t j_stash_which; /* the batch's stash, valid while seq is odd */
+    uint32_t j_stash_count;
+    uint32_t stash[2][PES_XSK_STASH_MAX];    /* frame numbers */
 } pes_xsk_state;
+
+/* The owner's working copy of the stash; ``dirty`` once the batch changed it. */
+typedef struct {
+    uint32_t count;
+    uint32_t dirty;
+    uint32_t frames[PES_XSK_STASH_MAX];
+} pes_stash;
+
+static inline void pes_stash_load(const pes_xsk_state *st, pes_stash *s)
+{
+    uint32_t n = st->stash_count <= PES_XSK_STASH_MAX ? st->stash_count : 0;
+
+    s->count = n;
+    s->dirty = 0;
+    for (uint32_t i = 0; i < n; i++)
+        s->frames[i] = st->stash[st->stash_which & 1][i];
+}
 
 /* Producer rings (fill, TX): how many slots are free, up to what we need. */
 static inline uint32_t pes_ring_free(pes_ring *r, uint32_t want)
@@ -121,7 +149,7 @@ static inline uint32_t pes_ring_pending(const pes_ring *r)
 /* Publish a batch: fill and TX producers, RX and completion consumers, each at the
  * position this process reached, through the journal (see above). */
 static inline void pes_xsk_publish(pes_xsk_state *st, pes_ring *fill, pes_ring *tx,
-                                   pes_ring *rx, pes_ring *comp)
+                                   pes_ring *rx, pes_ring *comp, pes_stash *stash)
 {
     uint32_t seq = st->seq;
 
@@ -129,18 +157,32 @@ static inline void pes_xsk_publish(pes_xsk_state *st, pes_ring *fill, pes_ring *
     st->tx_prod = tx->cached_prod;
     st->rx_cons = rx->cached_cons;
     st->comp_cons = comp->cached_cons;
+    if (stash->dirty) {
+        uint32_t spare = (st->stash_which & 1) ^ 1;
+
+        for (uint32_t i = 0; i < stash->count; i++)
+            st->stash[spare][i] = stash->frames[i];
+        st->j_stash_which = spare;
+        st->j_stash_count = stash->count;
+        stash->dirty = 0;
+    } else {
+        st->j_stash_which = st->stash_which;
+        st->j_stash_count = st->stash_count;
+    }
     __atomic_store_n(&st->seq, seq + 1, __ATOMIC_RELEASE);
     __atomic_store_n(fill->producer, st->fill_prod, __ATOMIC_RELEASE);
     __atomic_store_n(tx->producer, st->tx_prod, __ATOMIC_RELEASE);
     __atomic_store_n(rx->consumer, st->rx_cons, __ATOMIC_RELEASE);
     __atomic_store_n(comp->consumer, st->comp_cons, __ATOMIC_RELEASE);
+    st->stash_which = st->j_stash_which;
+    st->stash_count = st->j_stash_count;
     __atomic_store_n(&st->seq, seq + 2, __ATOMIC_RELEASE);
 }
 
 /* Taking the socket over: finish a publication the previous owner left half done,
  * then see the rings as they are. Returns 1 when there was one to finish. */
 static inline int pes_xsk_recover(pes_xsk_state *st, pes_ring *fill, pes_ring *tx,
-                                  pes_ring *rx, pes_ring *comp)
+                                  pes_ring *rx, pes_ring *comp, pes_stash *stash)
 {
     int finished = 0;
 
@@ -149,9 +191,12 @@ static inline int pes_xsk_recover(pes_xsk_state *st, pes_ring *fill, pes_ring *t
         __atomic_store_n(tx->producer, st->tx_prod, __ATOMIC_RELEASE);
         __atomic_store_n(rx->consumer, st->rx_cons, __ATOMIC_RELEASE);
         __atomic_store_n(comp->consumer, st->comp_cons, __ATOMIC_RELEASE);
+        st->stash_which = st->j_stash_which;
+        st->stash_count = st->j_stash_count;
         __atomic_store_n(&st->seq, st->seq + 1, __ATOMIC_RELEASE);
         finished = 1;
     }
+    pes_stash_load(st, stash);
     fill->cached_prod = *fill->producer;
     fill->cached_cons = __atomic_load_n(fill->consumer, __ATOMIC_ACQUIRE) + fill->size;
     tx->cached_prod = *tx->producer;

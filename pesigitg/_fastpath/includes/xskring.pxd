@@ -24,6 +24,7 @@ cdef extern from "xskring.h" nogil:
         PES_XSK_STATE_MAGIC
         PES_XSK_STATE_VERSION
         PES_XSK_STATE_SIZE
+        PES_XSK_STASH_MAX
 
     ctypedef struct pes_xsk_state:
         uint32_t magic
@@ -38,14 +39,27 @@ cdef extern from "xskring.h" nogil:
         uint32_t queue
         uint32_t zero_copy
         uint32_t seq
+        uint32_t stash_target
+        uint32_t stash_which
+        uint32_t stash_count
+        uint32_t j_stash_which
+        uint32_t j_stash_count
+        uint32_t stash[2][256]
+
+    ctypedef struct pes_stash:
+        uint32_t count
+        uint32_t dirty
+        uint32_t frames[256]
+
+    void pes_stash_load(const pes_xsk_state *st, pes_stash *s)
 
     uint32_t pes_ring_free(pes_ring *r, uint32_t want)
     uint32_t pes_ring_reserve(pes_ring *r, uint32_t want, uint32_t *idx)
     uint32_t pes_ring_peek(pes_ring *r, uint32_t want, uint32_t *idx)
     void pes_xsk_publish(pes_xsk_state *st, pes_ring *fill, pes_ring *tx, pes_ring *rx,
-                         pes_ring *comp)
+                         pes_ring *comp, pes_stash *stash)
     int pes_xsk_recover(pes_xsk_state *st, pes_ring *fill, pes_ring *tx, pes_ring *rx,
-                        pes_ring *comp)
+                        pes_ring *comp, pes_stash *stash)
     uint32_t pes_ring_count(const pes_ring *r)
     uint64_t *pes_ring_addr(pes_ring *r, uint32_t idx)
     xdp_desc *pes_ring_desc(pes_ring *r, uint32_t idx)
