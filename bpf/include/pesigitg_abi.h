@@ -31,7 +31,9 @@
     X(SHORT_HEADER_MIN, 21, "octets of a 1-RTT packet with an empty DCID (RFC 9001 5.4.2)") \
     X(MAX_BACKENDS, 0xFFFE, "backends in one route table")                               \
     X(MAGLEV_MAX, 1000003, "Maglev lookup table slots, at most")                         \
-    X(FLOW_ENTRIES_MAX, 16777216, "flow table entries per worker, at most (2^24)")
+    X(FLOW_ENTRIES_MAX, 16777216, "flow table entries per worker, at most (2^24)")      \
+    X(RETRY_KEYS, 128, "Retry token key sequence numbers 0..127")                          \
+    X(INITIAL_MIN, 1200, "UDP payload octets of a datagram carrying a client Initial")
 
 #define PES_LIMIT_ENUM(name, value, doc) PES_##name = (value),
 enum pes_limit { PES_LIMITS(PES_LIMIT_ENUM) };
@@ -126,7 +128,9 @@ enum pes_parse_outcome { PES_PARSE_OUTCOMES(PES_PARSE_ENUM) PES_PARSE_COUNT };
     X(FRAGMENT, "an IP fragment (the XDP program never steers one)")                     \
     X(NOT_QUIC, "UDP payload that breaks the QUIC invariants")                           \
     X(NO_BACKEND, "fallback needed, fallback pool empty")                                \
-    X(EXT_DEPTH, "more IPv6 extension headers than we walk")
+    X(EXT_DEPTH, "more IPv6 extension headers than we walk")                            \
+    X(TOKEN, "an Initial whose Retry token is invalid or expired")                        \
+    X(SHORT_INITIAL, "an Initial in a datagram under 1200 octets while Retries are sent")
 
 #define PES_ROUTE_ENUM(name, doc) PES_ROUTE_##name,
 #define PES_UNR_ENUM(name, doc) PES_UNR_##name,
@@ -153,6 +157,7 @@ enum pes_counter_label {
     PES_LABEL_CONFIG_ID,
     PES_LABEL_UNROUTABLE,
     PES_LABEL_DROP,
+    PES_LABEL_GAUGE,        /* width 1, a level the worker sets, not a count */
 };
 
 /* Counter families in block order: name, width, how members are labelled, what they
@@ -178,7 +183,14 @@ enum pes_counter_label {
     X(ICMP_HASH_ROUTED, 1, NONE, frames, "ICMP errors routed by the quoted flow's 4-tuple") \
     X(FLOW_HITS, 1, NONE, frames, "fallback frames whose 4-tuple the flow table held")   \
     X(FLOW_INSERTS, 1, NONE, , "flows the flow table learnt")                            \
-    X(FLOW_EVICTIONS, 1, NONE, , "flows the flow table forgot for want of room")
+    X(FLOW_EVICTIONS, 1, NONE, , "flows the flow table forgot for want of room")        \
+    X(INITIALS, 1, NONE, frames, "QUIC v1 and v2 Initials seen by the Retry offload")     \
+    X(RETRY_SENT, 1, NONE, frames, "Retry packets sent to clients")                      \
+    X(RETRY_TOKEN_VALID, 1, NONE, frames, "Initials whose Retry token was valid")         \
+    X(RETRY_TOKEN_INVALID, 1, NONE, frames,                                               \
+      "Initials whose token was not authentic, for another client, or malformed")        \
+    X(RETRY_TOKEN_EXPIRED, 1, NONE, frames, "Initials whose Retry token had expired")     \
+    X(RETRY_ACTIVE, 1, GAUGE, , "1 while the worker answers tokenless Initials with Retries")
 
 #define PES_CNT_ENUM(name, width, label, unit, doc) \
     PES_CNT_##name, PES_CNT_##name##_LAST = PES_CNT_##name + (width) - 1,

@@ -28,7 +28,7 @@ MAPS = {pes_map_table[i].role.decode(): pes_map_table[i].name.decode()
 SETTINGS_VAR = pes_settings_var.decode()
 
 _LABELS = {PES_LABEL_NONE: None, PES_LABEL_CONFIG_ID: "config_id",
-           PES_LABEL_UNROUTABLE: "reason", PES_LABEL_DROP: "reason"}
+           PES_LABEL_UNROUTABLE: "reason", PES_LABEL_DROP: "reason", PES_LABEL_GAUGE: None}
 
 
 def _members(int label, int width):
@@ -50,5 +50,8 @@ COUNTER_FAMILIES = tuple(
 # Every counter slot's name: a family of width 1 is its own name, else family_member.
 COUNTER_NAMES = tuple(f"{family}_{member}" if member else family
                       for family, _, members, _, _ in COUNTER_FAMILIES for member in members)
+# Families that are levels a worker sets (Prometheus gauges), not counts.
+GAUGES = frozenset(pes_family_table[i].name.decode().lower() for i in range(pes_family_count)
+                   if pes_family_table[i].label == PES_LABEL_GAUGE)
 if len(COUNTER_NAMES) != PES_CNT_COUNT:
     raise ImportError("counter families do not add up to enum pes_counter")

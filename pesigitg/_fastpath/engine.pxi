@@ -9,9 +9,13 @@
 # released only once the loop has moved past it. The flow table carries over unless
 # the new route table asks for another size.
 
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 
-from pesigitg._fastpath.includes.routetable cimport PES_BACKEND_ROUTABLE
+from pesigitg._fastpath.includes.routetable cimport (
+    PES_BACKEND_ROUTABLE,
+    PES_RETRY_ALWAYS,
+    PES_RETRY_OFF,
+)
 from pesigitg._fastpath.includes.system cimport (
     EFD_CLOEXEC,
     EFD_NONBLOCK,
@@ -72,6 +76,14 @@ cdef class Engine:
     cdef pes_flow_table *flows
     cdef pes_flow_table *pend_flows
     cdef uint64_t fanout_tat        # GCRA: when the next fan-out is due, ns
+    # The Retry offload: random numbers, and the load mode's window and state.
+    cdef pes_rng rng
+    cdef int retry_on
+    cdef int retry_gauge            # what the shared counters say (-1: not yet)
+    cdef uint32_t window_initials
+    cdef uint32_t calm_windows
+    cdef uint64_t window_start_ns
+    cdef uint64_t transition_until_ns
     cdef int swap_lock
     cdef object _counters_buf
     cdef int _worker
@@ -106,6 +118,13 @@ cdef class Engine:
         self._flow_tables = {}
         self.flows = self._new_flow_table(table)
         self.pend_flows = NULL
+        if pes_gcm_supported():
+            seed = os.urandom(16)
+            pes_rng_seed(&self.rng, <const uint8_t *>PyBytes_AS_STRING(seed))
+        # Started in mode always: active from the first packet (a transition is for
+        # a switch while traffic flows).
+        self.retry_on = table.table.retry_mode == PES_RETRY_ALWAYS
+        self.retry_gauge = -1
         if counters is None:
             counters = new_counters(1)
             worker = 0
@@ -232,6 +251,9 @@ cdef inline void _forward(Engine self, XskSocket x, bint floor) noexcept nogil:
     cdef uint8_t *frame
     cdef pes_decision d
     cdef pes_pkt pkt
+    # The Retry offload's phase for this batch, and the time.
+    cdef int phase = PHASE_OFF, act
+    cdef uint64_t now_s = 0
     # Frames the flow table decides, finished after the rest of their batch.
     cdef uint32_t later[MAX_BATCH]
     cdef pes_decision later_d[MAX_BATCH]
@@ -261,6 +283,7 @@ cdef inline void _forward(Engine self, XskSocket x, bint floor) noexcept nogil:
                     self.pend_flows = NULL
                 local[PES_CNT_TABLE_SWAPS] += 1
             pes_spin_unlock(&self.swap_lock)
+        phase = _retry_phase(self, &now_s)
 
         n_comp = pes_ring_peek(&x.comp, MAX_BATCH, &comp_idx)
         n_rx = pes_ring_peek(&x.rx, self.batch, &rx_idx)
@@ -311,6 +334,13 @@ cdef inline void _forward(Engine self, XskSocket x, bint floor) noexcept nogil:
                 ok = 1
             else:
                 ok = decide(self.cur, frame, rx_desc.len, &d, &pkt)
+                if ok and phase != PHASE_OFF:
+                    act = _offload(self, x, phase, frame, rx_desc, &d, &pkt, now_s, tx_idx,
+                                   n_tx_room, &n_tx, fill_idx, &n_back, local)
+                    if act == RETRY_SEND:
+                        continue            # the frame went back as a Retry
+                    if act == RETRY_DROP:
+                        ok = 0
                 if ok and self.flows != NULL:
                     fp = _flow_fp(self.flows, &d, &pkt)
                     if fp:
@@ -378,6 +408,94 @@ cdef inline void _emit(Engine self, XskSocket x, bint floor, const xdp_desc *rx_
         local[PES_CNT_FALLBACK_ROUTED] += 1
     elif d.route != PES_ROUTE_NONE:
         local[PES_CNT_ICMP_ROUTED] += 1
+
+
+cdef inline int _retry_phase(Engine self, uint64_t *now_s) noexcept nogil:
+    # Once per batch: where the Retry offload stands (PHASE_*), and the wall clock in
+    # seconds (token expiry). Mode load: the Initials of the last window of 100 ms set
+    # it active above the trigger (through transition_ms of Retry-and-forward), and
+    # inactive after a second below half the trigger.
+    cdef const pes_route_table *t = self.cur
+    cdef timespec ts
+    cdef uint64_t now_ns, elapsed, rate
+    cdef int on = self.retry_on
+    if t.retry_mode == PES_RETRY_OFF:
+        on = 0
+    else:
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        now_ns = <uint64_t>ts.tv_sec * NS + <uint64_t>ts.tv_nsec
+        clock_gettime(CLOCK_REALTIME, &ts)
+        now_s[0] = <uint64_t>ts.tv_sec
+        if t.retry_mode == PES_RETRY_ALWAYS:
+            on = 1
+        else:
+            elapsed = now_ns - self.window_start_ns
+            if elapsed >= NS // 10:
+                rate = <uint64_t>self.window_initials * NS // elapsed
+                if not on and rate > t.retry_trigger:
+                    on = 1
+                elif on and rate * 2 < t.retry_trigger:
+                    self.calm_windows += 1
+                    if self.calm_windows >= 10:
+                        on = 0
+                elif on:
+                    self.calm_windows = 0
+                self.window_start_ns = now_ns
+                self.window_initials = 0
+        if on and not self.retry_on:
+            self.calm_windows = 0
+            self.transition_until_ns = now_ns + <uint64_t>t.retry_transition_ms * 1000000
+    self.retry_on = on
+    if on != self.retry_gauge:
+        self.retry_gauge = on
+        pes_atomic_store_u64(&self._cnt[PES_CNT_RETRY_ACTIVE], <uint64_t>on)
+    if t.retry_mode == PES_RETRY_OFF:
+        return PHASE_OFF
+    if not on:
+        return PHASE_INACTIVE
+    return PHASE_TRANSITION if now_ns < self.transition_until_ns else PHASE_ACTIVE
+
+
+cdef inline int _offload(Engine self, XskSocket x, int phase, uint8_t *frame,
+                         const xdp_desc *rx_desc, pes_decision *d, const pes_pkt *pkt,
+                         uint64_t now_s, uint32_t tx_idx, uint32_t n_tx_room, uint32_t *n_tx,
+                         uint32_t fill_idx, uint32_t *n_back, uint64_t *local) noexcept nogil:
+    # The Retry offload on a frame the decision forwards: RETRY_FORWARD (go on, after a
+    # Retry from a spare in transition mode), RETRY_SEND (the frame went back to its
+    # sender as a Retry, or was recycled when TX was full), RETRY_DROP (d.drop set).
+    cdef uint32_t len = rx_desc.len, spare_len = 0, spare
+    cdef uint8_t *spare_frame = NULL
+    cdef xdp_desc *desc
+    cdef int act
+    if phase == PHASE_TRANSITION and x.stash.count and n_tx_room - n_tx[0] >= 2:
+        spare_frame = x.umem + <uint64_t>x.stash.frames[x.stash.count - 1] * x.frame_size
+    act = _retry_screen(self.cur, phase, &self.rng, frame, &len, pkt, d, now_s, local,
+                        &self.window_initials, spare_frame, &spare_len)
+    if act == RETRY_SEND_AND_FORWARD:
+        x.stash.count -= 1
+        x.stash.dirty = 1
+        spare = x.stash.frames[x.stash.count]
+        desc = pes_ring_desc(&x.tx, tx_idx + n_tx[0])
+        desc.addr = <uint64_t>spare * x.frame_size
+        desc.len = spare_len
+        desc.options = 0
+        n_tx[0] += 1
+        local[PES_CNT_RETRY_SENT] += 1
+        return RETRY_FORWARD
+    if act != RETRY_SEND:
+        return act
+    if n_tx[0] == n_tx_room:
+        local[PES_CNT_TX_FULL] += 1
+        pes_ring_addr(&x.fill, fill_idx + n_back[0])[0] = x.chunk(rx_desc.addr)
+        n_back[0] += 1
+        return RETRY_SEND
+    desc = pes_ring_desc(&x.tx, tx_idx + n_tx[0])
+    desc.addr = rx_desc.addr
+    desc.len = len
+    desc.options = 0
+    n_tx[0] += 1
+    local[PES_CNT_RETRY_SENT] += 1
+    return RETRY_SEND
 
 
 cdef inline uint64_t _flow_fp(pes_flow_table *ft, const pes_decision *d,

@@ -17,6 +17,7 @@ MAPS: dict[str, str]
 SETTINGS_VAR: str
 COUNTER_FAMILIES: tuple[tuple[str, str | None, tuple[str, ...], str, str], ...]
 COUNTER_NAMES: tuple[str, ...]
+GAUGES: frozenset[str]
 COUNTERS_SIZE: int
 # the limits (LIMITS, one module attribute each)
 XSK_SLOTS: int
@@ -34,6 +35,8 @@ SHORT_HEADER_MIN: int
 MAX_BACKENDS: int
 MAGLEV_MAX: int
 FLOW_ENTRIES_MAX: int
+RETRY_KEYS: int
+INITIAL_MIN: int
 
 # cid.pxi
 CID_CONFIG_SIZE: int
@@ -66,7 +69,8 @@ def pack_route_table(if_mac: bytes, configs: Sequence[CidConfig],
                      backends: Sequence[tuple[bytes | None, int, int]],
                      servers: Mapping[int, Sequence[tuple[bytes, int]]],
                      maglev: bytes, flow_entries: int = 0,
-                     icmp_fanout_rate: int = 0) -> bytes: ...
+                     icmp_fanout_rate: int = 0, retry: object = None) -> bytes: ...
+RETRY_MODES: dict[str, int]
 
 class RouteTable:
     blob: bytes
@@ -98,6 +102,19 @@ class FlowTable:
     def rounded(entries: int) -> int: ...
     def learn(self, src: bytes, dst: bytes, sport: int, dport: int, key: int) -> bool: ...
     def recall(self, src: bytes, dst: bytes, sport: int, dport: int) -> int | None: ...
+
+# retry.pxi
+RETRY_ACTIONS: tuple[str, ...]
+RETRY_PHASES: dict[str, int]
+
+def gcm_supported() -> bool: ...
+def gcm_seal(key: bytes, iv: bytes, aad: bytes, plaintext: bytes) -> bytes: ...
+def gcm_open(key: bytes, iv: bytes, aad: bytes, sealed: bytes) -> bytes | None: ...
+def retry_packet(version: int, dcid: bytes, scid: bytes, odcid: bytes, token: bytes,
+                 unused: int = 0) -> bytes: ...
+def retry_screen(table: RouteTable, frame: bytes, phase: str = "active",
+                 now: float | None = None
+                 ) -> tuple[str, bytes | None, str, dict[str, int]]: ...
 
 # xsk.pxi
 DEFAULT_FRAME_SIZE: int

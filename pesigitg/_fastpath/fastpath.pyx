@@ -11,6 +11,7 @@ parts, each one concern:
     table.pxi   the route-table blob, Maglev fill, RouteTable
     decide.pxi  the routing decision over the shared parser; test and bench entries
     flows.pxi   the fallback flow table
+    retry.pxi   the Retry offload: AES-128-GCM, tokens, Retry packets
     xsk.pxi     the AF_XDP socket
     engine.pxi  the forwarding loop and its counters
 
@@ -40,5 +41,6 @@ include "cid.pxi"
 include "table.pxi"
 include "decide.pxi"
 include "flows.pxi"
+include "retry.pxi"
 include "xsk.pxi"
 include "engine.pxi"

@@ -4,15 +4,20 @@
 # RouteTable is the only way a blob reaches the packet path: it validates every offset
 # and index once, so the loop can trust the blob.
 
+from pesigitg._fastpath.includes.gcm cimport pes_gcm_init, pes_gcm_supported
 from pesigitg._fastpath.includes.routetable cimport (
     PES_BACKEND_DRAINING,
     PES_BACKEND_MAC_KNOWN,
     PES_BACKEND_NONE,
     PES_BACKEND_UP,
+    PES_RETRY_ALWAYS,
+    PES_RETRY_LOAD,
+    PES_RETRY_OFF,
     PES_ROUTE_MAGIC,
     PES_ROUTE_VERSION,
     pes_backend,
     pes_backend_by_key,
+    pes_retry_key,
     pes_route_table,
     pes_sid_entry,
 )
@@ -87,21 +92,26 @@ def maglev_fill(offsets, skips, uint32_t size):
     return out
 
 
+RETRY_MODES = {"off": PES_RETRY_OFF, "always": PES_RETRY_ALWAYS, "load": PES_RETRY_LOAD}
+
+
 def pack_route_table(if_mac, configs, backends, servers, maglev, uint32_t flow_entries=0,
-                     uint32_t icmp_fanout_rate=0):
+                     uint32_t icmp_fanout_rate=0, retry=None):
     """Write the blob.
 
     ``configs``: CidConfig objects; ``backends``: (mac or None, state bits, key) per
     backend, keys nonzero and unique; ``servers``: {config_id: [(server_id,
     backend_index), ...]}; ``maglev``: bytes from :func:`maglev_fill`;
     ``flow_entries``: each worker's flow table size (0: none); ``icmp_fanout_rate``:
-    Packets Too Big copied to every backend per second and worker (0: never).
+    Packets Too Big copied to every backend per second and worker (0: never);
+    ``retry``: a RetrySpec (pesigitg.routing.retry) or None for off.
     """
     cdef uint32_t n_backends = len(backends)
     cdef uint32_t maglev_size = len(maglev) // 2
-    cdef uint32_t pos, backends_off, maglev_off, sid_off, keys_off, keys_mask, slot
+    cdef uint32_t pos, backends_off, maglev_off, sid_off, keys_off, keys_mask, slot, retry_off
     cdef uint32_t i
     cdef uint16_t *slots
+    cdef pes_retry_key *rk
     cdef bytes raw
     cdef pes_route_table *hdr
     cdef pes_backend *be
@@ -150,6 +160,13 @@ def pack_route_table(if_mac, configs, backends, servers, maglev, uint32_t flow_e
         pos = _align8(pos + len(ordered) * sizeof(pes_sid_entry))
     keys_off = pos
     pos = _align8(pos + (keys_mask + 1) * 2)
+    retry_off = 0
+    if retry is not None and retry.mode != "off":
+        if not pes_gcm_supported():
+            raise ValueError("the Retry offload needs AES-NI and PCLMULQDQ, which this CPU "
+                             "lacks")
+        retry_off = pos
+        pos = _align8(pos + PES_RETRY_KEYS * sizeof(pes_retry_key))
 
     blob = bytearray(pos)
     cdef uint8_t[::1] view = blob
@@ -169,6 +186,21 @@ def pack_route_table(if_mac, configs, backends, servers, maglev, uint32_t flow_e
     slots = <uint16_t *>(base + keys_off)
     for i in range(keys_mask + 1):
         slots[i] = PES_BACKEND_NONE
+    if retry_off:
+        hdr.retry_mode = RETRY_MODES[retry.mode]
+        hdr.retry_lifetime_s = retry.token_lifetime_s
+        hdr.retry_trigger = retry.load_trigger
+        hdr.retry_transition_ms = retry.transition_ms
+        hdr.retry_keys_off = retry_off
+        hdr.retry_newest = max(k.sequence for k in retry.keys)
+        for k in retry.keys:
+            i = k.sequence
+            rk = <pes_retry_key *>(base + retry_off) + i
+            raw = bytes(k.key)
+            pes_gcm_init(&rk.gcm, <const uint8_t *>PyBytes_AS_STRING(raw))
+            raw = bytes(k.iv)
+            memcpy(rk.iv, PyBytes_AS_STRING(raw), 12)
+            rk.present = 1
     for i in range(6):
         hdr.if_mac[i] = if_mac[i]
     memcpy(&hdr.cid, PyBytes_AS_STRING(cid), sizeof(pes_cid_table))
@@ -240,6 +272,15 @@ cdef class RouteTable:
             be = <const pes_backend *>(<const uint8_t *>t + t.backends_off) + i
             if be.key == 0 or pes_backend_by_key(t, be.key) != <int>i:
                 raise ValueError(f"backend {i} cannot be found by its key")
+        if t.retry_mode > PES_RETRY_LOAD or (t.retry_mode != PES_RETRY_OFF) != \
+                (t.retry_keys_off != 0):
+            raise ValueError("route table has a bad Retry offload mode")
+        if t.retry_keys_off:
+            _check_span(t.retry_keys_off, PES_RETRY_KEYS * sizeof(pes_retry_key), size,
+                        "Retry token keys")
+            if t.retry_newest >= PES_RETRY_KEYS or not (<const pes_retry_key *>(
+                    <const uint8_t *>t + t.retry_keys_off))[t.retry_newest].present:
+                raise ValueError("route table's newest Retry token key is missing")
         maglev = <const uint16_t *>(<const uint8_t *>t + t.maglev_off)
         for i in range(t.maglev_size):
             if maglev[i] != PES_BACKEND_NONE and maglev[i] >= t.n_backends:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pesigitg._fastpath import COUNTER_FAMILIES, COUNTER_NAMES
+from pesigitg._fastpath import COUNTER_FAMILIES, COUNTER_NAMES, GAUGES
 from pesigitg.daemon.status import prometheus
 
 __all__ = ["BackendView", "Report", "Snapshot", "WorkerView"]
@@ -164,6 +164,9 @@ class Report:
                     if label:
                         labels[label] = member
                     samples.append((labels, w.counters.get(name, 0)))
+            if family in GAUGES:
+                families.append((f"pesigitg_{family}", "gauge", meaning, samples))
+                continue
             metric = f"pesigitg_{family}_{unit}_total" if unit else f"pesigitg_{family}_total"
             families.append((metric, "counter", meaning, samples))
         families.append(("pesigitg_xdp_verdicts_total", "counter",

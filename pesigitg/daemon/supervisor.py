@@ -122,7 +122,7 @@ def compile_route_config(routes: RouteConfig, if_mac: bytes,
     servers = [Server(s.config_id, s.server_id, s.address) for s in routes.servers]
     return compile_routes(if_mac, routes.configs, [backend(a) for a in routes.addresses],
                           servers, routes.table_size, routes.flow_table_size,
-                          routes.fanout_per_second)
+                          routes.fanout_per_second, routes.retry)
 
 
 def object_digest(path: os.PathLike[str] | str) -> str:

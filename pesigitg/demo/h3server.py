@@ -18,7 +18,7 @@ from aioquic.h3.events import HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ProtocolNegotiated, QuicEvent
 
-from pesigitg.backend.aioquic import serve
+from pesigitg.backend.aioquic import RetryKeys, serve
 from pesigitg.routing.quiclb import CidConfig, CidEncoder
 
 __all__ = ["NamedBackend", "main"]
@@ -55,8 +55,10 @@ async def run(args: argparse.Namespace) -> None:
     protocol = type("Backend", (NamedBackend,), {"name": args.name})
     server_id = bytes.fromhex(args.server_id)
     encoder = CidEncoder(config, server_id)
+    retry = RetryKeys.from_lb_toml(args.retry_keys) if args.retry_keys else None
     servers = [await serve(host, args.port, configuration=quic, cid_config=config,
-                           server_id=server_id, create_protocol=protocol, cid_encoder=encoder)
+                           server_id=server_id, create_protocol=protocol, cid_encoder=encoder,
+                           retry=retry)
                for host in args.host or ["0.0.0.0"]]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -83,6 +85,9 @@ def main() -> None:
     p.add_argument("--nonce-length", type=int, required=True)
     p.add_argument("--key", help="QUIC-LB key, hex")
     p.add_argument("--server-id", required=True, help="hex")
+    p.add_argument("--retry-keys", metavar="LB_TOML",
+                   help="take pesigitgd's Retry tokens, with the keys of this lb.toml's "
+                        "[retry]")
     asyncio.run(run(p.parse_args()))
 
 

@@ -40,6 +40,8 @@ from pesigitg.testing.netns import inside
 __all__ = ["Demo", "StepFailed", "demo_environment", "main"]
 
 KEY = "fdf726a9893ec05c0632d3956680baf0"
+# The Retry offload's token key, shared by pesigitgd and the backends (lb.toml [retry]).
+RETRY_KEY, RETRY_IV = "7c9d1a3b5e6f708192a3b4c5d6e7f801", "a1b2c3d4e5f60718293a4b5c"
 CONFIG = CidConfig(2, 3, 4, bytes.fromhex(KEY), encode_length=True)   # four-pass, odd
 SERVER_NAME = "quic.demo"
 HEALTH = {"interval_ms": 300, "timeout_ms": 200, "rise": 2, "fall": 2}
@@ -69,6 +71,7 @@ class Demo:
     health_interval: int = HEALTH["interval_ms"]
     vip: str = ""                   # the VIP the client talks to (default: the first)
     steps: int = 0
+    retry: dict[str, object] = field(default_factory=dict)    # lb.toml [retry], if any
 
     def __post_init__(self) -> None:
         self.vip = self.vip or self.net.vip
@@ -94,9 +97,15 @@ class Demo:
             for role, sid in self.server_ids().items())
         health = "".join(f"{k} = {v}\n" for k, v in
                          {**HEALTH, "interval_ms": self.health_interval}.items())
+        retry = ""
+        if self.retry:
+            retry = ("[retry]\n" + "".join(f"{k} = {json.dumps(v)}\n"
+                                           for k, v in self.retry.items())
+                     + f'[[retry.keys]]\nsequence = 1\nkey = "{RETRY_KEY}"\n'
+                       f'iv = "{RETRY_IV}"\n\n')
         self.daemon.routes.write_text(
             f"vips = {json.dumps(list(self.net.vips.values()))}\n\n[health]\n{health}\n"
-            "[[configs]]\n"
+            f"{retry}[[configs]]\n"
             f"config_id = {CONFIG.config_id}\nserver_id_length = {CONFIG.server_id_len}\n"
             f'nonce_length = {CONFIG.nonce_len}\nkey = "{KEY}"\n'
             f"first_octet_encodes_cid_length = true\n{servers}")
@@ -113,14 +122,16 @@ class Demo:
             "--private-key", str(key), "--config-id", str(CONFIG.config_id),
             "--server-id-length", str(CONFIG.server_id_len),
             "--nonce-length", str(CONFIG.nonce_len), "--key", KEY,
-            "--server-id", self.server_ids()[backend.role], stdout=subprocess.DEVNULL)
+            "--server-id", self.server_ids()[backend.role],
+            *(["--retry-keys", str(self.daemon.routes)] if self.retry and self.daemon else []),
+            stdout=subprocess.DEVNULL)
 
     def start(self) -> None:
         cert, key = write_self_signed(self.workdir, SERVER_NAME, list(self.net.vips.values()))
+        self.daemon = RunningDaemon(self.net.lb.ns, self.workdir, interface=self.net.lb.dev)
+        self.write_routes()             # first: the backends read the Retry keys there
         for backend in self.net.backends:
             self.start_backend(backend, cert, key)
-        self.daemon = RunningDaemon(self.net.lb.ns, self.workdir, interface=self.net.lb.dev)
-        self.write_routes()
         self.daemon.start()
         self.daemon.wait_until(lambda: len(self.pool()) == len(self.net.backends), 15,
                                "every backend resolved, healthy and in the fallback pool")
@@ -323,14 +334,14 @@ FAMILIES = {"4": ((4,), None), "6": ((6,), None), "dual": ((4, 6), None),
 
 
 @contextlib.contextmanager
-def demo_environment(say: Callable[[str], None] = print, family: str = "4"
-                     ) -> Iterator[Demo]:
-    """The topology (``family``: a key of FAMILIES), the backends and pesigitgd, torn
-    down whatever happens."""
+def demo_environment(say: Callable[[str], None] = print, family: str = "4",
+                     retry: dict[str, object] | None = None) -> Iterator[Demo]:
+    """The topology (``family``: a key of FAMILIES), the backends and pesigitgd (with
+    ``retry`` as lb.toml's [retry], keys added), torn down whatever happens."""
     families, backend_families = FAMILIES[family]
     with tempfile.TemporaryDirectory(prefix="pesigitg-demo-") as tmp, \
             Topology(families=families, backend_families=backend_families) as net:
-        demo = Demo(net, Path(tmp), say)
+        demo = Demo(net, Path(tmp), say, retry=dict(retry or {}))
         try:
             demo.start()
             yield demo

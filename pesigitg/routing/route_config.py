@@ -28,19 +28,23 @@ from pesigitg.configfile import read_config_file
 from pesigitg.errors import ConfigError
 from pesigitg.routing.maglev import DEFAULT_MAGLEV_SIZE, is_prime
 from pesigitg.routing.quiclb import CidConfig
+from pesigitg.routing.retry import RETRY_MODES, RetryKey, RetrySpec
 
-__all__ = ["HealthSpec", "RouteConfig", "ServerSpec", "load_route_config", "parse_mac"]
+__all__ = ["HealthSpec", "RouteConfig", "ServerSpec", "load_route_config",
+           "parse_mac"]
 
 MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
 HEX = re.compile(r"^[0-9A-Fa-f]*$")
 
-TOP_KEYS = {"configs", "health", "fallback", "pmtu", "vips"}
+TOP_KEYS = {"configs", "health", "fallback", "pmtu", "retry", "vips"}
 CONFIG_KEYS = {"config_id", "server_id_length", "nonce_length", "key",
                "first_octet_encodes_cid_length", "servers"}
 SERVER_KEYS = {"id", "address", "mac", "draining"}
 HEALTH_KEYS = {"enabled", "interval_ms", "timeout_ms", "rise", "fall", "port"}
 FALLBACK_KEYS = {"table_size", "flow_table_size"}
 PMTU_KEYS = {"fanout_per_second"}
+RETRY_KEYS = {"mode", "token_lifetime_s", "load_trigger", "transition_ms", "keys"}
+RETRY_KEY_KEYS = {"sequence", "key", "iv"}
 DEFAULT_FLOW_TABLE_SIZE = 262144        # per worker: 4 MiB
 DEFAULT_FANOUT_PER_SECOND = 100
 
@@ -81,6 +85,7 @@ class RouteConfig:
     addresses: tuple[str, ...] = field(default=())   # backends, in first-seen order
     flow_table_size: int = DEFAULT_FLOW_TABLE_SIZE   # each worker's; 0: no flow table
     fanout_per_second: int = DEFAULT_FANOUT_PER_SECOND   # each worker's; 0: never
+    retry: RetrySpec = field(default_factory=RetrySpec)
 
     def backend_mac(self, address: str) -> bytes | None:
         return next((s.mac for s in self.servers if s.address == address and s.mac), None)
@@ -101,6 +106,7 @@ class RouteConfig:
             "fallback": {"table_size": self.table_size,
                          "flow_table_size": self.flow_table_size},
             "pmtu": {"fanout_per_second": self.fanout_per_second},
+            "retry": self.retry.describe(),
             "vips": list(self.vips),
         }
 
@@ -151,6 +157,15 @@ class _Checker:
         if not isinstance(value, str):
             raise self.fail(f"{key}.{name}", "expected a string", value, secret)
         return value
+
+    def secret_hex(self, data: dict[str, Any], key: str, name: str, octets: int,
+                   what: str) -> bytes:
+        """Key material: ``octets`` octets in hex; an error never shows the value."""
+        text = self.string(data, key, name, secret=True)
+        if len(text) != 2 * octets or not HEX.match(text):
+            raise self.fail(f"{key}.{name}", f"must be {2 * octets} hex digits ({what})",
+                            text, secret=True)
+        return bytes.fromhex(text)
 
     def address(self, text: str, key: str) -> str:
         try:
@@ -218,11 +233,7 @@ def load_route_config(path: Path) -> RouteConfig:
         nonce_len = check.integer(c, key, "nonce_length", NONCE_MIN, NONCE_MAX)
         secret = None
         if "key" in c:
-            text = check.string(c, key, "key", secret=True)
-            if len(text) != 32 or not HEX.match(text):
-                raise check.fail(f"{key}.key", "must be 32 hex digits (a 16-octet AES key)",
-                                 text, secret=True)
-            secret = bytes.fromhex(text)
+            secret = check.secret_hex(c, key, "key", 16, "a 16-octet AES key")
         encode = check.boolean(c, key, "first_octet_encodes_cid_length", False)
         try:
             config = CidConfig(config_id, sid_len, nonce_len, secret, encode)
@@ -306,4 +317,34 @@ def load_route_config(path: Path) -> RouteConfig:
             raise check.fail("vips", f"{count} IPv{family} VIPs, more than the {MAX_VIPS} "
                              "the XDP program holds")
     return RouteConfig(path, tuple(configs), tuple(servers), health, table_size,
-                       tuple(dict.fromkeys(vips)), addresses, flow_table_size, fanout)
+                       tuple(dict.fromkeys(vips)), addresses, flow_table_size, fanout,
+                       _retry(check, data.get("retry", {})))
+
+
+def _retry(check: _Checker, data: object) -> RetrySpec:
+    r = check.table(data, "retry", RETRY_KEYS)
+    mode = r.get("mode", "off")
+    if mode not in RETRY_MODES:
+        raise check.fail("retry.mode", f"must be one of {', '.join(RETRY_MODES)}", mode)
+    lifetime = check.integer(r, "retry", "token_lifetime_s", 1, 3600, 10)
+    transition = check.integer(r, "retry", "transition_ms", 0, 60_000, 200)
+    trigger = check.integer(r, "retry", "load_trigger", 1, 100_000_000,
+                            None if mode == "load" else 0)
+    raw_keys = r.get("keys", [])
+    if not isinstance(raw_keys, list):
+        raise check.fail("retry.keys", "expected [[retry.keys]] tables")
+    keys: list[RetryKey] = []
+    seen: dict[int, str] = {}
+    for i, raw in enumerate(raw_keys):
+        key = f"retry.keys[{i}]"
+        k = check.table(raw, key, RETRY_KEY_KEYS)
+        sequence = check.integer(k, key, "sequence", 0, 127)
+        if sequence in seen:
+            raise check.fail(f"{key}.sequence", f"duplicate of {seen[sequence]}", sequence)
+        seen[sequence] = f"{key}.sequence"
+        keys.append(RetryKey(sequence, check.secret_hex(k, key, "key", 16,
+                                                        "a 16-octet AES-128-GCM key"),
+                             check.secret_hex(k, key, "iv", 12, "a 12-octet IV")))
+    if mode != "off" and not keys:
+        raise check.fail("retry.keys", f"mode {mode!r} needs at least one [[retry.keys]]")
+    return RetrySpec(mode, lifetime, trigger, transition, tuple(keys))

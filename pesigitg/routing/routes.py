@@ -26,6 +26,7 @@ from pesigitg._fastpath import (
 )
 from pesigitg.routing.maglev import DEFAULT_MAGLEV_SIZE, maglev_table
 from pesigitg.routing.quiclb import CidConfig
+from pesigitg.routing.retry import RetrySpec
 
 __all__ = ["BACKEND_NONE", "Backend", "CompiledRoutes", "Server", "backend_keys",
            "compile_routes"]
@@ -102,7 +103,8 @@ class CompiledRoutes:
 
 def compile_routes(if_mac: bytes, configs: Sequence[CidConfig], backends: Sequence[Backend],
                    servers: Sequence[Server], maglev_size: int = DEFAULT_MAGLEV_SIZE,
-                   flow_entries: int = 0, icmp_fanout_rate: int = 0) -> CompiledRoutes:
+                   flow_entries: int = 0, icmp_fanout_rate: int = 0,
+                   retry: RetrySpec | None = None) -> CompiledRoutes:
     index = {}
     for i, backend in enumerate(backends):
         if backend.name in index:
@@ -128,6 +130,7 @@ def compile_routes(if_mac: bytes, configs: Sequence[CidConfig], backends: Sequen
     keys = backend_keys([b.name for b in backends])
     blob = pack_route_table(if_mac, list(configs),
                             [(b.mac, b.state, keys[b.name]) for b in backends], by_config,
-                            array("H", maglev).tobytes(), flow_entries, icmp_fanout_rate)
+                            array("H", maglev).tobytes(), flow_entries, icmp_fanout_rate,
+                            retry)
     return CompiledRoutes(bytes(if_mac), list(configs), list(backends), routes, maglev,
                           RouteTable(blob), pool, flow_entries, icmp_fanout_rate)

@@ -112,15 +112,17 @@ class Traffic:
 class PacedStream:
     """``rate`` frames per second in bursts every millisecond, from a thread, through a
     raw socket on ``dev`` in namespace ``ns`` (cycling through ``frames``), until
-    stopped; ``sent`` counts every frame the kernel took.
+    stopped or, with ``limit``, that many frames are sent (:meth:`wait`); ``sent``
+    counts every frame the kernel took.
 
     A raw socket, not the live-frames generator: each BPF_PROG_TEST_RUN call costs tens
     of milliseconds of set-up, which only a long run amortises."""
 
     def __init__(self, ns: str, dev: str, frames: list[bytes], rate: int,
-                 period: float = 0.001) -> None:
+                 period: float = 0.001, limit: int | None = None) -> None:
         self.ns, self.dev, self.frames, self.period = ns, dev, frames, period
         self.burst = max(1, round(rate * period))
+        self.limit = limit
         self.sent = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="paced stream", daemon=True)
@@ -134,6 +136,11 @@ class PacedStream:
         self._thread.join()
         return self.sent
 
+    def wait(self, timeout: float) -> int:
+        """Until ``limit`` frames are sent (or ``timeout`` seconds); the frames sent."""
+        self._thread.join(timeout)
+        return self.stop()
+
     def _run(self) -> None:
         with inside(self.ns):
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
@@ -144,6 +151,9 @@ class PacedStream:
             next_at = time.monotonic()
             while not self._stop.is_set():
                 for _ in range(self.burst):
+                    if i == self.limit:
+                        self.sent = i
+                        return
                     sock.send(frames[i % n])
                     i += 1
                 self.sent = i

@@ -60,11 +60,12 @@ def test_counter_names_expand_the_families_in_block_order():
         family = family.lower()
         members = {"NONE": [""], "CONFIG_ID": [str(i) for i in range(fp.CID_CONFIGS)],
                    "UNROUTABLE": names("PES_UNROUTABLE")[1:],
-                   "DROP": names("PES_DROPS")[1:]}[label]
-        if label == "NONE":
+                   "DROP": names("PES_DROPS")[1:], "GAUGE": [""]}[label]
+        if label in ("NONE", "GAUGE"):
             assert width == "1"
         expected += [f"{family}_{m}" if m else family for m in members]
     assert list(fp.COUNTER_NAMES) == expected
+    assert fp.GAUGES == {e[0].lower() for e in families if e[2] == "GAUGE"}
     assert len(set(expected)) == len(expected)
 
 

@@ -16,6 +16,8 @@ cdef extern from "pesigitg_abi.h" nogil:
         PES_SHORT_HEADER_MIN
         PES_MAX_BACKENDS
         PES_FLOW_ENTRIES_MAX
+        PES_RETRY_KEYS
+        PES_INITIAL_MIN
         PES_XDP_REASONS
 
     enum pes_route_kind:
@@ -39,6 +41,8 @@ cdef extern from "pesigitg_abi.h" nogil:
         PES_DROP_NONE
         PES_DROP_NOT_QUIC
         PES_DROP_NO_BACKEND
+        PES_DROP_TOKEN
+        PES_DROP_SHORT_INITIAL
         PES_DROP_COUNT
 
     ctypedef struct pes_decision:
@@ -67,6 +71,12 @@ cdef extern from "pesigitg_abi.h" nogil:
         PES_CNT_FLOW_HITS
         PES_CNT_FLOW_INSERTS
         PES_CNT_FLOW_EVICTIONS
+        PES_CNT_INITIALS
+        PES_CNT_RETRY_SENT
+        PES_CNT_RETRY_TOKEN_VALID
+        PES_CNT_RETRY_TOKEN_INVALID
+        PES_CNT_RETRY_TOKEN_EXPIRED
+        PES_CNT_RETRY_ACTIVE
         PES_CNT_COUNT
 
     enum pes_counter_label:
@@ -74,6 +84,7 @@ cdef extern from "pesigitg_abi.h" nogil:
         PES_LABEL_CONFIG_ID
         PES_LABEL_UNROUTABLE
         PES_LABEL_DROP
+        PES_LABEL_GAUGE
 
     ctypedef struct pes_counters:
         uint64_t v[1]

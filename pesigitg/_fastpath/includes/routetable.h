@@ -8,6 +8,8 @@
  *   pes_sid_entry[k]  per config id, sorted by server ID, at sids_off[id]
  *   uint16_t[mask+1]  backend index by key, open addressing (linear probing from
  *                     key & mask), NONE where empty, at keys_off
+ *   pes_retry_key[128] the Retry offload's token keys by sequence, at retry_keys_off
+ *                     (0: the offload is off)
  *
  * A backend's key is a hash of its address, the same in every table: the flow table
  * remembers keys, not indices, which change when a reload adds or removes a backend.
@@ -17,6 +19,7 @@
 
 #include <stdint.h>
 #include "cidtable.h"
+#include "gcm.h"
 
 #define PES_ROUTE_MAGIC 0x52534550u /* "PESR" little endian */
 #define PES_ROUTE_VERSION 2u
@@ -37,6 +40,16 @@ typedef struct {
     uint8_t reserved;
     uint32_t key;           /* nonzero, unique in the table */
 } pes_backend;
+
+enum pes_retry_mode { PES_RETRY_OFF, PES_RETRY_ALWAYS, PES_RETRY_LOAD };
+
+/* A token key of the Retry offload: AES-128-GCM key (expanded) and IV. */
+typedef struct {
+    pes_gcm_key gcm;
+    uint8_t iv[12];
+    uint8_t present;
+    uint8_t reserved[3];
+} pes_retry_key;
 
 typedef struct {
     uint8_t server_id[PES_SERVER_ID_MAX];
@@ -60,6 +73,12 @@ typedef struct {
     uint32_t keys_mask;         /* slots - 1, a power of two minus one */
     uint32_t flow_entries;      /* each worker's flow table: entries, 0 for none */
     uint32_t icmp_fanout_rate;  /* Packets Too Big copied to every backend per second */
+    uint32_t retry_mode;        /* enum pes_retry_mode */
+    uint32_t retry_lifetime_s;  /* of the tokens we make */
+    uint32_t retry_trigger;     /* PES_RETRY_LOAD: Initials a second per worker */
+    uint32_t retry_transition_ms;
+    uint32_t retry_newest;      /* the key sequence new tokens use */
+    uint32_t retry_keys_off;
     pes_cid_table cid;
 } pes_route_table;
 

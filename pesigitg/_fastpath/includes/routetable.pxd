@@ -2,6 +2,7 @@
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 
 from pesigitg._fastpath.includes.cidtable cimport pes_cid_table
+from pesigitg._fastpath.includes.gcm cimport pes_gcm_key
 
 
 cdef extern from "routetable.h" nogil:
@@ -20,6 +21,16 @@ cdef extern from "routetable.h" nogil:
         uint8_t mac[6]
         uint8_t state
         uint32_t key
+
+    enum pes_retry_mode:
+        PES_RETRY_OFF
+        PES_RETRY_ALWAYS
+        PES_RETRY_LOAD
+
+    ctypedef struct pes_retry_key:
+        pes_gcm_key gcm
+        uint8_t iv[12]
+        uint8_t present
 
     ctypedef struct pes_sid_entry:
         uint8_t server_id[15]  # PES_SERVER_ID_MAX
@@ -40,6 +51,12 @@ cdef extern from "routetable.h" nogil:
         uint32_t keys_mask
         uint32_t flow_entries
         uint32_t icmp_fanout_rate
+        uint32_t retry_mode
+        uint32_t retry_lifetime_s
+        uint32_t retry_trigger
+        uint32_t retry_transition_ms
+        uint32_t retry_newest
+        uint32_t retry_keys_off
         pes_cid_table cid
 
     int pes_backend_by_key(const pes_route_table *t, uint32_t key)

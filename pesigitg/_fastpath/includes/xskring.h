@@ -244,6 +244,11 @@ static inline void pes_spin_unlock(int *lock)
     __atomic_store_n(lock, 0, __ATOMIC_RELEASE);
 }
 
+static inline void pes_atomic_store_u64(uint64_t *where, uint64_t value)
+{
+    __atomic_store_n(where, value, __ATOMIC_RELAXED);
+}
+
 static inline void pes_atomic_add_u64(uint64_t *where, uint64_t n)
 {
     /* One writer per counter block: a relaxed load+store is enough for readers to

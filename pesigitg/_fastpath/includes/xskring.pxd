@@ -69,5 +69,6 @@ cdef extern from "xskring.h" nogil:
     void pes_atomic_store_int(int *where, int value)
     int pes_atomic_load_int(int *where)
     void pes_atomic_add_u64(uint64_t *where, uint64_t n)
+    void pes_atomic_store_u64(uint64_t *where, uint64_t value)
     void pes_spin_lock(int *lock)
     void pes_spin_unlock(int *lock)
