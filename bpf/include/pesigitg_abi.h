@@ -33,7 +33,8 @@
     X(MAGLEV_MAX, 1000003, "Maglev lookup table slots, at most")                         \
     X(FLOW_ENTRIES_MAX, 16777216, "flow table entries per worker, at most (2^24)")      \
     X(RETRY_KEYS, 128, "Retry token key sequence numbers 0..127")                          \
-    X(INITIAL_MIN, 1200, "UDP payload octets of a datagram carrying a client Initial")
+    X(INITIAL_MIN, 1200, "UDP payload octets of a datagram carrying a client Initial")    \
+    X(BACKEND_SLOTS, 4096, "backends whose frames each worker counts one by one")
 
 #define PES_LIMIT_ENUM(name, value, doc) PES_##name = (value),
 enum pes_limit { PES_LIMITS(PES_LIMIT_ENUM) };

@@ -31,6 +31,8 @@ DEF NS = 1000000000
 # Handed over as pend_flows: "no flow table from now on".
 cdef pes_flow_table _NO_FLOWS
 COUNTERS_SIZE = sizeof(pes_counters)
+# One worker's per-backend counts: frames forwarded, then frames CID-routed, per slot.
+BACKEND_COUNTS_SIZE = 2 * PES_BACKEND_SLOTS * sizeof(uint64_t)
 
 DEFAULT_BATCH = 64
 DEFAULT_POLL_TIMEOUT_MS = 100
@@ -88,6 +90,9 @@ cdef class Engine:
     cdef object _counters_buf
     cdef int _worker
     cdef uint64_t *_cnt
+    # Frames forwarded per backend slot, then CID-routed per slot (or NULL).
+    cdef object _backend_buf
+    cdef uint64_t *bcnt
     cdef int stopping
     cdef int running
     cdef int wake_fd
@@ -103,8 +108,9 @@ cdef class Engine:
     def __init__(self, XskSocket xsk not None, RouteTable table not None, counters=None,
                  int worker=0, uint32_t batch=DEFAULT_BATCH,
                  int poll_timeout_ms=DEFAULT_POLL_TIMEOUT_MS, bint busy_poll=False,
-                 bint floor=False):
+                 bint floor=False, backend_counts=None):
         cdef uint8_t[::1] view
+        cdef uint8_t[::1] bview
         if not 1 <= batch <= MAX_BATCH:
             raise ValueError(f"batch {batch} is outside 1..{MAX_BATCH}")
         self.xsk = xsk
@@ -136,6 +142,13 @@ cdef class Engine:
         self._counters_buf = counters
         self._worker = worker
         self._cnt = <uint64_t *>(&view[worker * COUNTERS_SIZE])
+        self.bcnt = NULL
+        if backend_counts is not None:
+            bview = memoryview(backend_counts).cast("B")
+            if len(bview) < BACKEND_COUNTS_SIZE or (<size_t>&bview[0]) % 8:
+                raise ValueError("backend counter block too small or misaligned")
+            self._backend_buf = backend_counts
+            self.bcnt = <uint64_t *>&bview[0]
         self.recovered = xsk.recover()
         self.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
         if self.wake_fd < 0:
@@ -402,6 +415,8 @@ cdef inline void _emit(Engine self, XskSocket x, bint floor, const xdp_desc *rx_
     tx_desc.options = 0
     n_tx[0] += 1
     local[PES_CNT_FORWARDED] += 1
+    if self.bcnt != NULL and d.route != PES_ROUTE_NONE:
+        _count_backend(self, d.backend, d.route == PES_ROUTE_CID)
     if d.route == PES_ROUTE_CID:
         local[PES_CNT_CID_ROUTED + d.config_id] += 1
     elif d.route == PES_ROUTE_FALLBACK:
@@ -643,7 +658,18 @@ cdef inline int _fan_out(Engine self, XskSocket x, const pes_route_table *t,
         desc.len = len
         desc.options = 0
         copies += 1
+        if self.bcnt != NULL:
+            _count_backend(self, <uint16_t>i, 0)
     return <int>copies
+
+
+cdef inline void _count_backend(Engine self, uint16_t backend, bint cid) noexcept nogil:
+    # One writer per block (this worker): plain 64-bit stores the supervisor reads.
+    cdef uint16_t slot = _backends(self.cur)[backend].slot
+    if slot < PES_BACKEND_SLOTS:
+        self.bcnt[slot] += 1
+        if cid:
+            self.bcnt[PES_BACKEND_SLOTS + slot] += 1
 
 
 cdef inline void _flush(Engine self, uint64_t *local) noexcept nogil:

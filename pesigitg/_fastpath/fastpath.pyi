@@ -19,6 +19,7 @@ COUNTER_FAMILIES: tuple[tuple[str, str | None, tuple[str, ...], str, str], ...]
 COUNTER_NAMES: tuple[str, ...]
 GAUGES: frozenset[str]
 COUNTERS_SIZE: int
+BACKEND_COUNTS_SIZE: int
 # the limits (LIMITS, one module attribute each)
 XSK_SLOTS: int
 MAX_PORTS: int
@@ -33,6 +34,7 @@ NONCE_MAX: int
 PLAINTEXT_MAX: int
 SHORT_HEADER_MIN: int
 MAX_BACKENDS: int
+BACKEND_SLOTS: int
 MAGLEV_MAX: int
 FLOW_ENTRIES_MAX: int
 RETRY_KEYS: int
@@ -66,7 +68,7 @@ STATE_MAC_KNOWN: int
 
 def maglev_fill(offsets: Sequence[int], skips: Sequence[int], size: int) -> bytes: ...
 def pack_route_table(if_mac: bytes, configs: Sequence[CidConfig],
-                     backends: Sequence[tuple[bytes | None, int, int]],
+                     backends: Sequence[tuple[bytes | None, int, int, int]],
                      servers: Mapping[int, Sequence[tuple[bytes, int]]],
                      maglev: bytes, flow_entries: int = 0,
                      icmp_fanout_rate: int = 0, retry: object = None) -> bytes: ...
@@ -81,7 +83,7 @@ class RouteTable:
     icmp_fanout_rate: int
     def __init__(self, blob: bytes) -> None: ...
     def __len__(self) -> int: ...
-    def backend(self, index: int) -> tuple[bytes, int, int]: ...
+    def backend(self, index: int) -> tuple[bytes, int, int, int]: ...
     def backend_by_key(self, key: int) -> int | None: ...
     def maglev(self) -> list[int]: ...
 
@@ -162,7 +164,8 @@ class Engine:
     flow_entries: int
     def __init__(self, xsk: XskSocket, table: RouteTable, counters: object = None,
                  worker: int = 0, batch: int = ..., poll_timeout_ms: int = ...,
-                 busy_poll: bool = False, floor: bool = False) -> None: ...
+                 busy_poll: bool = False, floor: bool = False,
+                 backend_counts: object = None) -> None: ...
     def counters(self) -> dict[str, int]: ...
     def swap_table(self, table: RouteTable) -> None: ...
     def stop(self) -> None: ...

@@ -99,8 +99,9 @@ def pack_route_table(if_mac, configs, backends, servers, maglev, uint32_t flow_e
                      uint32_t icmp_fanout_rate=0, retry=None):
     """Write the blob.
 
-    ``configs``: CidConfig objects; ``backends``: (mac or None, state bits, key) per
-    backend, keys nonzero and unique; ``servers``: {config_id: [(server_id,
+    ``configs``: CidConfig objects; ``backends``: (mac or None, state bits, key, slot)
+    per backend, keys nonzero and unique, slots below BACKEND_SLOTS (or BACKEND_NONE:
+    not counted) and unique; ``servers``: {config_id: [(server_id,
     backend_index), ...]}; ``maglev``: bytes from :func:`maglev_fill`;
     ``flow_entries``: each worker's flow table size (0: none); ``icmp_fanout_rate``:
     Packets Too Big copied to every backend per second and worker (0: never);
@@ -140,9 +141,13 @@ def pack_route_table(if_mac, configs, backends, servers, maglev, uint32_t flow_e
                 raise ValueError(f"server {sid.hex()} names backend {idx}, which does not exist")
         sorted_servers[config_id] = ordered
 
-    keys = [key for _, _, key in backends]
+    keys = [key for _, _, key, _ in backends]
     if any(not 0 < key <= 0xFFFFFFFF for key in keys) or len(set(keys)) != len(keys):
         raise ValueError("backend keys must be nonzero, 32-bit and unique")
+    counted = [slot for *_, slot in backends if slot != PES_BACKEND_NONE]
+    if any(not 0 <= slot < PES_BACKEND_SLOTS for slot in counted) or \
+            len(set(counted)) != len(counted):
+        raise ValueError(f"backend slots must be unique and below {PES_BACKEND_SLOTS}")
     if flow_entries > PES_FLOW_ENTRIES_MAX:
         raise ValueError(f"a flow table of {flow_entries} entries is over the maximum of "
                          f"{PES_FLOW_ENTRIES_MAX}")
@@ -205,10 +210,11 @@ def pack_route_table(if_mac, configs, backends, servers, maglev, uint32_t flow_e
         hdr.if_mac[i] = if_mac[i]
     memcpy(&hdr.cid, PyBytes_AS_STRING(cid), sizeof(pes_cid_table))
     for i in range(n_backends):
-        mac, state, key = backends[i]
+        mac, state, key, slot = backends[i]
         be = <pes_backend *>(base + backends_off) + i
         be.state = state
         be.key = key
+        be.slot = slot
         slot = be.key & keys_mask
         while slots[slot] != PES_BACKEND_NONE:
             slot = (slot + 1) & keys_mask
@@ -272,6 +278,8 @@ cdef class RouteTable:
             be = <const pes_backend *>(<const uint8_t *>t + t.backends_off) + i
             if be.key == 0 or pes_backend_by_key(t, be.key) != <int>i:
                 raise ValueError(f"backend {i} cannot be found by its key")
+            if be.slot >= PES_BACKEND_SLOTS and be.slot != PES_BACKEND_NONE:
+                raise ValueError(f"backend {i} has a bad counter slot")
         if t.retry_mode > PES_RETRY_LOAD or (t.retry_mode != PES_RETRY_OFF) != \
                 (t.retry_keys_off != 0):
             raise ValueError("route table has a bad Retry offload mode")
@@ -324,12 +332,12 @@ cdef class RouteTable:
         return bytes(self.table.if_mac[:6])
 
     def backend(self, uint32_t index):
-        """``(mac, state, key)`` of backend ``index``."""
+        """``(mac, state, key, slot)`` of backend ``index``."""
         cdef const pes_backend *be
         if index >= self.table.n_backends:
             raise IndexError(f"backend {index} does not exist")
         be = <const pes_backend *>(<const uint8_t *>self.table + self.table.backends_off) + index
-        return bytes(be.mac[:6]), be.state, be.key
+        return bytes(be.mac[:6]), be.state, be.key, be.slot
 
     def backend_by_key(self, uint32_t key):
         """The index of the backend with ``key``, or None."""

@@ -4,7 +4,9 @@ A memfd: forked workers write their blocks, a restarted daemon is handed the fd 
 maps the same counts, so ``/stats`` totals carry on across a worker restart and a
 daemon restart. A header records the counter names the blocks were written with, so
 a daemon whose contract has other counters (an upgrade) carries the values over by
-name instead of misreading them.
+name instead of misreading them. After the counter blocks, each worker has a block of
+per-backend counts (frames forwarded, frames CID-routed) indexed by the slot the
+supervisor gives each backend in the route table.
 """
 
 from __future__ import annotations
@@ -14,15 +16,31 @@ import mmap
 import os
 import struct
 
-from pesigitg._fastpath import COUNTER_NAMES, counters_size, read_counters
+from pesigitg._fastpath import (
+    BACKEND_COUNTS_SIZE,
+    BACKEND_SLOTS,
+    COUNTER_NAMES,
+    counters_size,
+    read_counters,
+)
 
 __all__ = ["SharedCounters"]
 
 log = logging.getLogger("pesigitg.counters")
 
-MAGIC = b"PESCNT01"
+MAGIC = b"PESCNT02"                 # 01: no per-backend blocks (adopted, by name)
+OLD_MAGICS = (b"PESCNT01", MAGIC)
 HEADER = 4096                       # magic, workers, names; blocks start a page in
 _HEAD = struct.Struct("<8sII")      # magic, workers, length of the names text
+PAGE = 4096
+
+
+def _backends_at(workers: int) -> int:
+    return HEADER + (counters_size(workers) + PAGE - 1) // PAGE * PAGE
+
+
+def _size(workers: int) -> int:
+    return _backends_at(workers) + workers * BACKEND_COUNTS_SIZE
 
 
 class SharedCounters:
@@ -30,13 +48,41 @@ class SharedCounters:
 
     def __init__(self, fd: int, workers: int) -> None:
         self.fd, self.workers = fd, workers
-        self._map = mmap.mmap(fd, HEADER + counters_size(workers))
-        self.buffer = memoryview(self._map)[HEADER:]
+        self._map = mmap.mmap(fd, _size(workers))
+        view = memoryview(self._map)
+        self.buffer = view[HEADER:HEADER + counters_size(workers)]
+        self._backends = view[_backends_at(workers):]
+
+    def backend_block(self, worker: int) -> memoryview:
+        """Worker ``worker``'s per-backend counts, for its engine."""
+        return self._backends[worker * BACKEND_COUNTS_SIZE:(worker + 1) * BACKEND_COUNTS_SIZE]
+
+    def backend_counts(self) -> dict[int, tuple[int, int]]:
+        """(frames forwarded, frames CID-routed) per backend slot, every worker summed;
+        slots never used are left out."""
+        counts = self._backends.cast("Q")
+        out = {}
+        for slot in range(BACKEND_SLOTS):
+            forwarded = sum(counts[w * 2 * BACKEND_SLOTS + slot] for w in range(self.workers))
+            if forwarded:
+                cid = sum(counts[w * 2 * BACKEND_SLOTS + BACKEND_SLOTS + slot]
+                          for w in range(self.workers))
+                out[slot] = (forwarded, cid)
+        counts.release()
+        return out
+
+    def clear_backend(self, slot: int) -> None:
+        """Zero a slot before another backend takes it."""
+        counts = self._backends.cast("Q")
+        for w in range(self.workers):
+            counts[w * 2 * BACKEND_SLOTS + slot] = 0
+            counts[w * 2 * BACKEND_SLOTS + BACKEND_SLOTS + slot] = 0
+        counts.release()
 
     @classmethod
     def create(cls, workers: int) -> SharedCounters:
         fd = os.memfd_create("pesigitg-counters", os.MFD_CLOEXEC)
-        os.ftruncate(fd, HEADER + counters_size(workers))
+        os.ftruncate(fd, _size(workers))
         names = "\n".join(COUNTER_NAMES).encode()
         if _HEAD.size + len(names) > HEADER:
             raise ValueError("the counter names do not fit the counters' header page")
@@ -50,11 +96,11 @@ class SharedCounters:
         fd = os.dup(fd)
         head = os.pread(fd, HEADER, 0)
         magic, old_workers, length = _HEAD.unpack_from(head)
-        if magic != MAGIC:
+        if magic not in OLD_MAGICS:
             os.close(fd)
             raise ValueError("the counters handed over are not pesigitg's")
         names = tuple(head[_HEAD.size:_HEAD.size + length].decode().split("\n"))
-        if names == COUNTER_NAMES and old_workers == workers:
+        if magic == MAGIC and names == COUNTER_NAMES and old_workers == workers:
             return cls(fd, workers)
         fresh = cls.create(workers)
         old_block = (len(names) * 8 + 63) // 64 * 64     # blocks are cache-line aligned
@@ -83,6 +129,24 @@ class SharedCounters:
         if self.fd < 0:
             return
         self.buffer.release()
+        self._backends.release()
         self._map.close()
         os.close(self.fd)
         self.fd = -1
+
+
+def assign_slots(current: dict[str, int], addresses: list[str] | tuple[str, ...]
+                 ) -> dict[str, int]:
+    """Each backend's counter slot: a backend keeps its slot while it is configured; a
+    new one takes the lowest free slot (one a removed backend left, which the caller
+    clears first). Beyond BACKEND_SLOTS backends, the rest are not counted one by one."""
+    kept = {a: s for a, s in current.items() if a in addresses}
+    used = set(kept.values())
+    free = (s for s in range(BACKEND_SLOTS) if s not in used)
+    for address in addresses:
+        if address not in kept:
+            slot = next(free, None)
+            if slot is None:
+                break
+            kept[address] = slot
+    return kept

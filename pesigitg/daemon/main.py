@@ -76,6 +76,14 @@ def daemon_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-file", type=_setting("log_file"), dest="log_file",
                    help="daemon mode without syslog logs here "
                         "(default /var/log/pesigitgd-IFACE.log)")
+    p.add_argument("--stats-interval", type=_setting("stats_interval"), dest="stats_interval",
+                   help="seconds between log lines of counter deltas while traffic flows "
+                        "(default 60; 0: none)")
+    p.add_argument("--log-format", type=_setting("log_format"), dest="log_format",
+                   help="text (default) or json: one JSON object a line")
+    p.add_argument("--drain-quiet", type=_setting("drain_quiet_s"), dest="drain_quiet_s",
+                   metavar="SECONDS", help="a draining backend with no CID-routed frame "
+                   "this long is fully drained (default 60)")
     p.add_argument("-f", "--foreground", action="store_true",
                    help="stay in the foreground and log to stderr")
     p.add_argument("--check", action="store_true",
@@ -91,7 +99,9 @@ def load_configuration(args: argparse.Namespace) -> tuple[DaemonConfig, RouteCon
     cli = {key: getattr(args, key) for key in ("interface", "port", "queues", "route_config",
                                                "status_socket", "pidfile", "xdp_mode",
                                                "syslog_socket", "log_file", "user",
-                                               "status_group", "source_address")}
+                                               "status_group", "source_address",
+                                               "stats_interval", "log_format",
+                                               "drain_quiet_s")}
     file_config = load_daemon_config(args.config) if args.config else None
     config = merge(file_config, cli)
     assert config.route_config is not None
@@ -127,7 +137,8 @@ def daemon_main(argv: list[str] | None = None) -> int:
     assert config.interface is not None
     log_setup: dict[str, Any] = {"foreground": foreground, "interface": config.interface,
                                  "syslog_socket": str(config.syslog_socket),
-                                 "log_file": str(config.log_file) if config.log_file else None}
+                                 "log_file": str(config.log_file) if config.log_file else None,
+                                 "log_format": config.log_format}
     try:
         kind, target = log_destination(**log_setup)
     except OSError as exc:

@@ -42,6 +42,10 @@ class BackendView:
     last_check: str | None
     draining: bool
     in_pool: bool
+    draining_source: str | None = None  # "file", "override" (pesigitg-ctl drain), or None
+    drained_since: float | None = None  # wall clock: fully drained since
+    forwarded: int = 0                  # frames sent to it
+    cid_routed: int = 0                 # of which routed by their CID
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class Snapshot:
     if_mac: bytes = bytes(6)
     steering: dict[str, list[Any]] = field(default_factory=dict)  # what the XDP maps hold
     sources: dict[str, Any] = field(default_factory=dict)   # Sources.describe()
+    key_ages: dict[str, float] = field(default_factory=dict)  # "QUIC-LB config 1": days
 
     @property
     def pool(self) -> list[str]:
@@ -129,7 +134,13 @@ class Report:
         workers = [{"worker": w.index, "queue": w.queue, "cpu": w.cpu, "alive": w.alive,
                     "pid": w.pid, "mode": w.mode, "restarts": w.restarts,
                     "counters": w.counters, "frames": w.frames} for w in s.workers]
-        return {"total": _total(s.workers), "workers": workers, "xdp": s.xdp_counters}
+        backends = {b.address: {"forwarded": b.forwarded, "cid_routed": b.cid_routed}
+                    for b in s.backends}
+        return {"total": _total(s.workers), "workers": workers, "xdp": s.xdp_counters,
+                "backends": backends}
+
+    def totals(self) -> dict[str, int]:
+        return _total(self.snapshot().workers)
 
     def config(self) -> dict[str, Any]:
         s = self.snapshot()
@@ -138,10 +149,13 @@ class Report:
             b = s.backend(server["address"])
             servers.append({**server, "mac": b.mac.hex(":") if b.mac else None,
                             "mac_source": b.mac_source, "health": b.health,
-                            "last_check": b.last_check, "draining": b.draining})
+                            "last_check": b.last_check, "draining": b.draining,
+                            "draining_source": b.draining_source,
+                            "fully_drained_since": b.drained_since})
         return {"daemon": s.daemon, "routes": s.routes, "servers": servers,
                 "fallback_pool": s.pool, "interface_mac": s.if_mac.hex(":"),
-                "xdp_mode": s.xdp_mode, "steering": s.steering, "sources": s.sources}
+                "xdp_mode": s.xdp_mode, "steering": s.steering, "sources": s.sources,
+                "key_ages_days": {k: round(v, 2) for k, v in s.key_ages.items()}}
 
     def metrics(self) -> str:
         s = self.snapshot()
@@ -179,10 +193,18 @@ class Report:
                                            lambda b: b.mac is not None),
             "pesigitg_backend_in_fallback_pool": ("1 if Maglev may choose the backend",
                                                   lambda b: b.in_pool),
+            "pesigitg_backend_fully_drained": ("1 once a draining backend gets no CID-routed "
+                                               "frame", lambda b: b.drained_since is not None),
         }
         for metric, (help_text, fn) in gauges.items():
             families.append((metric, "gauge", help_text,
                              [({"backend": b.address}, int(fn(b))) for b in s.backends]))
+        families.append(("pesigitg_backend_forwarded_frames_total", "counter",
+                         "frames sent to the backend",
+                         [({"backend": b.address}, b.forwarded) for b in s.backends]))
+        families.append(("pesigitg_backend_cid_routed_frames_total", "counter",
+                         "frames sent to the backend because their CID names it",
+                         [({"backend": b.address}, b.cid_routed) for b in s.backends]))
         return prometheus(families)
 
     # -- signal dumps -------------------------------------------------------------------

@@ -23,7 +23,11 @@ DECIMAL = re.compile(r"^[0-9]{1,10}$")
 XDP_MODES = ("native", "generic")
 REPEATABLE = {"port", "source_address"}
 KEYS = ("interface", "port", "queues", "route_config", "status_socket", "pidfile",
-        "xdp_mode", "syslog_socket", "log_file", "user", "status_group", "source_address")
+        "xdp_mode", "syslog_socket", "log_file", "user", "status_group", "source_address",
+        "stats_interval", "log_format", "drain_quiet_s")
+LOG_FORMATS = ("text", "json")
+# Bounds of the settings that are durations in seconds.
+SECONDS = {"stats_interval": (0, 86400), "drain_quiet_s": (1, 86400)}
 # The default runtime directory: pesigitgd creates it, owned by the user it runs as
 # (systemd's RuntimeDirectory=pesigitg does the same).
 RUNTIME_DIR = Path("/run/pesigitg")
@@ -46,6 +50,9 @@ class DaemonConfig:
     # Where health probes and neighbour solicitations leave from, at most one per
     # family; a family without one gets an interface address chosen at start.
     source_addresses: tuple[str, ...] = ()
+    stats_interval: int = 60              # seconds between counter logs; 0: none
+    log_format: str = "text"              # or json, one object a line
+    drain_quiet_s: int = 60               # no CID-routed frame that long: fully drained
     config_file: Path | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -69,6 +76,8 @@ class DaemonConfig:
                 "log_file": str(self.log_file) if self.log_file else None,
                 "user": self.user, "status_group": self.status_group,
                 "source_addresses": list(self.source_addresses),
+                "stats_interval": self.stats_interval, "log_format": self.log_format,
+                "drain_quiet_s": self.drain_quiet_s,
                 "config_file": str(self.config_file) if self.config_file else None}
 
 
@@ -82,18 +91,19 @@ def parse_value(key: str, raw: str, *, file: str | None = None, line: int | None
         if not IFNAME.match(raw):
             raise fail("not an interface name (1-15 of letters, digits, _ . : @ -)")
         return raw
-    if key in ("port", "queues"):
+    if key in ("port", "queues", *SECONDS):
         # ASCII digits only: int() would also take full-width digits or '4_43'.
         if not DECIMAL.match(raw):
             raise fail("not a decimal number")
         number = int(raw)
-        low, high = (1, 65535) if key == "port" else (1, XSK_SLOTS)
+        low, high = SECONDS.get(key) or ((1, 65535) if key == "port" else (1, XSK_SLOTS))
         if not low <= number <= high:
             raise fail(f"must be between {low} and {high}")
         return number
-    if key == "xdp_mode":
-        if raw not in XDP_MODES:
-            raise fail(f"must be one of {', '.join(XDP_MODES)}")
+    if key in ("xdp_mode", "log_format"):
+        choices = XDP_MODES if key == "xdp_mode" else LOG_FORMATS
+        if raw not in choices:
+            raise fail(f"must be one of {', '.join(choices)}")
         return raw
     if key in ("user", "status_group"):
         if not ACCOUNT.match(raw):

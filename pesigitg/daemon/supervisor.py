@@ -37,16 +37,22 @@ from pyroute2 import Ethtool
 
 from pesigitg import __version__
 from pesigitg._fastpath import XskSocket, aesni_supported
-from pesigitg.daemon.counters import SharedCounters
+from pesigitg.daemon.counters import SharedCounters, assign_slots
 from pesigitg.daemon.daemonize import PidFile
+from pesigitg.daemon.drains import Drains, DrainWatch
 from pesigitg.daemon.handover import Channel, HandoverError, Inheritance
 from pesigitg.daemon.health import HealthChecker, HealthState
+from pesigitg.daemon.keyages import check_key_ages, key_ages
+from pesigitg.daemon.logs import set_log_format
 from pesigitg.daemon.neighbours import NeighbourTable, interface_mac
+from pesigitg.daemon.operations import ENDPOINTS as OPS_ENDPOINTS
+from pesigitg.daemon.operations import Operations
 from pesigitg.daemon.privileges import resolve_group
 from pesigitg.daemon.report import BackendView, Report, Snapshot, WorkerView
 from pesigitg.daemon.sdnotify import Notifier
 from pesigitg.daemon.settings import DaemonConfig, load_daemon_config, merge
 from pesigitg.daemon.sources import Sources, choose_sources, interface_candidates
+from pesigitg.daemon.state import RuntimeState, state_path
 from pesigitg.daemon.status import Refused, Request, Response, StatusServer
 from pesigitg.daemon.worker import WorkerSpec, numa_cpus
 from pesigitg.daemon.workers import WorkerHandle, WorkerPool
@@ -118,11 +124,12 @@ def choose_probe_sources(config: DaemonConfig, routes: RouteConfig) -> Sources:
 
 
 def compile_route_config(routes: RouteConfig, if_mac: bytes,
-                         backend: Callable[[str], Backend]) -> CompiledRoutes:
+                         backend: Callable[[str], Backend],
+                         slots: dict[str, int] | None = None) -> CompiledRoutes:
     servers = [Server(s.config_id, s.server_id, s.address) for s in routes.servers]
     return compile_routes(if_mac, routes.configs, [backend(a) for a in routes.addresses],
                           servers, routes.table_size, routes.flow_table_size,
-                          routes.fanout_per_second, routes.retry)
+                          routes.fanout_per_second, routes.retry, slots)
 
 
 def object_digest(path: os.PathLike[str] | str) -> str:
@@ -168,6 +175,13 @@ class Supervisor:
         self.neighbours: NeighbourTable | None = None
         self.sources = Sources({}, {})
         self.successor: int | None = None       # pid of the daemon that took over
+        self.state = RuntimeState.load(state_path(self.config.effective_pidfile))
+        self.drains = Drains(self.state)
+        self.drain_watch = DrainWatch(self.config.drain_quiet_s)
+        self.slots: dict[str, int] = {}         # backend -> its counter slot
+        self.ops = Operations(self)
+        self.status.routes.update(self.ops.routes())
+        self.status.docs.update(OPS_ENDPOINTS)
 
     @property
     def workers(self) -> list[WorkerHandle]:
@@ -249,7 +263,7 @@ class Supervisor:
                                            cpus[i % len(cpus)]), xsk,
                                 restarts=restarts[i] if restarts else 0)
                    for i, xsk in enumerate(self.xsks)]
-        return WorkerPool(handles, counters.buffer, self._blob)
+        return WorkerPool(handles, counters, self._blob)
 
     def _blob(self) -> bytes:
         assert self.compiled is not None
@@ -287,8 +301,10 @@ class Supervisor:
     async def _serve(self) -> None:
         """Everything that runs once the packet path does."""
         await self.status.serve()
+        await asyncio.to_thread(check_key_ages, self.routes, self.state)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._neighbour_loop(), name="neighbours"))
+        self._tasks.append(loop.create_task(self.ops.housekeeping(), name="housekeeping"))
         if self.notifier.watchdog_interval:
             self._tasks.append(loop.create_task(self._watchdog_loop(), name="watchdog"))
 
@@ -416,7 +432,7 @@ class Supervisor:
                         for h in self.pool.handles],
             "macs": {a: m.hex() if m else None for a, m in self.macs.items()},
             "health": {a: dataclasses.asdict(s) for a, s in self.health.states.items()},
-            "started": self.started, "log": self.log_setup,
+            "started": self.started, "log": self.log_setup, "slots": self.slots,
             "watchdog_usec": self.notifier.watchdog_usec,
         }
         fds = {"program": self.xdp.fd, "counters": self.counters.fd,
@@ -457,6 +473,7 @@ class Supervisor:
                                    else None)
         self.xdp_mode = facts["xdp_mode"]
         self.macs = {a: bytes.fromhex(m) if m else None for a, m in facts["macs"].items()}
+        self.slots = dict(facts.get("slots", {}))
         self.health.adopt({a: HealthState(**{"probed": s.get("checks", 0) > 0, **s})
                            for a, s in facts["health"].items()}, self.routes.health)
         self.compiled = self._compile()
@@ -511,11 +528,19 @@ class Supervisor:
         def backend(address: str) -> Backend:
             mac = routes.backend_mac(address) or self.macs.get(address)
             return Backend(address, mac, self.health.is_up(address),
-                           routes.backend_draining(address))
+                           self.drains.draining(address, routes.backend_draining(address)))
         return backend
 
     def _compile(self) -> CompiledRoutes:
-        return compile_route_config(self.routes, self.if_mac, self._backend_fn(self.routes))
+        slots = assign_slots(self.slots, self.routes.addresses)
+        if self.counters is not None:
+            taken = set(self.slots.values())
+            for address, slot in slots.items():
+                if self.slots.get(address) != slot and slot in taken:
+                    self.counters.clear_backend(slot)       # another backend's before
+        self.slots = slots
+        return compile_route_config(self.routes, self.if_mac, self._backend_fn(self.routes),
+                                    slots)
 
     def rebuild(self, why: str, compiled: CompiledRoutes | None = None) -> None:
         """Compile the table again (unless given) and send it to every worker if it
@@ -588,12 +613,16 @@ class Supervisor:
     def reload(self) -> None:
         """SIGHUP: re-read both files; apply if valid, keep running the old one if not."""
         self._tasks = [t for t in self._tasks if not t.done()]
-        self._tasks.append(asyncio.get_running_loop().create_task(self._reload(),
+        self._tasks.append(asyncio.get_running_loop().create_task(self._reload_quietly(),
                                                                   name="reload"))
 
-    async def _reload(self) -> None:
+    async def _reload_quietly(self) -> None:
+        await self._reload()        # the outcome is in the log (and systemd's status)
+
+    async def _reload(self) -> str | None:
         """All or nothing: read and check everything (off the event loop: a large file
-        must not starve the watchdog), then apply; any failure keeps what runs."""
+        must not starve the watchdog), then apply; any failure keeps what runs. None
+        when applied, else why not."""
         async with self._reload_lock:
             self.notifier.reloading()
             log.info("reloading configuration")
@@ -602,8 +631,10 @@ class Supervisor:
             except Exception as exc:      # whatever it is, the old configuration stays
                 log.error("reload failed, still running the previous configuration: %s",
                           _reason(exc))
+                return _reason(exc)
             else:
                 log.info("reloaded: %s", self.report.status_line())
+                return None
             finally:
                 self.notifier.ready(self.report.status_line())
 
@@ -640,6 +671,11 @@ class Supervisor:
             self.xdp.set_vips(old_vips)
             raise
         self.config, self.routes, self.sources = new, routes, sources
+        set_log_format(new.log_format)
+        self.drain_watch.quiet_s = new.drain_quiet_s
+        for address in self.drains.forget_but(set(routes.addresses)):
+            log.info("forgot the run-time drain of %s: it is no longer configured", address)
+        await asyncio.to_thread(check_key_ages, routes, self.state)
         # New backends are probed once before the table may send them anything.
         await self._configure_health()
         compiled = self._compile()
@@ -669,17 +705,21 @@ class Supervisor:
                    for h in self.workers]
         c = self.compiled
         pool = {c.backends[i].name for i in c.pool} if c is not None else set()
+        frames = counters.backend_counts() if counters is not None else {}
+        ops = self.ops.describe()
         backends = []
         for address in self.routes.addresses:
             mac = self.mac(address)
             state = self.health.states.get(address)
             source = ("static" if self.routes.backend_mac(address)
                       else "neighbour" if mac else "unresolved")
-            backends.append(BackendView(address, mac, source, self.health.is_up(address),
-                                        self.health.describe(address),
-                                        state.last_result if state else None,
-                                        self.routes.backend_draining(address),
-                                        address in pool))
+            forwarded, cid = frames.get(self.slots.get(address, -1), (0, 0))
+            backends.append(BackendView(
+                address, mac, source, self.health.is_up(address),
+                self.health.describe(address), state.last_result if state else None,
+                self.drains.draining(address, self.routes.backend_draining(address)),
+                address in pool, ops[address]["draining_source"],
+                ops[address]["drained_since"], forwarded, cid))
         servers = [{"config_id": s.config_id, "server_id": s.server_id.hex(),
                     "address": s.address} for s in self.routes.servers]
         assert self.config.interface is not None
@@ -693,7 +733,8 @@ class Supervisor:
                         self.if_mac,
                         {"ports": sorted(xdp.ports()),
                          "vips": sorted(str(v) for v in xdp.vips())} if xdp is not None else {},
-                        self.sources.describe())
+                        self.sources.describe(),
+                        {a.what: a.age_days for a in key_ages(self.routes, self.state)})
 
     # -- the status socket's answers ----------------------------------------------------
 

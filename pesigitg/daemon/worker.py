@@ -88,8 +88,8 @@ def numa_cpus(interface: str) -> list[int]:
     return local or allowed
 
 
-def start_worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object
-                 ) -> WorkerProcess:
+def start_worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object,
+                 backend_counts: object = None) -> WorkerProcess:
     """Fork a worker for ``xsk`` (already bound and registered); it reports
     ``("ready", mode, cpu, recovered)`` or ``("failed", reason)`` on its pipe."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -99,7 +99,8 @@ def start_worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object
         status = 70
         try:
             parent.close()
-            _worker(spec, xsk, blob, counters, Connection(child.detach()), supervisor)
+            _worker(spec, xsk, blob, counters, backend_counts, Connection(child.detach()),
+                    supervisor)
             status = 0
         finally:
             os._exit(status)
@@ -108,7 +109,7 @@ def start_worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object
 
 
 def _worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object,
-            conn: Connection, supervisor: int) -> None:
+            backend_counts: object, conn: Connection, supervisor: int) -> None:
     # Die with the supervisor, even when it is killed; and it may already be gone.
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != supervisor:
@@ -127,7 +128,8 @@ def _worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object,
             os.sched_setaffinity(0, {spec.cpu})
         _own_queue(xsk)
         engine = Engine(xsk, RouteTable(blob), counters, worker=spec.index, batch=spec.batch,
-                        busy_poll=spec.busy_poll, floor=spec.floor)
+                        busy_poll=spec.busy_poll, floor=spec.floor,
+                        backend_counts=backend_counts)
         # From here on it holds all it needs: no capability, no new privilege, and only
         # the system calls of its loop and its pipe (privileges.py).
         lose_privileges()

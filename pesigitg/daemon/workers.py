@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pesigitg._fastpath import XskSocket
+from pesigitg.daemon.counters import SharedCounters
 from pesigitg.daemon.worker import WorkerProcess, WorkerSpec, start_worker
 
 __all__ = ["WorkerHandle", "WorkerPool"]
@@ -55,7 +56,7 @@ class WorkerHandle:
 class WorkerPool:
     """Starts, watches and replaces the workers; ``table`` gives the current blob."""
 
-    def __init__(self, handles: list[WorkerHandle], counters: object,
+    def __init__(self, handles: list[WorkerHandle], counters: SharedCounters,
                  table: Callable[[], bytes]) -> None:
         self.handles = handles
         self.counters = counters
@@ -75,7 +76,8 @@ class WorkerPool:
         """Fork ``handle``'s worker; ``waited``: someone awaits ``handle.ready``."""
         loop = asyncio.get_running_loop()
         blob = self.table()
-        handle.process = start_worker(handle.spec, handle.xsk, blob, self.counters)
+        handle.process = start_worker(handle.spec, handle.xsk, blob, self.counters.buffer,
+                                      self.counters.backend_block(handle.spec.index))
         handle.blob, handle.started, handle.pending = blob, time.monotonic(), None
         handle.ready = loop.create_future() if waited else None
         loop.add_reader(handle.process.conn.fileno(), self._on_message, handle)

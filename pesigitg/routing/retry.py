@@ -83,12 +83,14 @@ class RetrySpec:
     load_trigger: int = 0
     transition_ms: int = 200
     keys: tuple[RetryKey, ...] = ()
+    max_key_age_days: int | None = None
 
     def describe(self) -> dict[str, Any]:
         """For /config and SIGUSR2: key sequence numbers, never key material."""
         return {"mode": self.mode, "token_lifetime_s": self.token_lifetime_s,
                 "load_trigger": self.load_trigger, "transition_ms": self.transition_ms,
-                "key_sequences": sorted(k.sequence for k in self.keys)}
+                "key_sequences": sorted(k.sequence for k in self.keys),
+                "max_key_age_days": self.max_key_age_days}
 
 
 class RetryKeys:

@@ -38,12 +38,14 @@ HEX = re.compile(r"^[0-9A-Fa-f]*$")
 
 TOP_KEYS = {"configs", "health", "fallback", "pmtu", "retry", "vips"}
 CONFIG_KEYS = {"config_id", "server_id_length", "nonce_length", "key",
-               "first_octet_encodes_cid_length", "servers"}
+               "first_octet_encodes_cid_length", "servers", "max_key_age_days"}
+MAX_KEY_AGE_DAYS = 36500
 SERVER_KEYS = {"id", "address", "mac", "draining"}
 HEALTH_KEYS = {"enabled", "interval_ms", "timeout_ms", "rise", "fall", "port"}
 FALLBACK_KEYS = {"table_size", "flow_table_size"}
 PMTU_KEYS = {"fanout_per_second"}
-RETRY_KEYS = {"mode", "token_lifetime_s", "load_trigger", "transition_ms", "keys"}
+RETRY_KEYS = {"mode", "token_lifetime_s", "load_trigger", "transition_ms", "keys",
+              "max_key_age_days"}
 RETRY_KEY_KEYS = {"sequence", "key", "iv"}
 DEFAULT_FLOW_TABLE_SIZE = 262144        # per worker: 4 MiB
 DEFAULT_FANOUT_PER_SECOND = 100
@@ -86,6 +88,7 @@ class RouteConfig:
     flow_table_size: int = DEFAULT_FLOW_TABLE_SIZE   # each worker's; 0: no flow table
     fanout_per_second: int = DEFAULT_FANOUT_PER_SECOND   # each worker's; 0: never
     retry: RetrySpec = field(default_factory=RetrySpec)
+    max_key_age_days: dict[int, int] = field(default_factory=dict)   # config id -> days
 
     def backend_mac(self, address: str) -> bytes | None:
         return next((s.mac for s in self.servers if s.address == address and s.mac), None)
@@ -100,7 +103,8 @@ class RouteConfig:
             "configs": [{"config_id": c.config_id, "mode": c.mode,
                          "server_id_length": c.server_id_len, "nonce_length": c.nonce_len,
                          "first_octet_encodes_cid_length": c.encode_length,
-                         "key": "set" if c.key is not None else "none"}
+                         "key": "set" if c.key is not None else "none",
+                         "max_key_age_days": self.max_key_age_days.get(c.config_id)}
                         for c in self.configs],
             "health": asdict(self.health),
             "fallback": {"table_size": self.table_size,
@@ -217,6 +221,7 @@ def load_route_config(path: Path) -> RouteConfig:
 
     configs: list[CidConfig] = []
     servers: list[ServerSpec] = []
+    max_age: dict[int, int] = {}
     raw_configs = data.get("configs", [])
     if not isinstance(raw_configs, list) or not raw_configs:
         raise check.fail("configs", "at least one [[configs]] table is required")
@@ -235,6 +240,9 @@ def load_route_config(path: Path) -> RouteConfig:
         if "key" in c:
             secret = check.secret_hex(c, key, "key", 16, "a 16-octet AES key")
         encode = check.boolean(c, key, "first_octet_encodes_cid_length", False)
+        if "max_key_age_days" in c:
+            max_age[config_id] = check.integer(c, key, "max_key_age_days", 1,
+                                               MAX_KEY_AGE_DAYS)
         try:
             config = CidConfig(config_id, sid_len, nonce_len, secret, encode)
         except ValueError as exc:
@@ -318,7 +326,7 @@ def load_route_config(path: Path) -> RouteConfig:
                              "the XDP program holds")
     return RouteConfig(path, tuple(configs), tuple(servers), health, table_size,
                        tuple(dict.fromkeys(vips)), addresses, flow_table_size, fanout,
-                       _retry(check, data.get("retry", {})))
+                       _retry(check, data.get("retry", {})), max_age)
 
 
 def _retry(check: _Checker, data: object) -> RetrySpec:
@@ -347,4 +355,6 @@ def _retry(check: _Checker, data: object) -> RetrySpec:
                              check.secret_hex(k, key, "iv", 12, "a 12-octet IV")))
     if mode != "off" and not keys:
         raise check.fail("retry.keys", f"mode {mode!r} needs at least one [[retry.keys]]")
-    return RetrySpec(mode, lifetime, trigger, transition, tuple(keys))
+    max_age = check.integer(r, "retry", "max_key_age_days", 1, MAX_KEY_AGE_DAYS) \
+        if "max_key_age_days" in r else None
+    return RetrySpec(mode, lifetime, trigger, transition, tuple(keys), max_age)

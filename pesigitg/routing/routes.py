@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pesigitg._fastpath import (
     BACKEND_NONE,
+    BACKEND_SLOTS,
     STATE_DRAINING,
     STATE_MAC_KNOWN,
     STATE_UP,
@@ -104,7 +105,10 @@ class CompiledRoutes:
 def compile_routes(if_mac: bytes, configs: Sequence[CidConfig], backends: Sequence[Backend],
                    servers: Sequence[Server], maglev_size: int = DEFAULT_MAGLEV_SIZE,
                    flow_entries: int = 0, icmp_fanout_rate: int = 0,
-                   retry: RetrySpec | None = None) -> CompiledRoutes:
+                   retry: RetrySpec | None = None, slots: Mapping[str, int] | None = None
+                   ) -> CompiledRoutes:
+    """The table for these backends and servers. ``slots``: each backend's frame
+    counters (default: its index, for the first BACKEND_SLOTS backends)."""
     index = {}
     for i, backend in enumerate(backends):
         if backend.name in index:
@@ -128,8 +132,11 @@ def compile_routes(if_mac: bytes, configs: Sequence[CidConfig], backends: Sequen
     pool_table = maglev_table([backends[i].name for i in pool], maglev_size)
     maglev = [pool[slot] if slot != BACKEND_NONE else BACKEND_NONE for slot in pool_table]
     keys = backend_keys([b.name for b in backends])
+    slot_of = slots if slots is not None else {
+        b.name: i for i, b in enumerate(backends) if i < BACKEND_SLOTS}
     blob = pack_route_table(if_mac, list(configs),
-                            [(b.mac, b.state, keys[b.name]) for b in backends], by_config,
+                            [(b.mac, b.state, keys[b.name], slot_of.get(b.name, BACKEND_NONE))
+                             for b in backends], by_config,
                             array("H", maglev).tobytes(), flow_entries, icmp_fanout_rate,
                             retry)
     return CompiledRoutes(bytes(if_mac), list(configs), list(backends), routes, maglev,

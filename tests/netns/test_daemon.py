@@ -58,8 +58,9 @@ def test_foreground_daemon_serves_status_and_cleans_up_on_term(lab, daemons):
     health = daemon.get("/health")
     assert health["status"] == "ok" and health["workers"] == {"alive": 1, "expected": 1}
     assert health["xdp"] == {"attached": True, "mode": "native", "attach": "link"}
-    assert set(daemon.get("/")["endpoints"]) == {"/", "/health", "/stats", "/config",
-                                                "/metrics", "/restart"}
+    assert set(daemon.get("/")["endpoints"]) == {
+        "/", "/health", "/stats", "/config", "/metrics", "/restart", "/version", "/whoami",
+        "/drain", "/undrain", "/reload", "/stop", "/dump-stats", "/dump-config"}
     assert stat.S_IMODE(daemon.status_socket.stat().st_mode) == 0o660
     assert xdp_attached(lab)
     assert daemon.stop() == 0
@@ -387,7 +388,7 @@ def test_a_backend_whose_neighbour_entry_appears_later_joins_the_pool(lab, daemo
 def test_ctl_health_exit_status(lab, daemons):
     daemon = make(lab, daemons).start()
     ctl = str(PESIGITGD).replace("pesigitgd", "pesigitg-ctl")
-    ok = subprocess.run([ctl, "-s", str(daemon.status_socket), "health"],
+    ok = subprocess.run([ctl, "-s", str(daemon.status_socket), "--json", "health"],
                         capture_output=True, text=True)
     assert ok.returncode == 0 and json.loads(ok.stdout)["status"] == "ok"
     bad = subprocess.run([ctl, "-s", str(lab.workdir / "nothing.sock")], capture_output=True,

@@ -159,7 +159,7 @@ def test_forged_icmp_does_not_take_a_slow_backend_down(lab, daemons):
 
 
 def ctl_health(daemon) -> tuple[int, str]:
-    done = subprocess.run([CTL, "-s", str(daemon.status_socket), "health"],
+    done = subprocess.run([CTL, "-s", str(daemon.status_socket), "--json", "health"],
                           capture_output=True, text=True)
     return done.returncode, done.stdout
 

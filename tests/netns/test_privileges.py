@@ -202,9 +202,12 @@ def test_only_root_the_daemon_and_the_socket_group_may_change_its_state(
         os.waitpid(pid, 0)
         return answer
 
-    stranger = ask(65533, 65533, b"POST /restart\n")
-    assert json.loads(stranger)["error"] == ("only root or members of the socket's group may "
-                                             "change the daemon's state")
+    for request in (b"POST /restart\n", b"POST /drain?address=10.9.0.11\n",
+                    b"POST /reload\n", b"POST /stop\n"):
+        stranger = ask(65533, 65533, request)
+        assert json.loads(stranger)["error"] == ("only root or members of the socket's "
+                                                 "group may change the daemon's state")
+    assert daemon.get("/config")["servers"][0]["draining"] is False
     assert json.loads(ask(65533, 65533, b"GET /health\n"))["status"]   # reads stay open
     daemon.wait_log(r"refused POST /restart from uid 65533 pid \d+", after=mark)
     time.sleep(0.1)

@@ -77,8 +77,8 @@ def test_blob_round_trips_backends_and_maglev():
     table = RouteTable(routes.blob)
     assert table.n_backends == 2 and table.maglev_size == SMALL_PRIME and table.if_mac == MAC
     keys = backend_keys(["a", "b"])
-    assert table.backend(0) == (bytes.fromhex("02aa00000001"), 1 | 4, keys["a"])
-    assert table.backend(1) == (bytes(6), 1 | 2, keys["b"])
+    assert table.backend(0) == (bytes.fromhex("02aa00000001"), 1 | 4, keys["a"], 0)
+    assert table.backend(1) == (bytes(6), 1 | 2, keys["b"], 1)
     assert table.backend_by_key(keys["b"]) == 1 and table.backend_by_key(12345) is None
     assert table.maglev() == routes.maglev
 

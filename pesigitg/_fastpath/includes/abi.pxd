@@ -18,6 +18,7 @@ cdef extern from "pesigitg_abi.h" nogil:
         PES_FLOW_ENTRIES_MAX
         PES_RETRY_KEYS
         PES_INITIAL_MIN
+        PES_BACKEND_SLOTS
         PES_XDP_REASONS
 
     enum pes_route_kind:

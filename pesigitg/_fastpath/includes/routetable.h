@@ -22,7 +22,7 @@
 #include "gcm.h"
 
 #define PES_ROUTE_MAGIC 0x52534550u /* "PESR" little endian */
-#define PES_ROUTE_VERSION 2u
+#define PES_ROUTE_VERSION 3u
 #define PES_BACKEND_NONE 0xFFFFu /* a Maglev slot with no backend (PES_MAX_BACKENDS + 1) */
 
 enum pes_backend_state {
@@ -38,6 +38,8 @@ typedef struct {
     uint8_t mac[6];
     uint8_t state;
     uint8_t reserved;
+    uint16_t slot;          /* its frame counters (< PES_BACKEND_SLOTS), or NONE */
+    uint16_t reserved2;
     uint32_t key;           /* nonzero, unique in the table */
 } pes_backend;
 

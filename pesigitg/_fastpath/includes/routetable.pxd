@@ -20,6 +20,7 @@ cdef extern from "routetable.h" nogil:
     ctypedef struct pes_backend:
         uint8_t mac[6]
         uint8_t state
+        uint16_t slot
         uint32_t key
 
     enum pes_retry_mode:
