@@ -68,6 +68,7 @@ class Snapshot:
     steering: dict[str, list[Any]] = field(default_factory=dict)  # what the XDP maps hold
     sources: dict[str, Any] = field(default_factory=dict)   # Sources.describe()
     key_ages: dict[str, float] = field(default_factory=dict)  # "QUIC-LB config 1": days
+    handing_over: bool = False          # a restart: the successor takes the queues over
 
     @property
     def pool(self) -> list[str]:
@@ -105,17 +106,22 @@ class Report:
     def health(self) -> dict[str, Any]:
         """``down``: nothing can be forwarded (no XDP, no worker, or no backend that is up
         with a known MAC). ``degraded``: something is missing (a worker, a backend, the
-        fallback pool). ``ok``: every worker alive, every backend up. ``reasons`` say why."""
+        fallback pool), or a restart is handing the queues over (frames wait in the rings
+        for the successor's workers, none is lost: not down). ``ok``: every worker alive,
+        every backend up. ``reasons`` say why."""
         s = self.snapshot()
         alive = sum(w.alive for w in s.workers)
         usable = [b for b in s.backends if b.up and b.mac is not None]
+        handing_over = s.handing_over and alive < len(s.workers)
         down = [why for why, bad in (
             ("XDP is not attached", not s.xdp_attached),
-            ("no worker is running", alive == 0),
+            ("no worker is running", alive == 0 and not handing_over),
             ("no backend is up with a known MAC", not usable)) if bad]
         missing = [why for why, bad in (
+            ("a restart is handing the queues to the new daemon; frames wait in the rings",
+             handing_over),
             (f"{len(s.workers) - alive} of {len(s.workers)} workers are not running",
-             alive < len(s.workers)),
+             alive < len(s.workers) and not handing_over),
             (f"{len(s.backends) - len(usable)} of {len(s.backends)} backends are down or "
              "unresolved", len(usable) < len(s.backends)),
             ("the fallback pool is empty: new connections have nowhere to go",

@@ -32,6 +32,7 @@ log = logging.getLogger("pesigitg.status")
 MAX_REQUEST = 1024
 MAX_HEADERS = 8192
 IO_TIMEOUT = 5.0
+CLOSE_GRACE = 1.0       # seconds the requests under way get to finish when serving stops
 _UCRED = struct.Struct("3i")
 
 
@@ -88,6 +89,7 @@ class StatusServer:
         self.docs = docs
         self._server: asyncio.base_events.Server | None = None
         self._listener: socket.socket | None = None
+        self._answering: set[asyncio.Task[None]] = set()    # connections being served
 
     @property
     def listener(self) -> socket.socket | None:
@@ -134,9 +136,16 @@ class StatusServer:
                                                        limit=MAX_REQUEST)
 
     async def close(self, unlink: bool = True) -> None:
-        """Stop serving; remove the socket only if ``unlink`` (not when handed over)."""
+        """Stop serving; remove the socket only if ``unlink`` (not when handed over).
+        Requests already accepted are answered first (up to CLOSE_GRACE): a health check
+        asked while a restart hands over must not get an empty answer."""
         if self._server is not None:
             self._server.close()
+            # (Python 3.11's wait_closed does not wait for the connections.)
+            current = asyncio.current_task()
+            waiting = [t for t in self._answering if t is not current]
+            if waiting:
+                await asyncio.wait(waiting, timeout=CLOSE_GRACE)
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
             self._server = None
@@ -176,6 +185,16 @@ class StatusServer:
         return await handler(request)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._answering.add(task)
+        try:
+            await self._answer_connection(reader, writer)
+        finally:
+            self._answering.discard(task)
+
+    async def _answer_connection(self, reader: asyncio.StreamReader,
+                                 writer: asyncio.StreamWriter) -> None:
         http = False
         response: Response
         try:

@@ -175,6 +175,7 @@ class Supervisor:
         self.neighbours: NeighbourTable | None = None
         self.sources = Sources({}, {})
         self.successor: int | None = None       # pid of the daemon that took over
+        self.handing_over = False               # our workers stopped for a successor's
         self.state = RuntimeState.load(state_path(self.config.effective_pidfile))
         self.drains = Drains(self.state)
         self.drain_watch = DrainWatch(self.config.drain_quiet_s)
@@ -398,7 +399,7 @@ class Supervisor:
             await asyncio.to_thread(channel.recv, expect=("ready",))
             # From here the new process waits for our workers to be gone.
             assert self.pool is not None
-            stopped = True
+            stopped = self.handing_over = True
             await self.pool.stop_all()
             await asyncio.to_thread(channel.send, "quiesced")
             await asyncio.to_thread(channel.recv, expect=("committed",))
@@ -413,6 +414,7 @@ class Supervisor:
                 log.warning("the new process failed after our workers stopped; restarting "
                             "them")
                 await self.pool.start_all(WORKER_START_TIMEOUT)
+            self.handing_over = False
             raise HandoverError(reason) from None
         finally:
             channel.close()
@@ -734,7 +736,8 @@ class Supervisor:
                         {"ports": sorted(xdp.ports()),
                          "vips": sorted(str(v) for v in xdp.vips())} if xdp is not None else {},
                         self.sources.describe(),
-                        {a.what: a.age_days for a in key_ages(self.routes, self.state)})
+                        {a.what: a.age_days for a in key_ages(self.routes, self.state)},
+                        handing_over=self.handing_over)
 
     # -- the status socket's answers ----------------------------------------------------
 
