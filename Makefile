@@ -7,13 +7,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 # Debian packages the tests need: clang rebuilds the XDP object to check the shipped
-# one, iproute2/ethtool drive the veth tests, bpftool shows maps where installed.
-TEST_DEBS  := clang-14 llvm-14 iproute2 ethtool bpftool
+# one, iproute2/ethtool drive the veth tests, bpftool shows maps where installed,
+# bird2 and exabgp are the BGP daemons of the ECMP test and demo (contrib/bgp).
+TEST_DEBS  := clang-14 llvm-14 iproute2 ethtool bpftool bird2 exabgp
 BENCH_DEBS := $(TEST_DEBS) nginx-light libnginx-mod-stream
 FASTPATH   := $(wildcard pesigitg/_fastpath/*.pyx pesigitg/_fastpath/*.pxi \
                          pesigitg/_fastpath/*.pxd pesigitg/_fastpath/includes/* bpf/include/*.h)
 
-.PHONY: all test demo demo-ipv6 bench fuzz bpf build debs-test debs-bench clean
+.PHONY: all test demo demo-ipv6 demo-ecmp bench fuzz bpf build debs-test debs-bench clean
 
 all: build
 
@@ -67,13 +68,21 @@ fuzz: debs-test build
 		$(PY) -m tests.fuzz --frames $(FUZZ_FRAMES) --xdp $(FUZZ_XDP) \
 		--fastpath $$(find $(ASAN_BUILD)/pesigitg/_fastpath -name 'fastpath*.so')
 
-# Real HTTP/3 through pesigitgd in throwaway namespaces (needs root); exits non-zero
-# if any step fails and removes everything it created either way.
+# Real HTTP/3 through pesigitgd in throwaway namespaces (needs root): one balancer,
+# then two behind a BGP/ECMP router. Exits non-zero if any step fails and removes
+# everything it created either way.
 demo: debs-test build
 	$(PY) -m pesigitg.demo
+	$(PY) -m pesigitg.demo.ecmp
 
 demo-ipv6: debs-test build
 	$(PY) -m pesigitg.demo --family 6
+
+# The second part of `make demo` alone: two balancers behind a BGP/ECMP router (BIRD 2,
+# ExaBGP from contrib/bgp): spread, a client moving between balancers, SIGTERM and
+# kill -9 failover, return.
+demo-ecmp: debs-test build
+	$(PY) -m pesigitg.demo.ecmp
 
 # Rebuild the shipped XDP object (needs clang-14); commit the result.
 bpf: debs-test

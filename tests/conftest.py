@@ -48,8 +48,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+# What a test may start and must stop: pesigitgd (and its workers, which share its
+# command line), and the BGP daemons of the ECMP test with the checks ExaBGP runs.
+OURS = {b"pesigitgd", b"pesigitg-ctl", b"bird", b"exabgp"}
+
+
 def _daemons_running() -> set[int]:
-    """Processes running pesigitgd (or one of its workers, which share its command line)."""
+    """Processes running one of OURS, or pesigitgd as a module."""
     found = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -59,7 +64,8 @@ def _daemons_running() -> set[int]:
                 command = f.read()
         except OSError:
             continue
-        if b"pesigitgd" in command or b"pesigitg.daemon" in command:
+        programs = {os.path.basename(arg) for arg in command.split(b"\0")[:3]}
+        if programs & OURS or b"pesigitg.daemon" in command:
             found.add(int(entry))
     return found
 
@@ -67,7 +73,7 @@ def _daemons_running() -> set[int]:
 @pytest.fixture(scope="session", autouse=True)
 def _no_daemon_outlives_the_suite() -> object:
     """Every daemon a test starts is stopped by the test: one left behind (a successor
-    after a restart, a worker) fails the run, and is killed."""
+    after a restart, a worker, a BGP daemon) fails the run, and is killed."""
     before = _daemons_running()
     yield
     import signal
@@ -81,4 +87,4 @@ def _no_daemon_outlives_the_suite() -> object:
     for pid in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    assert not left, f"pesigitgd processes left running after the suite: {sorted(left)}"
+    assert not left, f"daemons left running after the suite: {sorted(left)}"

@@ -11,7 +11,7 @@
 # anything else by the quoted 4-tuple.
 # pesigitg.routing.decision is the Python reference this is tested against.
 
-from pesigitg._fastpath.includes.flowhash cimport pes_flow_hash, pes_tuple_hash
+from pesigitg._fastpath.includes.flowhash cimport pes_flow_hash, pes_siphash24, pes_tuple_hash
 from pesigitg._fastpath.includes.routetable cimport PES_BACKEND_ROUTABLE
 
 
@@ -19,6 +19,30 @@ cdef inline int _drop(pes_decision *d, uint8_t reason) noexcept nogil:
     d.route = PES_ROUTE_NONE
     d.drop = reason
     return 0
+
+
+cdef inline uint64_t _key_hash(const pes_route_table *t, const uint8_t *p, size_t len
+                              ) noexcept nogil:
+    # The fallback's hash of a client-chosen DCID: keyed when lb.toml sets a hash_key.
+    if t.hash_keyed:
+        return pes_siphash24(t.hash_key, p, len)
+    return pes_flow_hash(p, len)
+
+
+cdef inline uint64_t _tuple_hash(const pes_route_table *t, const uint8_t *src,
+                                 const uint8_t *dst, size_t alen, uint16_t sport,
+                                 uint16_t dport) noexcept nogil:
+    # The same for a 4-tuple (source, destination, both ports in network order).
+    cdef uint8_t key[36]
+    if not t.hash_keyed:
+        return pes_tuple_hash(src, dst, alen, sport, dport)
+    memcpy(key, src, alen)
+    memcpy(key + alen, dst, alen)
+    key[2 * alen] = <uint8_t>(sport >> 8)
+    key[2 * alen + 1] = <uint8_t>sport
+    key[2 * alen + 2] = <uint8_t>(dport >> 8)
+    key[2 * alen + 3] = <uint8_t>dport
+    return pes_siphash24(t.hash_key, key, 2 * alen + 4)
 
 
 cdef inline int _maglev(const pes_route_table *t, uint64_t hash, uint8_t route,
@@ -104,7 +128,7 @@ cdef inline int _quic(const pes_route_table *t, const uint8_t *p, size_t len,
             d.unroutable = PES_UNR_SHORT_CID
         # The client picked this DCID at random and repeats it on every
         # retransmission of its first flight: hashing it needs no state.
-        return _maglev(t, pes_flow_hash(p + 6, dcid_len), PES_ROUTE_FALLBACK, d)
+        return _maglev(t, _key_hash(t, p + 6, dcid_len), PES_ROUTE_FALLBACK, d)
     # RFC 8999 §5.2 short header: the DCID starts at octet 1, its length is the
     # config's (named by the top bits).
     if len < PES_SHORT_HEADER_MIN:
@@ -112,8 +136,8 @@ cdef inline int _quic(const pes_route_table *t, const uint8_t *p, size_t len,
     if _route_cid(t, p + 1, len - 1, d):
         return 1
     # The 4-tuple, hashed as the reference hashes src + dst + sport + dport.
-    return _maglev(t, pes_tuple_hash(pkt.flow.saddr, pkt.flow.daddr, 4 if pkt.family == 4
-                                     else 16, pkt.flow.sport, pkt.flow.dport),
+    return _maglev(t, _tuple_hash(t, pkt.flow.saddr, pkt.flow.daddr, 4 if pkt.family == 4
+                                  else 16, pkt.flow.sport, pkt.flow.dport),
                    PES_ROUTE_FALLBACK, d)
 
 
@@ -140,9 +164,9 @@ cdef inline int _icmp(const pes_route_table *t, const uint8_t *p, size_t len,
         d.unroutable = PES_UNR_NONE
     # The flow it belongs to is the reversed tuple (client -> VIP), as short headers
     # hash it.
-    return _maglev(t, pes_tuple_hash(pkt.quoted.daddr, pkt.quoted.saddr,
-                                     4 if pkt.family == 4 else 16, pkt.quoted.dport,
-                                     pkt.quoted.sport),
+    return _maglev(t, _tuple_hash(t, pkt.quoted.daddr, pkt.quoted.saddr,
+                                  4 if pkt.family == 4 else 16, pkt.quoted.dport,
+                                  pkt.quoted.sport),
                    PES_ROUTE_ICMP_FANOUT if _packet_too_big(pkt) else PES_ROUTE_ICMP, d)
 
 

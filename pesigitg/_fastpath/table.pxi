@@ -96,7 +96,7 @@ RETRY_MODES = {"off": PES_RETRY_OFF, "always": PES_RETRY_ALWAYS, "load": PES_RET
 
 
 def pack_route_table(if_mac, configs, backends, servers, maglev, uint32_t flow_entries=0,
-                     uint32_t icmp_fanout_rate=0, retry=None):
+                     uint32_t icmp_fanout_rate=0, retry=None, hash_key=None):
     """Write the blob.
 
     ``configs``: CidConfig objects; ``backends``: (mac or None, state bits, key, slot)
@@ -105,7 +105,8 @@ def pack_route_table(if_mac, configs, backends, servers, maglev, uint32_t flow_e
     backend_index), ...]}; ``maglev``: bytes from :func:`maglev_fill`;
     ``flow_entries``: each worker's flow table size (0: none); ``icmp_fanout_rate``:
     Packets Too Big copied to every backend per second and worker (0: never);
-    ``retry``: a RetrySpec (pesigitg.routing.retry) or None for off.
+    ``retry``: a RetrySpec (pesigitg.routing.retry) or None for off; ``hash_key``:
+    16 octets to key the fallback's hash (SipHash-2-4), or None (FNV-1a, unkeyed).
     """
     cdef uint32_t n_backends = len(backends)
     cdef uint32_t maglev_size = len(maglev) // 2
@@ -188,6 +189,12 @@ def pack_route_table(if_mac, configs, backends, servers, maglev, uint32_t flow_e
     hdr.keys_mask = keys_mask
     hdr.flow_entries = flow_entries
     hdr.icmp_fanout_rate = icmp_fanout_rate
+    if hash_key is not None:
+        raw = bytes(hash_key)
+        if len(raw) != 16:
+            raise ValueError("the fallback's hash key is 16 octets")
+        hdr.hash_keyed = 1
+        memcpy(hdr.hash_key, PyBytes_AS_STRING(raw), 16)
     slots = <uint16_t *>(base + keys_off)
     for i in range(keys_mask + 1):
         slots[i] = PES_BACKEND_NONE
@@ -347,6 +354,28 @@ cdef class RouteTable:
     @property
     def flow_entries(self):
         return self.table.flow_entries
+
+    @property
+    def hash_keyed(self):
+        return bool(self.table.hash_keyed)
+
+    def digest(self):
+        """SHA-256 of the blob without what is each balancer's own: its interface MAC
+        and the per-backend counter slots (bookkeeping, not decisions). Equal on every
+        balancer given the same configuration and the same backend states."""
+        import hashlib
+
+        cdef const pes_backend *be
+        cdef uint32_t i
+        blob = bytearray(self.blob)
+        base = <size_t>self.table
+        offset = <size_t>&self.table.if_mac[0] - base
+        blob[offset:offset + 6] = bytes(6)
+        for i in range(self.table.n_backends):
+            be = <const pes_backend *>(<const uint8_t *>self.table + self.table.backends_off) + i
+            offset = <size_t>&be.slot - base
+            blob[offset:offset + 2] = bytes(2)
+        return hashlib.sha256(bytes(blob)).hexdigest()
 
     @property
     def icmp_fanout_rate(self):

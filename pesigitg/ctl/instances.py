@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 
 from pesigitg.ctl.client import query
-from pesigitg.daemon.settings import RUNTIME_DIR
+from pesigitg.paths import RUNTIME_DIR
 
 __all__ = ["Instance", "find_instances"]
 

@@ -20,7 +20,6 @@ from typing import Any
 
 from pesigitg import __version__
 from pesigitg.ctl.client import DaemonError, ask, query
-from pesigitg.ctl.instances import find_instances
 from pesigitg.ctl.render import (
     render_config,
     render_health,
@@ -30,7 +29,7 @@ from pesigitg.ctl.render import (
     render_version,
     render_whoami,
 )
-from pesigitg.daemon.settings import RUNTIME_DIR
+from pesigitg.paths import RUNTIME_DIR
 
 __all__ = ["ctl_main", "ctl_parser"]
 
@@ -137,6 +136,14 @@ def emit(args: argparse.Namespace, answer: Any, text: Callable[[Any], str]) -> N
 
 
 # -- the commands -----------------------------------------------------------------------------
+
+def find_instances(runtime_dir: Path) -> list[Any]:
+    # Imported here: psutil takes most of the start-up time, and a BGP speaker runs
+    # `pesigitg-ctl health` twice a second.
+    from pesigitg.ctl.instances import find_instances as find
+
+    return find(runtime_dir)
+
 
 def cmd_list(args: argparse.Namespace) -> int:
     instances = find_instances(args.runtime_dir)

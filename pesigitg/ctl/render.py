@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pesigitg.ctl.instances import Instance
+if TYPE_CHECKING:       # psutil is slow to import; health checks run often
+    from pesigitg.ctl.instances import Instance
 
 __all__ = ["duration", "render_config", "render_health", "render_list", "render_stats",
            "render_status_line", "render_version", "render_whoami", "table"]
@@ -114,6 +115,12 @@ def render_config(c: dict[str, Any]) -> str:
     lines.append(table(rows, ["CONFIG", "SERVER ID", "ADDRESS", "MAC", "HEALTH", "DRAIN"]))
     lines.append("")
     lines.append(f"fallback pool: {', '.join(c['fallback_pool']) or 'EMPTY'}")
+    fallback = c["routes"].get("fallback", {})
+    if fallback.get("hash_key") == "set":
+        lines.append("fallback hash: keyed (hash_key set)")
+    digest = c.get("route_table", {}).get("digest")
+    if digest:
+        lines.append(f"route table digest: {digest} (equal on balancers that decide alike)")
     return "\n".join(lines)
 
 

@@ -68,6 +68,7 @@ class Snapshot:
     steering: dict[str, list[Any]] = field(default_factory=dict)  # what the XDP maps hold
     sources: dict[str, Any] = field(default_factory=dict)   # Sources.describe()
     key_ages: dict[str, float] = field(default_factory=dict)  # "QUIC-LB config 1": days
+    table_digest: str = ""              # CompiledRoutes.digest: equal where decisions are
     handing_over: bool = False          # a restart: the successor takes the queues over
 
     @property
@@ -161,7 +162,8 @@ class Report:
         return {"daemon": s.daemon, "routes": s.routes, "servers": servers,
                 "fallback_pool": s.pool, "interface_mac": s.if_mac.hex(":"),
                 "xdp_mode": s.xdp_mode, "steering": s.steering, "sources": s.sources,
-                "key_ages_days": {k: round(v, 2) for k, v in s.key_ages.items()}}
+                "key_ages_days": {k: round(v, 2) for k, v in s.key_ages.items()},
+                "route_table": {"digest": s.table_digest}}
 
     def metrics(self) -> str:
         s = self.snapshot()

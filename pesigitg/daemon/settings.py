@@ -15,6 +15,7 @@ from pathlib import Path
 from pesigitg._fastpath import MAX_PORTS, XSK_SLOTS
 from pesigitg.configfile import read_config_file
 from pesigitg.errors import ConfigError
+from pesigitg.paths import RUNTIME_DIR
 
 __all__ = ["DaemonConfig", "load_daemon_config", "merge"]
 
@@ -28,9 +29,6 @@ KEYS = ("interface", "port", "queues", "route_config", "status_socket", "pidfile
 LOG_FORMATS = ("text", "json")
 # Bounds of the settings that are durations in seconds.
 SECONDS = {"stats_interval": (0, 86400), "drain_quiet_s": (1, 86400)}
-# The default runtime directory: pesigitgd creates it, owned by the user it runs as
-# (systemd's RuntimeDirectory=pesigitg does the same).
-RUNTIME_DIR = Path("/run/pesigitg")
 ACCOUNT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
 
 

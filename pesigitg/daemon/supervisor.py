@@ -129,7 +129,7 @@ def compile_route_config(routes: RouteConfig, if_mac: bytes,
     servers = [Server(s.config_id, s.server_id, s.address) for s in routes.servers]
     return compile_routes(if_mac, routes.configs, [backend(a) for a in routes.addresses],
                           servers, routes.table_size, routes.flow_table_size,
-                          routes.fanout_per_second, routes.retry, slots)
+                          routes.fanout_per_second, routes.retry, slots, routes.hash_key)
 
 
 def object_digest(path: os.PathLike[str] | str) -> str:
@@ -737,7 +737,7 @@ class Supervisor:
                          "vips": sorted(str(v) for v in xdp.vips())} if xdp is not None else {},
                         self.sources.describe(),
                         {a.what: a.age_days for a in key_ages(self.routes, self.state)},
-                        handing_over=self.handing_over)
+                        c.digest if c is not None else "", handing_over=self.handing_over)
 
     # -- the status socket's answers ----------------------------------------------------
 

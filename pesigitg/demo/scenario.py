@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -32,18 +33,19 @@ from typing import Any
 
 from pesigitg.demo.certs import write_self_signed
 from pesigitg.demo.h3client import H3Client, client_configuration, connect
-from pesigitg.demo.topology import Host, Topology
+from pesigitg.demo.topology import Host, Network, Topology
 from pesigitg.routing.quiclb import CidConfig
 from pesigitg.testing.daemon import RunningDaemon
 from pesigitg.testing.netns import inside
 
-__all__ = ["Demo", "StepFailed", "demo_environment", "main"]
+__all__ = ["Demo", "StepFailed", "demo_environment", "main", "narrate"]
 
 KEY = "fdf726a9893ec05c0632d3956680baf0"
 # The Retry offload's token key, shared by pesigitgd and the backends (lb.toml [retry]).
 RETRY_KEY, RETRY_IV = "7c9d1a3b5e6f708192a3b4c5d6e7f801", "a1b2c3d4e5f60718293a4b5c"
 CONFIG = CidConfig(2, 3, 4, bytes.fromhex(KEY), encode_length=True)   # four-pass, odd
 SERVER_NAME = "quic.demo"
+UdpSocket = socket.socket       # (the name "socket" is a method of Demo's)
 HEALTH = {"interval_ms": 300, "timeout_ms": 200, "rise": 2, "fall": 2}
 
 
@@ -62,7 +64,7 @@ def server_id_of(h3: H3Client) -> str:
 
 @dataclass
 class Demo:
-    net: Topology
+    net: Network
     workdir: Path
     say: Callable[[str], None] = print
     daemon: RunningDaemon | None = None
@@ -72,6 +74,7 @@ class Demo:
     vip: str = ""                   # the VIP the client talks to (default: the first)
     steps: int = 0
     retry: dict[str, object] = field(default_factory=dict)    # lb.toml [retry], if any
+    hash_key: str = ""              # lb.toml [fallback] hash_key, if any
 
     def __post_init__(self) -> None:
         self.vip = self.vip or self.net.vip
@@ -91,6 +94,10 @@ class Demo:
 
     def write_routes(self) -> None:
         assert self.daemon is not None
+        self.daemon.routes.write_text(self.routes_text())
+
+    def routes_text(self) -> str:
+        """lb.toml for the backends as they are now."""
         servers = "".join(
             f'\n  [[configs.servers]]\n  id = "{sid}"\n  address = "{self.host(role).address}"\n'
             + ("  draining = true\n" if role in self.draining else "")
@@ -103,9 +110,10 @@ class Demo:
                                            for k, v in self.retry.items())
                      + f'[[retry.keys]]\nsequence = 1\nkey = "{RETRY_KEY}"\n'
                        f'iv = "{RETRY_IV}"\n\n')
-        self.daemon.routes.write_text(
+        fallback = f'[fallback]\nhash_key = "{self.hash_key}"\n\n' if self.hash_key else ""
+        return (
             f"vips = {json.dumps(list(self.net.vips.values()))}\n\n[health]\n{health}\n"
-            f"{retry}[[configs]]\n"
+            f"{retry}{fallback}[[configs]]\n"
             f"config_id = {CONFIG.config_id}\nserver_id_length = {CONFIG.server_id_len}\n"
             f'nonce_length = {CONFIG.nonce_len}\nkey = "{KEY}"\n'
             f"first_octet_encodes_cid_length = true\n{servers}")
@@ -128,6 +136,7 @@ class Demo:
 
     def start(self) -> None:
         cert, key = write_self_signed(self.workdir, SERVER_NAME, list(self.net.vips.values()))
+        assert isinstance(self.net, Topology)
         self.daemon = RunningDaemon(self.net.lb.ns, self.workdir, interface=self.net.lb.dev)
         self.write_routes()             # first: the backends read the Retry keys there
         for backend in self.net.backends:
@@ -160,19 +169,25 @@ class Demo:
 
     # -- the client -----------------------------------------------------------------------
 
-    def socket(self, host: str | None = None) -> socket.socket:
-        """A client socket in the VIP's family, from the client's first address (or
-        ``host``)."""
+    def socket(self, host: str | None = None, family: int | None = None) -> socket.socket:
+        """A client socket in ``family`` (default: the VIP's), from the client's first
+        address (or ``host``)."""
+        family = family or self.family
         with inside(self.net.client.ns):
-            sock = socket.socket(socket.AF_INET6 if self.family == 6 else socket.AF_INET,
+            sock = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET,
                                  socket.SOCK_DGRAM)
-        sock.bind((host or self.net.client.addresses(self.family)[0], 0))
+        sock.bind((host or self.net.client.addresses(family)[0], 0))
         return sock
 
-    async def connect(self) -> H3Client:
+    async def connect(self, sock: UdpSocket | None = None, vip: str | None = None
+                      ) -> H3Client:
+        """A connection to ``vip`` (default: the demo's) from ``sock`` (default: a new
+        socket)."""
+        vip = vip or self.vip
         # asyncio gives IPv6 peers as 4-tuples; aioquic matches paths on the tuple.
-        server = (self.vip, 443, 0, 0) if self.family == 6 else (self.vip, 443)
-        return await connect(self.socket(), server, client_configuration(SERVER_NAME))
+        server = (vip, 443, 0, 0) if ":" in vip else (vip, 443)
+        sock = sock or self.socket(family=6 if ":" in vip else 4)
+        return await connect(sock, server, client_configuration(SERVER_NAME))
 
     @staticmethod
     async def ask(h3: H3Client) -> str:
@@ -180,18 +195,21 @@ class Demo:
         expect(status == 200, f"HTTP status {status}")
         return body.decode().strip().removeprefix("backend ")
 
+    async def served_by(self, requests: int = 1, sock: UdpSocket | None = None,
+                        vip: str | None = None) -> str:
+        """A new connection (see ``connect``) that asks ``requests`` times, then closes:
+        the one backend that answered them all."""
+        h3 = await self.connect(sock, vip)
+        try:
+            answers = {await self.ask(h3) for _ in range(requests)}
+        finally:
+            h3.close_all()
+        expect(len(answers) == 1, f"one connection was answered by {sorted(answers)}")
+        return answers.pop()
+
     async def new_connections(self, count: int, requests: int = 1) -> Counter[str]:
         """Open ``count`` connections; which backend answered each (consistently)."""
-        served: Counter[str] = Counter()
-        for _ in range(count):
-            h3 = await self.connect()
-            try:
-                answers = {await self.ask(h3) for _ in range(requests)}
-            finally:
-                h3.close_all()
-            expect(len(answers) == 1, f"one connection was answered by {sorted(answers)}")
-            served[answers.pop()] += 1
-        return served
+        return Counter([await self.served_by(requests) for _ in range(count)])
 
     # -- the steps ------------------------------------------------------------------------
 
@@ -359,9 +377,25 @@ async def run_all(demo: Demo) -> None:
     await demo.failure()
 
 
-def main(argv: list[str] | None = None) -> int:
-    import os
+def narrate(intro: str, steps: Callable[[], None]) -> int:
+    """A demo's whole run: root checked, ``intro`` printed, ``steps`` run (they build
+    and remove their network themselves); a failed step is said, exit status 1."""
+    if os.geteuid() != 0:
+        print("the demo needs root: it creates network namespaces and attaches XDP",
+              file=sys.stderr)
+        return 1
+    print(intro)
+    try:
+        steps()
+    except (StepFailed, AssertionError, OSError, subprocess.CalledProcessError,
+            TimeoutError, RuntimeError) as exc:
+        print(f"\nDEMO FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print("\nAll steps passed; everything the demo created has been removed.")
+    return 0
 
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pesigitg.demo",
                                      description="pesigitg's end-to-end demo")
     parser.add_argument("--family", choices=sorted(FAMILIES), default="dual",
@@ -370,26 +404,19 @@ def main(argv: list[str] | None = None) -> int:
                              "(NDP) over IPv6; 4: IPv4 only; mixed: both VIPs, backends "
                              "known by IPv6 and IPv4 addresses")
     family = parser.parse_args(argv).family
-    if os.geteuid() != 0:
-        print("the demo needs root: it creates network namespaces and attaches XDP",
-              file=sys.stderr)
-        return 1
-    print("pesigitg demo: a client, pesigitgd and three HTTP/3 backends (aioquic) in "
-          "network namespaces,\nDirect Server Return, QUIC-LB four-pass config, health "
-          "checks on.")
-    try:
+
+    def steps() -> None:
         with demo_environment(family=family) as demo:
             print(f"VIPs {', '.join(demo.net.vips.values())}; backends " + ", ".join(
                 f"{b.role}={b.address} (server ID {demo.server_ids()[b.role]})"
                 for b in demo.net.backends))
             asyncio.run(run_all(demo))
             demo.counters()
-    except (StepFailed, AssertionError, OSError, subprocess.CalledProcessError,
-            TimeoutError) as exc:
-        print(f"\nDEMO FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print("\nAll steps passed; everything the demo created has been removed.")
-    if family == "dual":
+
+    status = narrate("pesigitg demo: a client, pesigitgd and three HTTP/3 backends (aioquic) "
+                     "in network namespaces,\nDirect Server Return, QUIC-LB four-pass "
+                     "config, health checks on.", steps)
+    if status == 0 and family == "dual":
         print("IPv6 only, backends probed and resolved over IPv6: "
               "python -m pesigitg.demo --family 6 (make demo-ipv6)")
-    return 0
+    return status

@@ -26,8 +26,43 @@ IPV6_FRAGMENT = 44
 MASK64 = (1 << 64) - 1
 
 
-def flow_hash(key: bytes) -> int:
-    """FNV-1a 64 then the splitmix64 finalizer (includes/flowhash.h)."""
+def _siphash24(secret: bytes, data: bytes) -> int:
+    """SipHash-2-4 (includes/flowhash.h), written out plainly."""
+    def rotl(x: int, b: int) -> int:
+        return ((x << b) | (x >> (64 - b))) & MASK64
+
+    def rounds(v: list[int], n: int) -> None:
+        for _ in range(n):
+            v[0] = (v[0] + v[1]) & MASK64
+            v[1] = rotl(v[1], 13) ^ v[0]
+            v[0] = rotl(v[0], 32)
+            v[2] = (v[2] + v[3]) & MASK64
+            v[3] = rotl(v[3], 16) ^ v[2]
+            v[0] = (v[0] + v[3]) & MASK64
+            v[3] = rotl(v[3], 21) ^ v[0]
+            v[2] = (v[2] + v[1]) & MASK64
+            v[1] = rotl(v[1], 17) ^ v[2]
+            v[2] = rotl(v[2], 32)
+
+    k0, k1 = struct.unpack("<QQ", secret)
+    v = [k0 ^ 0x736F6D6570736575, k1 ^ 0x646F72616E646F6D, k0 ^ 0x6C7967656E657261,
+         k1 ^ 0x7465646279746573]
+    padded = data + bytes(7 - len(data) % 8) + bytes([len(data) & 0xFF])
+    for i in range(0, len(padded), 8):
+        m = struct.unpack_from("<Q", padded, i)[0]
+        v[3] ^= m
+        rounds(v, 2)
+        v[0] ^= m
+    v[2] ^= 0xFF
+    rounds(v, 4)
+    return v[0] ^ v[1] ^ v[2] ^ v[3]
+
+
+def flow_hash(key: bytes, secret: bytes | None = None) -> int:
+    """FNV-1a 64 then the splitmix64 finalizer (includes/flowhash.h); SipHash-2-4 under
+    ``secret`` when the configuration keys the fallback."""
+    if secret is not None:
+        return _siphash24(secret, key)
     h = 0xCBF29CE484222325
     for octet in key:
         h = ((h ^ octet) * 0x100000001B3) & MASK64
@@ -69,7 +104,7 @@ def decide(routes: CompiledRoutes, frame: bytes) -> Decision:
 
 
 def _maglev(routes: CompiledRoutes, key: bytes, route: str, unroutable: str) -> Decision:
-    backend = routes.maglev[flow_hash(key) % len(routes.maglev)]
+    backend = routes.maglev[flow_hash(key, routes.hash_key) % len(routes.maglev)]
     if backend == BACKEND_NONE:
         raise _Drop("no_backend", unroutable)
     return Decision(route, backend, None, unroutable)

@@ -42,7 +42,7 @@ CONFIG_KEYS = {"config_id", "server_id_length", "nonce_length", "key",
 MAX_KEY_AGE_DAYS = 36500
 SERVER_KEYS = {"id", "address", "mac", "draining"}
 HEALTH_KEYS = {"enabled", "interval_ms", "timeout_ms", "rise", "fall", "port"}
-FALLBACK_KEYS = {"table_size", "flow_table_size"}
+FALLBACK_KEYS = {"table_size", "flow_table_size", "hash_key"}
 PMTU_KEYS = {"fanout_per_second"}
 RETRY_KEYS = {"mode", "token_lifetime_s", "load_trigger", "transition_ms", "keys",
               "max_key_age_days"}
@@ -89,6 +89,7 @@ class RouteConfig:
     fanout_per_second: int = DEFAULT_FANOUT_PER_SECOND   # each worker's; 0: never
     retry: RetrySpec = field(default_factory=RetrySpec)
     max_key_age_days: dict[int, int] = field(default_factory=dict)   # config id -> days
+    hash_key: bytes | None = field(default=None, repr=False)    # keys the fallback's hash
 
     def backend_mac(self, address: str) -> bytes | None:
         return next((s.mac for s in self.servers if s.address == address and s.mac), None)
@@ -108,7 +109,8 @@ class RouteConfig:
                         for c in self.configs],
             "health": asdict(self.health),
             "fallback": {"table_size": self.table_size,
-                         "flow_table_size": self.flow_table_size},
+                         "flow_table_size": self.flow_table_size,
+                         "hash_key": "set" if self.hash_key is not None else "none"},
             "pmtu": {"fanout_per_second": self.fanout_per_second},
             "retry": self.retry.describe(),
             "vips": list(self.vips),
@@ -306,6 +308,8 @@ def load_route_config(path: Path) -> RouteConfig:
                          f"({len(addresses)})", table_size)
     flow_table_size = check.integer(fb, "fallback", "flow_table_size", 0, FLOW_ENTRIES_MAX,
                                     DEFAULT_FLOW_TABLE_SIZE)
+    hash_key = check.secret_hex(fb, "fallback", "hash_key", 16, "a 16-octet SipHash key") \
+        if "hash_key" in fb else None
     # Path MTU discovery: a Packet Too Big that names no server goes to every backend.
     pmtu = check.table(data.get("pmtu", {}), "pmtu", PMTU_KEYS)
     fanout = check.integer(pmtu, "pmtu", "fanout_per_second", 0, 1_000_000,
@@ -326,7 +330,7 @@ def load_route_config(path: Path) -> RouteConfig:
                              "the XDP program holds")
     return RouteConfig(path, tuple(configs), tuple(servers), health, table_size,
                        tuple(dict.fromkeys(vips)), addresses, flow_table_size, fanout,
-                       _retry(check, data.get("retry", {})), max_age)
+                       _retry(check, data.get("retry", {})), max_age, hash_key)
 
 
 def _retry(check: _Checker, data: object) -> RetrySpec:

@@ -15,6 +15,7 @@ import hashlib
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from pesigitg._fastpath import (
     BACKEND_NONE,
@@ -96,17 +97,24 @@ class CompiledRoutes:
     pool: list[int] = field(default_factory=list)
     flow_entries: int = 0
     icmp_fanout_rate: int = 0
+    hash_key: bytes | None = field(default=None, repr=False)   # keys the fallback's hash
 
     @property
     def blob(self) -> bytes:
         return self.table.blob
 
+    @cached_property
+    def digest(self) -> str:
+        """RouteTable.digest(): equal on balancers that decide alike (computed once, the
+        table never changes)."""
+        return self.table.digest()
+
 
 def compile_routes(if_mac: bytes, configs: Sequence[CidConfig], backends: Sequence[Backend],
                    servers: Sequence[Server], maglev_size: int = DEFAULT_MAGLEV_SIZE,
                    flow_entries: int = 0, icmp_fanout_rate: int = 0,
-                   retry: RetrySpec | None = None, slots: Mapping[str, int] | None = None
-                   ) -> CompiledRoutes:
+                   retry: RetrySpec | None = None, slots: Mapping[str, int] | None = None,
+                   hash_key: bytes | None = None) -> CompiledRoutes:
     """The table for these backends and servers. ``slots``: each backend's frame
     counters (default: its index, for the first BACKEND_SLOTS backends)."""
     index = {}
@@ -138,6 +146,6 @@ def compile_routes(if_mac: bytes, configs: Sequence[CidConfig], backends: Sequen
                             [(b.mac, b.state, keys[b.name], slot_of.get(b.name, BACKEND_NONE))
                              for b in backends], by_config,
                             array("H", maglev).tobytes(), flow_entries, icmp_fanout_rate,
-                            retry)
+                            retry, hash_key)
     return CompiledRoutes(bytes(if_mac), list(configs), list(backends), routes, maglev,
-                          RouteTable(blob), pool, flow_entries, icmp_fanout_rate)
+                          RouteTable(blob), pool, flow_entries, icmp_fanout_rate, hash_key)

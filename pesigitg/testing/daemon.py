@@ -56,12 +56,13 @@ class RunningDaemon:
 
     def start(self, *args: str, env: dict[str, str] | None = None, wait: bool = True
               ) -> RunningDaemon:
+        mark = self.mark()      # started again: its own "started" line, not the last one's
         self.proc = subprocess.Popen(self.command("-f", *args), stderr=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, text=True,
                                      env={**os.environ, **(env or {})})
         threading.Thread(target=self._read, daemon=True).start()
         if wait:
-            self.wait_log("started: ", timeout=20)
+            self.wait_log("started: ", timeout=20, after=mark)
         return self
 
     def _read(self) -> None:

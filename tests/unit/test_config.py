@@ -184,6 +184,32 @@ def test_a_malformed_key_is_reported_without_being_shown(tmp_path, capsys, shape
     assert KEY not in text and KEY[:8] not in text and KEY[-8:] not in text
 
 
+@pytest.mark.parametrize("value", ['"0011223344556677"', '"zz112233445566778899aabbccddeeff"',
+                                   "0x00112233445566778899aabbccddeeff", '["00112233"]'],
+                         ids=["short", "not-hex", "unquoted", "array"])
+def test_a_bad_fallback_hash_key_is_named_and_not_shown(tmp_path, capsys, value):
+    toml = GOOD_TOML.replace("[health]", f"[fallback]\nhash_key = {value}\n[health]")
+    code, text = check(tmp_path, capsys, GOOD_CONF, toml)
+    assert code == 1 and "lb.toml" in text and "Traceback" not in text
+    assert "fallback.hash_key = (hidden): " in text
+    assert ("must be 32 hex digits" if value.startswith('"') else "expected a string") in text
+    assert "00112233" not in text and "zz1122" not in text
+
+
+def test_a_fallback_hash_key_is_described_as_set_never_shown(tmp_path):
+    from pesigitg.routing.route_config import load_route_config
+
+    secret = "8f3a0c6e1d2b4f5a697887a6b5c4d3e2"
+    (tmp_path / "lb.toml").write_text(
+        GOOD_TOML.replace("[health]", f'[fallback]\nhash_key = "{secret}"\n[health]'))
+    routes = load_route_config(tmp_path / "lb.toml")
+    assert routes.hash_key == bytes.fromhex(secret)
+    assert routes.describe()["fallback"]["hash_key"] == "set"
+    assert secret not in repr(routes) and secret not in str(routes.describe())
+    (tmp_path / "lb.toml").write_text(GOOD_TOML)
+    assert load_route_config(tmp_path / "lb.toml").describe()["fallback"]["hash_key"] == "none"
+
+
 @pytest.mark.parametrize("raw", ["\uff14\uff14\uff13", "4_43", "+443", " 443x", "0x1bb"],
                          ids=["full-width", "underscore", "sign", "suffix", "hex"])
 def test_a_port_is_ascii_decimal_digits(tmp_path, capsys, raw):

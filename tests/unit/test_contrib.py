@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -89,3 +90,55 @@ def test_dsr_backend_dry_run_prints_what_it_would_do():
     removal = run("dsr-backend.sh", "--remove", "--dry-run", "198.51.100.10")
     assert removal.stdout.splitlines() == ["ip addr del 198.51.100.10/32 dev lo"]
     assert "is not an IPv4 or IPv6 address" in run("dsr-backend.sh", "--dry-run", "vip").stderr
+
+
+# -- contrib/bgp: the files the ECMP test and demo run ---------------------------------------
+
+BGP_VALUES = {"SELF": "192.0.2.11", "SELF6": "2001:db8::11", "ROUTER": "192.0.2.1",
+              "LOCAL_AS": "64513", "PEER_AS": "64512", "VIP": "198.51.100.1",
+              "VIP6": "2001:db8:1::1", "CTL": "/opt/pesigitg/bin/pesigitg-ctl -i eth1",
+              "PYTHON": "/usr/bin/python3"}
+
+
+def render(template: str, **values: str) -> subprocess.CompletedProcess[str]:
+    return run("bgp/render.sh", str(CONTRIB / "bgp" / template),
+               *(f"{k}={v}" for k, v in values.items()))
+
+
+def test_render_fills_every_placeholder_and_keeps_slashes_and_ampersands():
+    result = render("exabgp-balancer.conf", **{**BGP_VALUES, "CTL": "/a&b|c/ctl -s /x"})
+    assert result.returncode == 0, result.stderr
+    assert not re.search("@[A-Z0-9_]+@", result.stdout)
+    assert '--cmd "/a&b|c/ctl -s /x health"' in result.stdout
+    assert "--ip 198.51.100.1/32 --next-hop 192.0.2.11" in result.stdout
+    assert "--ip 2001:db8:1::1/128 --next-hop 2001:db8::11" in result.stdout
+
+
+def test_render_refuses_to_leave_a_placeholder_or_take_a_bad_name():
+    values = dict(BGP_VALUES)
+    del values["VIP6"]
+    result = render("exabgp-balancer.conf", **values)
+    assert result.returncode == 1 and result.stdout == ""
+    assert "exabgp-balancer.conf still needs: @VIP6@" in result.stderr
+    result = run("bgp/render.sh", str(CONTRIB / "bgp" / "bird-router.conf"), "lb1=x")
+    assert result.returncode == 2 and "bad name in 'lb1=x'" in result.stderr
+
+
+def test_the_rendered_bgp_configurations_parse(tmp_path):
+    """BIRD parses the router's file (bird -p) and ExaBGP validates the balancer's."""
+    bird = shutil.which("bird") or shutil.which("bird", path="/usr/sbin")
+    exabgp = shutil.which("exabgp") or shutil.which("exabgp", path="/usr/sbin")
+    assert bird and exabgp, "make test installs bird2 and exabgp"
+    router = render("bird-router.conf", ROUTER_ID="192.0.2.1", ROUTER="192.0.2.1",
+                    LOCAL_AS="64512", PEER_AS="64513", VIP="198.51.100.1",
+                    VIP6="2001:db8:1::1", LB1="192.0.2.11", LB2="192.0.2.12")
+    (tmp_path / "bird.conf").write_text(router.stdout)
+    parsed = subprocess.run([bird, "-p", "-c", str(tmp_path / "bird.conf")],
+                            capture_output=True, text=True, check=False)
+    assert parsed.returncode == 0, parsed.stderr
+    (tmp_path / "exabgp.conf").write_text(render("exabgp-balancer.conf", **BGP_VALUES).stdout)
+    validated = subprocess.run([exabgp, "--validate", str(tmp_path / "exabgp.conf")],
+                               capture_output=True, text=True, check=False,
+                               env={"PATH": "/usr/bin:/bin", "exabgp_api_cli": "false"})
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    assert "neighbor 192.0.2.1 {" in validated.stdout + validated.stderr

@@ -15,12 +15,14 @@ from pesigitg.routing.quiclb import CidConfig
 from pesigitg.routing.routes import Backend, CompiledRoutes, Server, compile_routes
 from tests import frames as f
 from tests.corpus import (
+    BACKENDS,
     CONFIGS,
     FOUR_LONG_SID,
     FOUR_ODD,
     LB_MAC,
     PLAIN,
     ROUTES,
+    SERVERS,
     SINGLE,
     cid_for,
     mac,
@@ -248,3 +250,47 @@ def test_any_cid_of_any_backend_decides_alike(config, backend, nonce, long_heade
     payload = f.quic_long(cid) if long_header else f.quic_short(cid)
     frame = f.udp4_frame(payload)
     assert fast(ROUTES, frame) == reference(ROUTES, frame)
+
+
+KEYED = compile_routes(LB_MAC, CONFIGS, [Backend(f"10.0.0.{n}", mac(n)) for n in range(1, 6)],
+                       [], 5003, hash_key=bytes(range(16)))
+
+
+def test_a_keyed_fallback_decides_alike_and_differently_from_the_unkeyed_one():
+    """[fallback] hash_key: SipHash-2-4 (reference vectors of the paper in the Python
+    reference), the fast path agreeing over the corpus, and other choices than FNV's."""
+    from pesigitg.routing.decision import _siphash24
+    from tests.corpus import corpus
+
+    assert _siphash24(bytes(range(16)), b"") == 0x726FDB47DD0E0E31
+    assert _siphash24(bytes(range(16)), bytes(range(15))) == 0xA129CA6149BE45E5
+    differ = 0
+    unkeyed = compile_routes(LB_MAC, CONFIGS, KEYED.backends, [], 5003)
+    for frame in corpus(per_seed=40):
+        assert fast(KEYED, frame) == reference(KEYED, frame), frame.hex()
+        if fast(KEYED, frame)[1] != fast(unkeyed, frame)[1]:
+            differ += 1
+    assert differ > 100
+
+
+def test_two_balancers_with_the_same_configuration_decide_alike():
+    """Behind ECMP any balancer may see any packet of a connection: given the same
+    lb.toml (hash key included) and backend states, their tables differ only in their
+    own MAC, and every frame gets the same backend."""
+    from tests.corpus import corpus
+
+    one = compile_routes(bytes.fromhex("02000000aa01"), CONFIGS, BACKENDS, SERVERS, 5003,
+                         hash_key=bytes(range(16)))
+    two = compile_routes(bytes.fromhex("02000000aa02"), CONFIGS, BACKENDS, SERVERS, 5003,
+                         hash_key=bytes(range(16)))
+    assert one.blob != two.blob and one.table.digest() == two.table.digest()
+    # Counter slots depend on each daemon's history of reloads: bookkeeping, left out.
+    slots = {b.name: len(BACKENDS) - n for n, b in enumerate(BACKENDS)}
+    three = compile_routes(bytes.fromhex("02000000aa03"), CONFIGS, BACKENDS, SERVERS, 5003,
+                           slots=slots, hash_key=bytes(range(16)))
+    assert three.table.digest() == one.table.digest()
+    other_key = compile_routes(bytes.fromhex("02000000aa01"), CONFIGS, BACKENDS, SERVERS,
+                               5003, hash_key=bytes(16))
+    assert other_key.table.digest() != one.table.digest()
+    for frame in corpus(per_seed=40):
+        assert fast(one, frame) == fast(two, frame), frame.hex()

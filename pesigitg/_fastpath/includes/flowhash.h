@@ -55,4 +55,56 @@ static inline uint64_t pes_tuple_hash(const uint8_t *src, const uint8_t *dst, si
     return pes_hash_finish(pes_fnv_update(h, ports, 4));
 }
 
+/* SipHash-2-4 (Aumasson and Bernstein), the fallback's hash when lb.toml sets
+ * [fallback] hash_key: every balancer with the key agrees, a client without it cannot
+ * aim its connection IDs at one backend. */
+static inline uint64_t pes_rotl64(uint64_t x, int b)
+{
+    return (x << b) | (x >> (64 - b));
+}
+
+#define PES_SIPROUND(v0, v1, v2, v3)                                                     \
+    do {                                                                                \
+        v0 += v1; v1 = pes_rotl64(v1, 13); v1 ^= v0; v0 = pes_rotl64(v0, 32);          \
+        v2 += v3; v3 = pes_rotl64(v3, 16); v3 ^= v2;                                    \
+        v0 += v3; v3 = pes_rotl64(v3, 21); v3 ^= v0;                                    \
+        v2 += v1; v1 = pes_rotl64(v1, 17); v1 ^= v2; v2 = pes_rotl64(v2, 32);          \
+    } while (0)
+
+static inline uint64_t pes_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static inline uint64_t pes_siphash24(const uint8_t key[16], const uint8_t *p, size_t len)
+{
+    uint64_t k0 = pes_le64(key), k1 = pes_le64(key + 8);
+    uint64_t v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
+    uint64_t v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
+    uint64_t m, last = (uint64_t)len << 56;
+    size_t i, whole = len & ~(size_t)7;
+
+    for (i = 0; i < whole; i += 8) {
+        m = pes_le64(p + i);
+        v3 ^= m;
+        PES_SIPROUND(v0, v1, v2, v3);
+        PES_SIPROUND(v0, v1, v2, v3);
+        v0 ^= m;
+    }
+    for (i = 0; i < (len & 7); i++)
+        last |= (uint64_t)p[whole + i] << (8 * i);
+    v3 ^= last;
+    PES_SIPROUND(v0, v1, v2, v3);
+    PES_SIPROUND(v0, v1, v2, v3);
+    v0 ^= last;
+    v2 ^= 0xff;
+    for (i = 0; i < 4; i++)
+        PES_SIPROUND(v0, v1, v2, v3);
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
 #endif /* PESIGITG_FLOWHASH_H */

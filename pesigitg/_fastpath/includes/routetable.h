@@ -22,7 +22,7 @@
 #include "gcm.h"
 
 #define PES_ROUTE_MAGIC 0x52534550u /* "PESR" little endian */
-#define PES_ROUTE_VERSION 3u
+#define PES_ROUTE_VERSION 4u
 #define PES_BACKEND_NONE 0xFFFFu /* a Maglev slot with no backend (PES_MAX_BACKENDS + 1) */
 
 enum pes_backend_state {
@@ -81,6 +81,8 @@ typedef struct {
     uint32_t retry_transition_ms;
     uint32_t retry_newest;      /* the key sequence new tokens use */
     uint32_t retry_keys_off;
+    uint32_t hash_keyed;        /* the fallback hashes with SipHash-2-4 under hash_key */
+    uint8_t hash_key[16];
     pes_cid_table cid;
 } pes_route_table;
 

@@ -58,6 +58,8 @@ cdef extern from "routetable.h" nogil:
         uint32_t retry_transition_ms
         uint32_t retry_newest
         uint32_t retry_keys_off
+        uint32_t hash_keyed
+        uint8_t hash_key[16]
         pes_cid_table cid
 
     int pes_backend_by_key(const pes_route_table *t, uint32_t key)
