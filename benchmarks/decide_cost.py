@@ -25,12 +25,14 @@ from pesigitg.routing.routes import Backend, Server, compile_routes  # noqa: E40
 from tests import frames as f  # noqa: E402
 
 KEY = bytes.fromhex("8f95f09245765f80256934e50c66207f")
+HASH_KEY = bytes.fromhex("5b0e6a1f9c2d48e7b3a4f6c8d0e1a2b3")
 STRIDE = 2048
 BACKENDS = 16
 
 # (label, config or None, frame kind): kinds are "short" (1-RTT, CID-routed), "long"
 # (Initial with a client-chosen DCID: Maglev on the DCID) and "unroutable" (short
-# header whose config id is not configured: Maglev on the 4-tuple).
+# header whose config id is not configured: Maglev on the 4-tuple); "+keyed": with
+# lb.toml's [fallback] hash_key (SipHash-2-4 instead of FNV-1a).
 CASES = [
     ("plaintext 3+4, short header", CidConfig(0, 3, 4), "short"),
     ("single-pass 8+8, short header", CidConfig(0, 8, 8, KEY), "short"),
@@ -39,6 +41,8 @@ CASES = [
     ("four-pass 3+4, IPv6 short header", CidConfig(0, 3, 4, KEY), "short6"),
     ("Initial, client DCID (Maglev)", CidConfig(0, 3, 4, KEY), "long"),
     ("unroutable short header (Maglev)", CidConfig(0, 3, 4, KEY), "unroutable"),
+    ("Initial, client DCID (Maglev, hash_key)", CidConfig(0, 3, 4, KEY), "long+keyed"),
+    ("unroutable short header (Maglev, hash_key)", CidConfig(0, 3, 4, KEY), "unroutable+keyed"),
     # The flow table at its working set: 1 M client addresses, each frame another one.
     ("unroutable, 1M flows, no flow table", CidConfig(0, 3, 4, KEY), "flows"),
     ("unroutable, 1M flows, 1M-entry flow table", CidConfig(0, 3, 4, KEY), "flows+table"),
@@ -72,7 +76,10 @@ def measure(label: str, config: CidConfig, kind: str, batch: int, seconds: float
     backends = [Backend(f"10.1.0.{n}", bytes([2, 0, 0, 0, 0, n])) for n in range(1, BACKENDS + 1)]
     servers = [Server(0, bytes([n]) * config.server_id_len, f"10.1.0.{n}")
                for n in range(1, BACKENDS + 1)]
-    routes = compile_routes(bytes(6), [config], backends, servers)
+    keyed = kind.endswith("+keyed")
+    kind = kind.removesuffix("+keyed")
+    routes = compile_routes(bytes(6), [config], backends, servers,
+                            hash_key=HASH_KEY if keyed else None)
     buf, lengths = frames_for(config, kind, batch)
     view = memoryview(buf)
     flows = FlowTable(FLOWS) if kind == "flows+table" else None
