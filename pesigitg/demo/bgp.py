@@ -5,17 +5,17 @@ the tool an operator uses), and the router's view of the VIPs' routes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from pesigitg.demo.topology import CONTRIB, Host
-from pesigitg.testing.daemon import running
 
 __all__ = ["BALANCER_AS", "ROUTER_AS", "Speaker", "bird_sessions", "missing_tools",
            "next_hops", "render"]
@@ -50,8 +50,8 @@ def render(template: str, destination: Path, **values: object) -> Path:
 
 
 class Speaker:
-    """A BGP daemon in a namespace, its output in ``log``; its own process group, so
-    that stopping it (by PID) stops the checks it runs too."""
+    """A BGP daemon in a namespace, its output in ``log``, in a session of its own (a
+    Ctrl-C of the demo reaches the demo, which stops it in order)."""
 
     def __init__(self, name: str, host: Host, command: list[str], log: Path,
                  env: dict[str, str] | None = None) -> None:
@@ -73,37 +73,26 @@ class Speaker:
                                  + self.log.read_text(errors="replace")[-3000:])
 
     def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, SIGKILL after ``timeout``; then the same for every process it had
+        started, by PID: ExaBGP gives its health checks process groups of their own,
+        and an orphaned one would run on under a subreaper."""
         if self.proc is None:
             return
-        pid = self.proc.pid
         try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+            started = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            started = []
+        self.proc.terminate()
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(pid, signal.SIGKILL)
+            self.proc.kill()
             self.proc.wait()
-        # What it started and left behind (a check it ran), by its process group.
-        deadline = time.monotonic() + timeout
-        while _group_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _group_alive(pid):
-            os.killpg(pid, signal.SIGKILL)
-
-
-def _group_alive(pgid: int) -> bool:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and running(int(entry.name)):
-            return True
-    return False
+        _, alive = psutil.wait_procs(started, timeout=timeout)
+        for process in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(alive, timeout=timeout)
 
 
 def bird(router: Host, workdir: Path, **values: object) -> Speaker:
