@@ -47,14 +47,15 @@ from pesigitg.demo.scenario import (
 from pesigitg.demo.topology import Host
 from pesigitg.testing.daemon import RunningDaemon
 
-__all__ = ["Balancer", "EcmpDemo", "Failover", "Requests", "Restart", "ecmp_environment",
-           "main"]
+__all__ = ["Balancer", "ComeBack", "EcmpDemo", "Failover", "Requests", "Restart",
+           "ecmp_environment", "main"]
 
 # lb.toml [fallback] hash_key, the same on both balancers.
 HASH_KEY = "5b0e6a1f9c2d48e7b3a4f6c8d0e1a2b3"
 DROPPED = "dropped_"          # the prefix of the drop counters in /stats, one per reason
 ROUTE_TIMEOUT = 20.0        # the routes' coming and going; BGP hold time is 3 s
 AFTER_CONVERGENCE = 2.0     # how long live connections go on asking after it
+AFTER_JOIN = 1.0            # how long live connections go on asking after a return
 RESTART_WATCH = 1.5         # how long the route is watched after a restart: a failed
                             # health check (0.5 s apart) would have withdrawn it by then
 
@@ -122,6 +123,17 @@ class Failover:
     after: Counter[str] = field(default_factory=Counter)   # and after: "ok", "failed"
     moved: int = 0              # live connections answered by more than one backend
     new_connections: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class ComeBack:
+    """What a balancer's return did."""
+    role: str
+    ready: float                    # seconds until pesigitgd was ready
+    took: float                     # seconds until the router had both next hops again
+    requests: Requests              # on the connections that were live meanwhile
+    rehashed: int                   # of those, how many the router moved to it
+    paths: Counter[str] = field(default_factory=Counter)   # new connections' balancers
 
 
 def pesigitg_ctl() -> str:
@@ -464,28 +476,50 @@ class EcmpDemo(Demo):
         balancer.daemon.stop()
         return result
 
-    async def come_back(self, role: str, connections: int = 20) -> float:
-        self.say(f"\n{self.step()}. {role} comes back")
+    async def come_back(self, role: str, connections: int = 20, live: int = 4) -> ComeBack:
+        """``role`` starts again under ``live`` connections per family (all through the
+        other balancer until then); the router rehashes some of them to it, and they
+        go on, each with its backend. Then ``connections`` new ones."""
         balancer = self.balancers[role]
-        started = time.monotonic()
-        self.start_daemon(balancer)
-        ready = time.monotonic() - started
-        took = max([await self.wait_hops(vip, {b.next_hop(vip) for b in
-                                               self.balancers.values()}, started)
-                    for vip in self.net.vips.values()])
+        clients, sockets = [], []
+        for vip in self.net.vips.values():
+            for _ in range(live):
+                sock = self.socket(family=6 if ":" in vip else 4)
+                sockets.append((sock, vip))
+                clients.append((vip, await self.connect(sock, vip)))
+        self.say(f"\n{self.step()}. {role} comes back, under {len(clients)} live connections")
+        async with self.asking(clients) as requests:
+            started = time.monotonic()
+            await asyncio.to_thread(self.start_daemon, balancer)
+            ready = time.monotonic() - started
+            took = max([await self.wait_hops(vip, {b.next_hop(vip) for b in
+                                                   self.balancers.values()}, started)
+                        for vip in self.net.vips.values()])
+            await asyncio.sleep(AFTER_JOIN)
+            # Where the router sends each live connection's flow now.
+            rehashed = sum([await asyncio.to_thread(self.balancer_of, sock, vip) == role
+                            for sock, vip in sockets])
+        result = ComeBack(role, ready, took, requests, rehashed)
         self.say(f"   pesigitgd ready after {ready:.2f} s; both VIPs routed via both "
                  f"balancers again after {took:.2f} s")
+        count = requests.count()
+        self.say(f"   the router rehashed {rehashed} of the {len(clients)} live connections to "
+                 f"{role}: {count['ok']} requests ok, {count['failed']} failed; "
+                 f"{len(clients) - requests.moved} answered by one backend throughout")
+        expect(count["failed"] == 0 and requests.moved == 0,
+               f"live connections failed or moved when {role} joined: {dict(count)}, "
+               f"{requests.moved} moved")
         before = self.forwarded()
-        paths: Counter[str] = Counter()
         for _ in range(connections):
             sock = self.socket()
-            paths[self.balancer_of(sock, self.vip)] += 1
+            result.paths[self.balancer_of(sock, self.vip)] += 1
             await self.served_by(sock=sock)
         frames = {r: n - before[r] for r, n in self.forwarded().items()}
-        self.say_share(paths, frames, "of " + f"{connections} new connections")
-        expect(paths[role] > 0 and frames[role] > 0,
-               f"{role} took no traffic after coming back: {dict(paths)}, frames {frames}")
-        return took
+        self.say_share(result.paths, frames, "of " + f"{connections} new connections")
+        expect(result.paths[role] > 0 and frames[role] > 0,
+               f"{role} took no traffic after coming back: {dict(result.paths)}, "
+               f"frames {frames}")
+        return result
 
     def totals(self) -> dict[str, dict[str, int]]:
         """Each balancer's counters, side by side (those that are not zero)."""

@@ -73,6 +73,9 @@ def test_a_failed_balancer_is_withdrawn_live_connections_go_on_and_it_comes_back
     assert sum(result.new_connections.values()) == 10
     survivor = next(b for b in demo.balancers.values() if b.role != victim)
     assert survivor.daemon.get("/health")["status"] == "ok"
-    asyncio.run(demo.come_back(victim, connections=24))
+    back = asyncio.run(demo.come_back(victim, connections=24))
+    # The live connections the router rehashed to it when it joined went on.
+    assert back.requests.count()["failed"] == 0 and back.requests.count()["ok"] > 0
+    assert back.requests.moved == 0
     for vip in demo.net.vips.values():
         assert len(demo.next_hops(vip)) == 2
