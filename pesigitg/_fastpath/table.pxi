@@ -355,10 +355,6 @@ cdef class RouteTable:
     def flow_entries(self):
         return self.table.flow_entries
 
-    @property
-    def hash_keyed(self):
-        return bool(self.table.hash_keyed)
-
     def digest(self):
         """SHA-256 of the blob without what is each balancer's own: its interface MAC
         and the per-backend counter slots (bookkeeping, not decisions). Equal on every
