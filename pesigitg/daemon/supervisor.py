@@ -391,7 +391,6 @@ class Supervisor:
         said: collections.deque[str] = collections.deque(maxlen=20)
         threading.Thread(target=_collect, args=(stderr_r, said), daemon=True).start()
         channel = Channel(parent)
-        stopped = False
         try:
             await asyncio.to_thread(channel.recv, expect=("hello",))
             inheritance = self._inheritance()
@@ -399,7 +398,7 @@ class Supervisor:
             await asyncio.to_thread(channel.recv, expect=("ready",))
             # From here the new process waits for our workers to be gone.
             assert self.pool is not None
-            stopped = self.handing_over = True
+            self.handing_over = True
             await self.pool.stop_all()
             await asyncio.to_thread(channel.send, "quiesced")
             await asyncio.to_thread(channel.recv, expect=("committed",))
@@ -410,7 +409,7 @@ class Supervisor:
             tail = "; ".join(line for line in said if line.strip())[-600:]
             reason = str(exc) if status in (0, -signal.SIGKILL) or not tail else \
                 f"{exc} (exit status {status}: {tail})"
-            if stopped and self.pool is not None:
+            if self.handing_over and self.pool is not None:
                 log.warning("the new process failed after our workers stopped; restarting "
                             "them")
                 await self.pool.start_all(WORKER_START_TIMEOUT)
