@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from pesigitg.demo.topology import CONTRIB, Host
+from pesigitg.demo.topology import CONTRIB, Host, version_of
 
 __all__ = ["BALANCER_AS", "ROUTER_AS", "Speaker", "bird_sessions", "missing_tools",
            "next_hops", "render"]
@@ -135,7 +135,7 @@ def _route_json(ns: str, version: int, *args: str) -> list[dict[str, Any]]:
 
 def next_hops(router: Host, vip: str) -> list[str]:
     """The gateways of the router's route to ``vip``, sorted (none: no route)."""
-    version = 6 if ":" in vip else 4
+    version = version_of(vip)
     hops: list[str] = []
     for route in _route_json(router.ns, version, "show", "exact", vip):
         for hop in route.get("nexthops", [route]):

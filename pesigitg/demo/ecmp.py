@@ -44,7 +44,7 @@ from pesigitg.demo.scenario import (
     expect,
     narrate,
 )
-from pesigitg.demo.topology import Host
+from pesigitg.demo.topology import Host, version_of
 from pesigitg.testing.daemon import RunningDaemon
 
 __all__ = ["Balancer", "ComeBack", "EcmpDemo", "Failover", "Requests", "Restart",
@@ -74,7 +74,7 @@ class Balancer:
         return int(self.daemon.get("/stats")["total"][name])
 
     def next_hop(self, vip: str) -> str:
-        return self.host.addresses(6 if ":" in vip else 4)[0]
+        return self.host.addresses(version_of(vip))[0]
 
 
 @dataclass
@@ -237,7 +237,7 @@ class EcmpDemo(Demo):
     def socket_via(self, role: str, vip: str, host: str | None = None) -> UdpSocket:
         """A client socket whose flow the router hashes to balancer ``role``."""
         for _ in range(256):
-            sock = self.socket(host, family=6 if ":" in vip else 4)
+            sock = self.socket(host, family=version_of(vip))
             if self.balancer_of(sock, vip) == role:
                 return sock
             sock.close()
@@ -279,9 +279,8 @@ class EcmpDemo(Demo):
         self.say(f"\n{self.step()}. BGP: each balancer's ExaBGP announces the VIPs while "
                  "`pesigitg-ctl health` says it forwards")
         started = time.monotonic()
-        everyone = {role: b for role, b in self.balancers.items()}
-        took = {vip: await self.wait_hops(vip, {b.next_hop(vip) for b in everyone.values()},
-                                          started)
+        took = {vip: await self.wait_hops(vip, {b.next_hop(vip)
+                                                for b in self.balancers.values()}, started)
                 for vip in self.net.vips.values()}
         for vip, hops in ((v, self.next_hops(v)) for v in self.net.vips.values()):
             self.say(f"   router: {vip} via {' and '.join(hops)} (multipath, "
@@ -306,7 +305,7 @@ class EcmpDemo(Demo):
             paths: Counter[str] = Counter()
             served: Counter[str] = Counter()
             for _ in range(connections):
-                sock = self.socket(family=6 if ":" in vip else 4)
+                sock = self.socket(family=version_of(vip))
                 paths[self.balancer_of(sock, vip)] += 1
                 served[await self.served_by(requests, sock, vip)] += 1
             frames = {r: n - before[r] for r, n in self.forwarded().items()}
@@ -484,7 +483,7 @@ class EcmpDemo(Demo):
         clients, sockets = [], []
         for vip in self.net.vips.values():
             for _ in range(live):
-                sock = self.socket(family=6 if ":" in vip else 4)
+                sock = self.socket(family=version_of(vip))
                 sockets.append((sock, vip))
                 clients.append((vip, await self.connect(sock, vip)))
         self.say(f"\n{self.step()}. {role} comes back, under {len(clients)} live connections")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import json
 import os
 import signal
@@ -33,7 +32,7 @@ from typing import Any
 
 from pesigitg.demo.certs import write_self_signed
 from pesigitg.demo.h3client import H3Client, client_configuration, connect
-from pesigitg.demo.topology import Host, Network, Topology
+from pesigitg.demo.topology import Host, Network, Topology, version_of
 from pesigitg.routing.quiclb import CidConfig
 from pesigitg.testing.daemon import RunningDaemon
 from pesigitg.testing.netns import inside
@@ -81,7 +80,7 @@ class Demo:
 
     @property
     def family(self) -> int:
-        return ipaddress.ip_address(self.vip).version
+        return version_of(self.vip)
 
     def step(self) -> int:
         self.steps += 1
@@ -185,8 +184,8 @@ class Demo:
         socket)."""
         vip = vip or self.vip
         # asyncio gives IPv6 peers as 4-tuples; aioquic matches paths on the tuple.
-        server = (vip, 443, 0, 0) if ":" in vip else (vip, 443)
-        sock = sock or self.socket(family=6 if ":" in vip else 4)
+        server = (vip, 443, 0, 0) if version_of(vip) == 6 else (vip, 443)
+        sock = sock or self.socket(family=version_of(vip))
         return await connect(sock, server, client_configuration(SERVER_NAME))
 
     @staticmethod
@@ -271,7 +270,7 @@ class Demo:
         backends are known to pesigitgd by their first-family addresses: routing is by
         MAC, whatever the family of the packet)."""
         other = next(v for f, v in self.net.vips.items() if v != self.vip)
-        self.say(f"\n{self.step()}. Dual stack: the IPv{ipaddress.ip_address(other).version} "
+        self.say(f"\n{self.step()}. Dual stack: the IPv{version_of(other)} "
                  f"VIP {other}, same daemon, same backends")
         first, self.vip = self.vip, other
         try:

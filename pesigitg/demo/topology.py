@@ -16,6 +16,7 @@ is removed on close, also after a failure.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +24,17 @@ from typing import Self
 
 from pesigitg.testing.netns import ip, mac_of, unique_name
 
-__all__ = ["Host", "Network", "Topology", "address"]
+__all__ = ["Host", "Network", "Topology", "address", "version_of"]
 
 CONTRIB = Path(__file__).resolve().parents[2] / "contrib"
 PREFIX = {4: 24, 6: 64}
 VIP_HOST = 100
 FABRIC = 77             # the subnets 10.77.0.0/24 and fd00:77::/64
+
+
+def version_of(address: str) -> int:
+    """4 or 6: the family of an address (a VIP, a host's)."""
+    return ipaddress.ip_address(address).version
 
 
 def address(version: int, host: int, subnet: int = FABRIC) -> str:
