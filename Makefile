@@ -55,10 +55,13 @@ bench: debs-bench build
 	$(PY) benchmarks/lifecycle_loss.py
 
 # The long differential fuzz against an AddressSanitizer build of the fast path
-# (build/asan), and the XDP program under BPF_PROG_TEST_RUN (needs root). Prints the
-# frames tried, crashes and mismatches; FUZZ_FRAMES and FUZZ_XDP set the budgets.
+# (build/asan), and the XDP program under BPF_PROG_TEST_RUN (needs root); then what a
+# worker can write to the supervisor (its pipe, the UMEM state page, the counters'
+# header). Prints the inputs tried, crashes and mismatches; FUZZ_FRAMES, FUZZ_XDP and
+# FUZZ_TRUST set the budgets.
 FUZZ_FRAMES ?= 20000000
 FUZZ_XDP    ?= 1000000
+FUZZ_TRUST  ?= 1000000
 ASAN_BUILD  := build/asan
 fuzz: debs-test build
 	PESIGITG_SANITIZE=address $(PY) setup.py -q build_ext --build-lib $(ASAN_BUILD) \
@@ -66,6 +69,10 @@ fuzz: debs-test build
 	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 		$(PY) -m tests.fuzz --frames $(FUZZ_FRAMES) --xdp $(FUZZ_XDP) \
+		--fastpath $$(find $(ASAN_BUILD)/pesigitg/_fastpath -name 'fastpath*.so')
+	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+		$(PY) -m tests.fuzz_trust --inputs $(FUZZ_TRUST) \
 		--fastpath $$(find $(ASAN_BUILD)/pesigitg/_fastpath -name 'fastpath*.so')
 
 # Real HTTP/3 through pesigitgd in throwaway namespaces (needs root): one balancer,

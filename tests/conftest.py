@@ -48,43 +48,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-# What a test may start and must stop: pesigitgd (and its workers, which share its
-# command line), and the BGP daemons of the ECMP test with the checks ExaBGP runs.
-OURS = {b"pesigitgd", b"pesigitg-ctl", b"bird", b"exabgp"}
+def leftover_processes() -> set[int]:
+    """What the tests started and left running: processes in a network namespace the run
+    made (daemons, workers, successors, BGP speakers, health checks) and descendants of
+    this process. Nothing else on the host is ours, whatever its name: a balancer that
+    runs beside the suite is never touched."""
+    import psutil
 
+    from pesigitg.testing.netns import processes_in_ours
 
-def _daemons_running() -> set[int]:
-    """Processes running one of OURS, or pesigitgd as a module."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                command = f.read()
-        except OSError:
-            continue
-        programs = {os.path.basename(arg) for arg in command.split(b"\0")[:3]}
-        if programs & OURS or b"pesigitg.daemon" in command:
-            found.add(int(entry))
-    return found
+    me = psutil.Process()
+    children = {p.pid for p in me.children(recursive=True)}
+    return (processes_in_ours() | children) - {me.pid}
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_daemon_outlives_the_suite() -> object:
-    """Every daemon a test starts is stopped by the test: one left behind (a successor
-    after a restart, a worker, a BGP daemon) fails the run, and is killed."""
-    before = _daemons_running()
+def _nothing_outlives_the_suite() -> object:
+    """Every process a test starts is stopped by the test: one left behind (a successor
+    after a restart, a worker, a BGP daemon) fails the run, and is killed by PID."""
     yield
     import signal
     import time
 
     deadline = time.monotonic() + 5
-    left = _daemons_running() - before
+    left = leftover_processes()
     while left and time.monotonic() < deadline:
         time.sleep(0.1)
-        left = _daemons_running() - before
+        left = leftover_processes()
     for pid in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    assert not left, f"daemons left running after the suite: {sorted(left)}"
+    assert not left, f"processes left running after the suite: {sorted(left)}"

@@ -191,7 +191,9 @@ enum pes_counter_label {
     X(RETRY_TOKEN_INVALID, 1, NONE, frames,                                               \
       "Initials whose token was not authentic, for another client, or malformed")        \
     X(RETRY_TOKEN_EXPIRED, 1, NONE, frames, "Initials whose Retry token had expired")     \
-    X(RETRY_ACTIVE, 1, GAUGE, , "1 while the worker answers tokenless Initials with Retries")
+    X(RETRY_ACTIVE, 1, GAUGE, , "1 while the worker answers tokenless Initials with Retries") \
+    X(BAD_DESCRIPTORS, 1, NONE, ,                                                         \
+      "ring entries outside the UMEM or their frame, skipped (a subverted worker's legacy)")
 
 #define PES_CNT_ENUM(name, width, label, unit, doc) \
     PES_CNT_##name, PES_CNT_##name##_LAST = PES_CNT_##name + (width) - 1,

@@ -27,6 +27,7 @@ from pesigitg._fastpath.fastpath import (
     FLOW_ENTRIES_MAX,
     FLOW_ENTRY_SIZE,
     GAUGES,
+    GEOMETRY,
     INITIAL_MIN,
     IPV6_EXT_MAX,
     LIMITS,
@@ -68,6 +69,7 @@ from pesigitg._fastpath.fastpath import (
     aes128_encrypt_block,
     aes128_expand,
     aesni_supported,
+    check_geometry,
     counters_size,
     decide_batch,
     decide_frame,
@@ -82,6 +84,8 @@ from pesigitg._fastpath.fastpath import (
     read_counters,
     retry_packet,
     retry_screen,
+    sanitize_state_page,
+    state_page_geometry,
 )
 
 __all__ = [
@@ -90,7 +94,7 @@ __all__ = [
     "COUNTERS_SIZE", "COUNTER_FAMILIES", "COUNTER_NAMES", "DEFAULT_BATCH",
     "DEFAULT_FRAME_COUNT", "DEFAULT_FRAME_SIZE", "DEFAULT_POLL_TIMEOUT_MS", "DEFAULT_RING_SIZE",
     "DEFAULT_TX_SIZE", "DROPS", "DROP_REASONS", "FLOW_ENTRIES_MAX", "FLOW_ENTRY_SIZE",
-    "GAUGES", "INITIAL_MIN", "IPV6_EXT_MAX", "LIMITS", "MAGLEV_MAX", "MAPS",
+    "GAUGES", "GEOMETRY", "INITIAL_MIN", "IPV6_EXT_MAX", "LIMITS", "MAGLEV_MAX", "MAPS",
     "MAX_BACKENDS", "MAX_PORTS", "MAX_VIPS", "NONCE_MAX", "NONCE_MIN", "NO_CONFIG",
     "PARSE_OUTCOMES", "PLAINTEXT_MAX", "RETRY_ACTIONS", "RETRY_KEYS", "RETRY_MODES",
     "RETRY_PHASES", "ROUTES", "ROUTE_HEADER_SIZE", "SERVER_ID_MAX",
@@ -98,8 +102,8 @@ __all__ = [
     "STATE_MAC_KNOWN", "STATE_UP", "TOO_SHORT", "UNROUTABLE", "UNROUTABLE_REASONS",
     "XDP_VERDICTS", "XSK_SLOTS", "CidDecoder", "Engine", "FlowTable", "RouteTable", "XskSocket",
     "aes128_decrypt_block", "aes128_encrypt_block", "aes128_expand", "aesni_supported",
-    "counters_size", "decide_batch", "decide_frame", "gcm_open", "gcm_seal",
+    "check_geometry", "counters_size", "decide_batch", "decide_frame", "gcm_open", "gcm_seal",
     "gcm_supported", "maglev_fill", "new_counters",
     "pack_cid_table", "pack_route_table", "parse_frame", "read_counters", "retry_packet",
-    "retry_screen",
+    "retry_screen", "sanitize_state_page", "state_page_geometry",
 ]

@@ -323,6 +323,9 @@ cdef inline void _forward(Engine self, XskSocket x, bint floor) noexcept nogil:
         n_back = 0
         for i in range(n_comp):
             addr = x.chunk(pes_ring_addr(&x.comp, comp_idx + i)[0])
+            if addr >= x.umem_len:
+                local[PES_CNT_BAD_DESCRIPTORS] += 1     # not a frame of ours: never reuse
+                continue
             if x.stash.count < stash_target:
                 # Spares for copies, refilled from frames coming back.
                 x.stash.frames[x.stash.count] = <uint32_t>(addr // x.frame_size)
@@ -338,6 +341,11 @@ cdef inline void _forward(Engine self, XskSocket x, bint floor) noexcept nogil:
         n_def = 0
         for i in range(n_rx):
             rx_desc = pes_ring_desc(&x.rx, rx_idx + i)
+            if rx_desc.addr >= x.umem_len or \
+                    (rx_desc.addr & (x.frame_size - 1)) + rx_desc.len > x.frame_size:
+                # Only the kernel writes RX entries, unless a subverted predecessor did.
+                local[PES_CNT_BAD_DESCRIPTORS] += 1
+                continue
             frame = x.umem + rx_desc.addr
             local[PES_CNT_RX] += 1
             if floor:

@@ -126,6 +126,14 @@ DEFAULT_RING_SIZE: int
 DEFAULT_TX_SIZE: int
 DEFAULT_FRAME_COUNT: int
 
+GEOMETRY: tuple[str, ...]
+
+def check_geometry(g: dict[str, int], umem_len: int) -> str | None: ...
+def state_page_geometry(page: bytes) -> dict[str, int]: ...
+def sanitize_state_page(page: bytes, frame_count: int,
+                        rings: dict[str, tuple[int, int, int]]
+                        ) -> tuple[int, bytes, dict[str, tuple[int, int, int]]]: ...
+
 class XskSocket:
     fd: int
     umem_fd: int
@@ -135,11 +143,14 @@ class XskSocket:
     frame_count: int
     mode: str
     journal_seq: int
+    repaired: int
+    geometry: dict[str, int]
     def __init__(self, ifname: str, queue: int, *, frame_size: int = ..., frame_count: int = ...,
                  rx_size: int = ..., tx_size: int = ..., fill_size: int = ...,
                  comp_size: int = ..., zero_copy: bool | str = ...) -> None: ...
     @classmethod
-    def adopt(cls, fd: int, umem_fd: int) -> XskSocket: ...
+    def adopt(cls, fd: int, umem_fd: int, geometry: dict[str, int] | None = None
+              ) -> XskSocket: ...
     def recover(self) -> bool: ...
     def census(self, distinct: bool = False) -> dict[str, int]: ...
     def statistics(self) -> dict[str, int]: ...

@@ -9,6 +9,12 @@
 # keeps it, its workers run the loop on it one after another, and a restarted daemon
 # adopts it (fds by SCM_RIGHTS). The state page after the frames tells the new owner
 # the sizes and carries the stash and the publication journal (includes/xskring.h).
+#
+# A worker can write the state page and its rings' indices, so nothing there is taken on
+# trust by whoever comes next: an adopting daemon takes the sizes from its predecessor
+# (the hand-over's facts) and checks the page against them, the census bounds every
+# walk by the ring's size, and a new owner refuses an impossible journal, stash or ring
+# before it uses them (``repaired``).
 
 from pesigitg._fastpath.includes.if_xdp cimport *
 from pesigitg._fastpath.includes.system cimport (
@@ -35,6 +41,12 @@ DEFAULT_FRAME_COUNT = 4096
 DEFAULT_RING_SIZE = 4096       # fill and completion hold every frame, RX buffers them
 DEFAULT_TX_SIZE = 2048
 PAGE = 4096
+RING_SIZE_MAX = 1 << 20        # entries; beyond anything a driver offers
+FRAME_COUNT_MAX = 1 << 20
+REPAIRS = {PES_XSK_REPAIR_JOURNAL: "journal", PES_XSK_REPAIR_STASH: "stash",
+           PES_XSK_REPAIR_RINGS: "rings"}
+GEOMETRY = ("frame_size", "frame_count", "rx_size", "tx_size", "fill_size", "comp_size",
+            "ifindex", "queue", "zero_copy")
 BIND_BUSY_RETRIES = 30
 BIND_BUSY_WAIT = 0.1           # seconds
 
@@ -51,6 +63,39 @@ cdef uint32_t _stash_target(uint32_t frame_count) noexcept nogil:
 
 cdef int _is_pow2(uint32_t n) noexcept nogil:
     return n != 0 and (n & (n - 1)) == 0
+
+
+def check_geometry(dict g, uint64_t umem_len):
+    """Why ``g`` (the sizes of GEOMETRY) cannot describe a UMEM of ``umem_len`` octets of
+    frames with its rings, or None: the checks a socket is created with."""
+    if set(g) != set(GEOMETRY) or not all(isinstance(v, int) for v in g.values()):
+        return f"the geometry names {sorted(g)}, not {sorted(GEOMETRY)}"
+    for name in ("rx_size", "tx_size", "fill_size", "comp_size"):
+        if not 1 <= g[name] <= RING_SIZE_MAX or not _is_pow2(g[name]):
+            return f"{name} {g[name]} is not a power of two up to {RING_SIZE_MAX}"
+    if g["frame_size"] not in (2048, 4096):
+        return f"frame_size {g['frame_size']} is neither 2048 nor 4096"
+    if not 1 <= g["frame_count"] <= min(g["fill_size"], FRAME_COUNT_MAX):
+        return f"frame_count {g['frame_count']} does not fit the fill ring ({g['fill_size']})"
+    if g["frame_count"] * g["frame_size"] != umem_len:
+        return (f"{g['frame_count']} frames of {g['frame_size']} octets are not the UMEM's "
+                f"{umem_len}")
+    if not 0 <= g["queue"] < PES_XSK_SLOTS or not 0 < g["ifindex"] < 1 << 31 \
+            or g["zero_copy"] not in (0, 1):
+        return f"queue {g['queue']}, ifindex {g['ifindex']} or zero_copy {g['zero_copy']}"
+    return None
+
+
+def state_page_geometry(bytes page):
+    """The GEOMETRY a state page claims (for tests and the fuzzer)."""
+    cdef const pes_xsk_state *st
+    if len(page) < <Py_ssize_t>sizeof(pes_xsk_state):
+        raise ValueError(f"a state page is {sizeof(pes_xsk_state)} octets or more")
+    st = <const pes_xsk_state *>PyBytes_AS_STRING(page)
+    return {"frame_size": st.frame_size, "frame_count": st.frame_count,
+            "rx_size": st.rx_size, "tx_size": st.tx_size, "fill_size": st.fill_size,
+            "comp_size": st.comp_size, "ifindex": st.ifindex, "queue": st.queue,
+            "zero_copy": st.zero_copy}
 
 
 @cython.final
@@ -78,6 +123,7 @@ cdef class XskSocket:
     cdef pes_ring fill
     cdef pes_ring comp
     cdef pes_stash stash            # this owner's copy; the state page's is published
+    cdef readonly int repaired      # PES_XSK_REPAIR_* bits of the last recover()
 
     def __cinit__(self):
         self.fd = -1
@@ -120,15 +166,17 @@ cdef class XskSocket:
             raise
 
     @classmethod
-    def adopt(cls, int fd, int umem_fd):
+    def adopt(cls, int fd, int umem_fd, dict geometry=None):
         """The socket another process created (fds duplicated here, the caller keeps
-        its own): sizes, interface and queue come from the state page. Call
+        its own). ``geometry`` (GEOMETRY: the sizes, interface and queue) comes from
+        that process, which created the socket; without it (a predecessor too old to
+        send it) the state page's, checked as a new socket's would be. Call
         :meth:`recover` (the engine does) before using the rings."""
         cdef XskSocket self = cls.__new__(cls)
         try:
             self.fd = os.dup(fd)
             self.umem_fd = os.dup(umem_fd)
-            self._adopt()
+            self._adopt(geometry)
         except BaseException:
             self.close()
             raise
@@ -189,7 +237,7 @@ cdef class XskSocket:
         self.stash.dirty = 1
         pes_xsk_publish(self.state, &self.fill, &self.tx, &self.rx, &self.comp, &self.stash)
 
-    cdef _adopt(self):
+    cdef _adopt(self, dict geometry):
         cdef pes_xsk_state st
         size = os.fstat(self.umem_fd).st_size
         if size < PES_XSK_STATE_SIZE or (size - PES_XSK_STATE_SIZE) % PAGE:
@@ -201,18 +249,38 @@ cdef class XskSocket:
         if st.magic != PES_XSK_STATE_MAGIC or st.version not in (1, PES_XSK_STATE_VERSION):
             raise ValueError("the UMEM's state page has another magic or version "
                              f"({st.magic:#x} v{st.version})")
+        g = geometry if geometry is not None else state_page_geometry(
+            PyBytes_FromStringAndSize(<char *>self.state, sizeof(pes_xsk_state)))
+        problem = check_geometry(g, self.umem_len)
+        if problem is not None:
+            raise ValueError(f"the UMEM's {'geometry' if geometry else 'state page'} "
+                             f"is impossible: {problem}")
         if st.version == 1:
             # From a daemon before the stash: its page is zero beyond version 1's
             # fields, an empty stash; it fills up from frames coming back.
-            self.state.stash_target = _stash_target(st.frame_count)
+            self.state.stash_count = 0
             self.state.version = PES_XSK_STATE_VERSION
-        if <uint64_t>st.frame_size * st.frame_count != self.umem_len:
-            raise ValueError("the UMEM's state page does not match its size")
-        self.frame_size, self.frame_count = st.frame_size, st.frame_count
-        self.ifindex, self.queue = st.ifindex, st.queue
-        self.mode = "zero-copy" if st.zero_copy else "copy"
-        self._map_rings(st.fill_size, st.comp_size, st.rx_size, st.tx_size,
+        self.frame_size, self.frame_count = g["frame_size"], g["frame_count"]
+        self.ifindex, self.queue = g["ifindex"], g["queue"]
+        self.mode = "zero-copy" if g["zero_copy"] else "copy"
+        # The page speaks for the owner's sizes again, whatever a worker wrote there.
+        self.state.frame_size, self.state.frame_count = self.frame_size, self.frame_count
+        self.state.rx_size, self.state.tx_size = g["rx_size"], g["tx_size"]
+        self.state.fill_size, self.state.comp_size = g["fill_size"], g["comp_size"]
+        self.state.ifindex, self.state.queue = self.ifindex, self.queue
+        self.state.zero_copy = g["zero_copy"]
+        self.state.stash_target = _stash_target(self.frame_count)
+        self._map_rings(g["fill_size"], g["comp_size"], g["rx_size"], g["tx_size"],
                         f"interface {self.ifindex} queue {self.queue}")
+
+    @property
+    def geometry(self):
+        """Sizes, interface and queue (GEOMETRY), from this object, never the page: what a
+        successor adopts the socket with."""
+        return {"frame_size": self.frame_size, "frame_count": self.frame_count,
+                "rx_size": self.rx.size, "tx_size": self.tx.size, "fill_size": self.fill.size,
+                "comp_size": self.comp.size, "ifindex": self.ifindex, "queue": self.queue,
+                "zero_copy": int(self.mode == "zero-copy")}
 
     cdef _map_rings(self, uint32_t fill_size, uint32_t comp_size, uint32_t rx_size,
                     uint32_t tx_size, str where):
@@ -299,8 +367,12 @@ cdef class XskSocket:
             rounds -= 1
 
     def recover(self):
-        """Take the rings over in this process: finish a publication the previous
-        owner left half done (True then), and start from the rings as they are."""
+        """Take the rings over in this process: refuse what the previous owner cannot
+        have left (``repaired``: PES_XSK_REPAIR_* bits), finish a publication it left
+        half done (True then), and start from the rings as they are."""
+        self.repaired = pes_xsk_sanitize(self.state, &self.fill, &self.tx, &self.rx,
+                                         &self.comp, self.frame_count,
+                                         _stash_target(self.frame_count))
         return bool(pes_xsk_recover(self.state, &self.fill, &self.tx, &self.rx, &self.comp,
                                     &self.stash))
 
@@ -312,6 +384,13 @@ cdef class XskSocket:
         counts = {"fill": pes_ring_count(&self.fill), "rx": pes_ring_count(&self.rx),
                   "tx": pes_ring_count(&self.tx), "comp": pes_ring_count(&self.comp),
                   "stash": self.state.stash_count}
+        # A worker writes these indices: never walk or trust more than a ring holds.
+        for name, size in (("fill", self.fill.size), ("rx", self.rx.size),
+                           ("tx", self.tx.size), ("comp", self.comp.size),
+                           ("stash", _stash_target(self.frame_count))):
+            if counts[name] > size:
+                raise ValueError(f"the {name} ring claims {counts[name]} frames, more than "
+                                 f"its {size} slots")
         counts["kernel"] = self.frame_count - sum(counts.values())
         if distinct:
             seen = {}
@@ -320,7 +399,11 @@ cdef class XskSocket:
             self._collect(&self.tx, True, "tx", seen)
             self._collect(&self.comp, False, "comp", seen)
             for i in range(min(self.state.stash_count, PES_XSK_STASH_MAX)):
-                addr = <uint64_t>self.state.stash[self.state.stash_which & 1][i] * self.frame_size
+                frame = self.state.stash[self.state.stash_which & 1][i]
+                if frame >= self.frame_count:
+                    raise ValueError(f"the stash names frame {frame}, beyond the UMEM's "
+                                     f"{self.frame_count}")
+                addr = <uint64_t>frame * self.frame_size
                 if addr in seen:
                     raise ValueError(f"frame {addr // self.frame_size} is in the "
                                      f"{seen[addr]} ring and in the stash")
@@ -329,9 +412,15 @@ cdef class XskSocket:
 
     cdef _collect(self, pes_ring *r, bint descs, str name, dict seen):
         cdef uint32_t idx = r.consumer[0]
-        cdef uint32_t end = r.producer[0]
-        while idx != end:
+        cdef uint32_t n = r.producer[0] - idx, k
+        if n > r.size:
+            raise ValueError(f"the {name} ring claims {n} frames, more than its {r.size} "
+                             "slots")
+        for k in range(n):
             addr = self.chunk(pes_ring_desc(r, idx).addr if descs else pes_ring_addr(r, idx)[0])
+            if addr >= self.umem_len:
+                raise ValueError(f"the {name} ring holds address {addr:#x}, beyond the "
+                                 f"UMEM's {self.umem_len:#x} octets")
             if addr in seen:
                 raise ValueError(f"frame {addr // self.frame_size} is in the {seen[addr]} "
                                  f"ring and in the {name} ring")
@@ -384,3 +473,29 @@ cdef void _unmap(pes_ring *r) noexcept:
     if r.map != NULL:
         munmap(r.map, r.map_len)
         r.map = NULL
+
+
+def sanitize_state_page(bytes page not None, uint32_t frame_count, dict rings not None):
+    """What a new owner makes of a state page and ring indices (for tests and the
+    fuzzer; no socket): ``rings`` maps fill, tx, rx and comp to (producer, consumer,
+    size). Returns (PES_XSK_REPAIR_* bits, the page after, the rings after)."""
+    cdef bytearray buf = bytearray(page)
+    cdef pes_ring r[4]
+    cdef uint32_t prod[4]
+    cdef uint32_t cons[4]
+    cdef int i, bits
+    if len(buf) < <Py_ssize_t>sizeof(pes_xsk_state):
+        raise ValueError(f"a state page is {sizeof(pes_xsk_state)} octets or more")
+    names = ("fill", "tx", "rx", "comp")
+    for i, name in enumerate(names):
+        memset(&r[i], 0, sizeof(pes_ring))
+        prod[i], cons[i], r[i].size = rings[name]
+        if not _is_pow2(r[i].size):
+            raise ValueError(f"the {name} ring's size is not a power of two")
+        r[i].mask = r[i].size - 1
+        r[i].producer = &prod[i]
+        r[i].consumer = &cons[i]
+    bits = pes_xsk_sanitize(<pes_xsk_state *><char *>buf, &r[0], &r[1], &r[2], &r[3],
+                            frame_count, _stash_target(frame_count))
+    return bits, bytes(buf), {name: (prod[i], cons[i], r[i].size)
+                              for i, name in enumerate(names)}

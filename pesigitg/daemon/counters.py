@@ -7,6 +7,11 @@ a daemon whose contract has other counters (an upgrade) carries the values over 
 name instead of misreading them. After the counter blocks, each worker has a block of
 per-backend counts (frames forwarded, frames CID-routed) indexed by the slot the
 supervisor gives each backend in the route table.
+
+The workers map all of it, header included, so a successor trusts the header no more
+than a worker: the names and the worker count come from its predecessor (the
+hand-over's facts); the header, when it is all there is, is checked octet by octet
+(:func:`read_header`), and a damaged one means counting from zero, said in the log.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import re
 import struct
 
 from pesigitg._fastpath import (
@@ -24,7 +30,7 @@ from pesigitg._fastpath import (
     read_counters,
 )
 
-__all__ = ["SharedCounters"]
+__all__ = ["CountersDamaged", "SharedCounters", "read_header"]
 
 log = logging.getLogger("pesigitg.counters")
 
@@ -33,6 +39,34 @@ OLD_MAGICS = (b"PESCNT01", MAGIC)
 HEADER = 4096                       # magic, workers, names; blocks start a page in
 _HEAD = struct.Struct("<8sII")      # magic, workers, length of the names text
 PAGE = 4096
+_COUNTER_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
+MAX_WORKERS = 256                   # XSK_SLOTS
+
+
+class CountersDamaged(ValueError):
+    """The counters' header is not one pesigitg wrote; the text says what is wrong."""
+
+
+def read_header(head: bytes) -> tuple[bytes, int, tuple[str, ...]]:
+    """(magic, workers, counter names) of a header page, each checked: a known magic,
+    1..MAX_WORKERS workers, names that are distinct lower-case identifiers filling the
+    stated length exactly."""
+    if len(head) < HEADER:
+        raise CountersDamaged(f"a header of {len(head)} octets, not {HEADER}")
+    magic, workers, length = _HEAD.unpack_from(head)
+    if magic not in OLD_MAGICS:
+        raise CountersDamaged("another magic: not pesigitg's counters")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise CountersDamaged(f"{workers} workers")
+    if not 0 < length <= HEADER - _HEAD.size:
+        raise CountersDamaged(f"names of {length} octets")
+    try:
+        names = tuple(head[_HEAD.size:_HEAD.size + length].decode("ascii").split("\n"))
+    except UnicodeDecodeError:
+        raise CountersDamaged("names that are not ASCII") from None
+    if len(set(names)) != len(names) or not all(_COUNTER_NAME.match(n) for n in names):
+        raise CountersDamaged("names that are not distinct counter names")
+    return magic, workers, names
 
 
 def _backends_at(workers: int) -> int:
@@ -90,36 +124,48 @@ class SharedCounters:
         return cls(fd, workers)
 
     @classmethod
-    def adopt(cls, fd: int, workers: int) -> SharedCounters:
+    def adopt(cls, fd: int, workers: int, names: list[str] | None = None) -> SharedCounters:
         """Another process's counters (``fd`` is duplicated): the same memory when the
-        layout is this version's, else a fresh copy carrying every known name over."""
+        layout is this version's, else a fresh copy carrying every known name over.
+        ``workers`` and ``names`` are the predecessor's (``names`` None: it did not
+        say, so the header's, checked)."""
         fd = os.dup(fd)
-        head = os.pread(fd, HEADER, 0)
-        magic, old_workers, length = _HEAD.unpack_from(head)
-        if magic not in OLD_MAGICS:
+        try:
+            size = os.fstat(fd).st_size
+            magic, old_workers, header_names = read_header(os.pread(fd, HEADER, 0))
+        except (CountersDamaged, OSError) as exc:
             os.close(fd)
-            raise ValueError("the counters handed over are not pesigitg's")
-        names = tuple(head[_HEAD.size:_HEAD.size + length].decode().split("\n"))
-        if magic == MAGIC and names == COUNTER_NAMES and old_workers == workers:
+            log.warning("the counters handed over are damaged (%s): counting from zero", exc)
+            return cls.create(workers)
+        old = tuple(names) if names is not None else header_names
+        if old != header_names or old_workers != workers:
+            log.warning("the counters' header disagrees with the previous daemon (a worker "
+                        "wrote it): using what the daemon said")
+        if magic == MAGIC and old == COUNTER_NAMES and size >= _size(workers):
             return cls(fd, workers)
         fresh = cls.create(workers)
-        old_block = (len(names) * 8 + 63) // 64 * 64     # blocks are cache-line aligned
+        old_block = (len(old) * 8 + 63) // 64 * 64     # blocks are cache-line aligned
         stride = counters_size(1) // 8
         try:
-            with mmap.mmap(fd, HEADER + old_block * old_workers) as old_map:
-                old = memoryview(old_map)[HEADER:].cast("Q")
+            if size < HEADER + old_block * workers:
+                raise CountersDamaged(f"{size} octets for {workers} blocks of {len(old)}")
+            with mmap.mmap(fd, HEADER + old_block * workers) as old_map:
+                values = memoryview(old_map)[HEADER:].cast("Q")
                 new = fresh.buffer.cast("Q")
-                for worker in range(min(workers, old_workers)):
-                    for i, name in enumerate(names):
+                for worker in range(workers):
+                    for i, name in enumerate(old):
                         if name in COUNTER_NAMES:
                             new[worker * stride + COUNTER_NAMES.index(name)] = \
-                                old[worker * old_block // 8 + i]
-                old.release()
+                                values[worker * old_block // 8 + i]
+                values.release()
                 new.release()
+        except CountersDamaged as exc:
+            log.warning("the counters handed over are damaged (%s): counting from zero", exc)
+            return fresh
         finally:
             os.close(fd)
         log.warning("the counters handed over were written with another layout; %d known "
-                    "names carried over", len(set(names) & set(COUNTER_NAMES)))
+                    "names carried over", len(set(old) & set(COUNTER_NAMES)))
         return fresh
 
     def read(self, worker: int) -> dict[str, int]:

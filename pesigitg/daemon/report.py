@@ -30,6 +30,8 @@ class WorkerView:
     restarts: int
     counters: dict[str, int]
     frames: dict[str, Any] = field(default_factory=dict)    # where its UMEM frames are
+    messages_refused: int = 0           # pipe messages refused (the worker was replaced)
+    state_repairs: int = 0              # starts that refused a predecessor's UMEM state
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,9 @@ class Report:
         s = self.snapshot()
         workers = [{"worker": w.index, "queue": w.queue, "cpu": w.cpu, "alive": w.alive,
                     "pid": w.pid, "mode": w.mode, "restarts": w.restarts,
-                    "counters": w.counters, "frames": w.frames} for w in s.workers]
+                    "messages_refused": w.messages_refused,
+                    "state_repairs": w.state_repairs, "counters": w.counters,
+                    "frames": w.frames} for w in s.workers]
         backends = {b.address: {"forwarded": b.forwarded, "cid_routed": b.cid_routed}
                     for b in s.backends}
         return {"total": _total(s.workers), "workers": workers, "xdp": s.xdp_counters,
@@ -176,6 +180,12 @@ class Report:
              [({}, len(s.workers))]),
             ("pesigitg_worker_restarts_total", "counter", "worker restarts",
              [({"worker": w.index}, w.restarts) for w in s.workers]),
+            ("pesigitg_worker_messages_refused_total", "counter",
+             "messages from a worker refused as malformed or out of turn (the worker was "
+             "replaced)", [({"worker": w.index}, w.messages_refused) for w in s.workers]),
+            ("pesigitg_worker_state_repairs_total", "counter",
+             "worker starts that refused what a predecessor left in the UMEM's state page",
+             [({"worker": w.index}, w.state_repairs) for w in s.workers]),
         ]
         for family, label, members, unit, meaning in COUNTER_FAMILIES:
             samples: list[tuple[dict[str, object], float]] = []

@@ -36,7 +36,7 @@ from typing import Any
 from pyroute2 import Ethtool
 
 from pesigitg import __version__
-from pesigitg._fastpath import XskSocket, aesni_supported
+from pesigitg._fastpath import COUNTER_NAMES, XskSocket, aesni_supported
 from pesigitg.daemon.counters import SharedCounters, assign_slots
 from pesigitg.daemon.daemonize import PidFile
 from pesigitg.daemon.drains import Drains, DrainWatch
@@ -429,8 +429,9 @@ class Supervisor:
             "xdp_mode": self.xdp_mode, "attach": self.xdp.attach_kind,
             "status_socket": str(self.config.effective_status_socket),
             "pidfile": str(self.pidfile.path),
-            "workers": [{"queue": h.spec.queue, "restarts": h.restarts}
-                        for h in self.pool.handles],
+            "workers": [{"queue": h.spec.queue, "restarts": h.restarts,
+                         "geometry": h.xsk.geometry} for h in self.pool.handles],
+            "counter_names": list(COUNTER_NAMES),
             "macs": {a: m.hex() if m else None for a, m in self.macs.items()},
             "health": {a: dataclasses.asdict(s) for a, s in self.health.states.items()},
             "started": self.started, "log": self.log_setup, "slots": self.slots,
@@ -479,9 +480,10 @@ class Supervisor:
                            for a, s in facts["health"].items()}, self.routes.health)
         self.compiled = self._compile()
         self.status.adopt(fds["status"])
-        self.counters = SharedCounters.adopt(fds["counters"], len(facts["workers"]))
-        self.xsks = [XskSocket.adopt(fds[f"xsk:{i}"], fds[f"umem:{i}"])
-                     for i in range(len(facts["workers"]))]
+        self.counters = SharedCounters.adopt(fds["counters"], len(facts["workers"]),
+                                             facts.get("counter_names"))
+        self.xsks = [XskSocket.adopt(fds[f"xsk:{i}"], fds[f"umem:{i}"], w.get("geometry"))
+                     for i, w in enumerate(facts["workers"])]
         os.dup2(fds["stderr"], 2)       # the old daemon's stderr is ours from now on
         self.pool = self._pool(self.counters, [w["restarts"] for w in facts["workers"]])
         await asyncio.to_thread(channel.send, "ready")
@@ -702,7 +704,7 @@ class Supervisor:
         counters = self.counters
         workers = [WorkerView(h.spec.index, h.spec.queue, h.spec.cpu, h.alive, h.pid, h.mode,
                               h.restarts, counters.read(h.spec.index) if counters else {},
-                              _census(h.xsk))
+                              _census(h.xsk), h.refused, h.repairs)
                    for h in self.workers]
         c = self.compiled
         pool = {c.backends[i].name for i in c.pool} if c is not None else set()

@@ -11,8 +11,8 @@ included), pins itself, then takes the queue exclusively: ``flock`` on its own o
 file description of the UMEM memfd, so a replacement, or the new daemon's worker
 after a restart, waits until the previous owner is gone. Then it drops every
 capability and confines itself to a seccomp allow-list. It runs the engine loop in
-a thread and serves the pipe: ``("table", blob)`` swaps the route table,
-``("stop",)`` or end-of-file stops it. The loop itself never touches Python.
+a thread and serves the pipe (daemon/worker_messages.py): TABLE swaps the route
+table, STOP or end-of-file stops it. The loop itself never touches Python.
 """
 
 from __future__ import annotations
@@ -26,15 +26,16 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 from pesigitg._fastpath import Engine, RouteTable, XskSocket
+from pesigitg.daemon import worker_messages as wire
 from pesigitg.daemon.privileges import confine_worker, lose_privileges
 
 __all__ = ["WorkerProcess", "WorkerSpec", "numa_cpus", "start_worker"]
 
 PR_SET_PDEATHSIG = 1
+TO_WORKER = frozenset({wire.Kind.TABLE, wire.Kind.STOP})
 LOCK_WAIT = 10.0        # seconds a worker waits for the previous owner of its queue
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -55,7 +56,7 @@ class WorkerProcess:
     """The supervisor's side of one forked worker."""
     pid: int
     pidfd: int          # readable once the worker has exited (asyncio waits on it)
-    conn: Connection
+    conn: socket.socket     # the pipe (worker_messages), non-blocking on this side
 
     def wait(self) -> str:
         """Reap it; how it ended, in words ("exited with status 1", "was killed by
@@ -90,8 +91,8 @@ def numa_cpus(interface: str) -> list[int]:
 
 def start_worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object,
                  backend_counts: object = None) -> WorkerProcess:
-    """Fork a worker for ``xsk`` (already bound and registered); it reports
-    ``("ready", mode, cpu, recovered)`` or ``("failed", reason)`` on its pipe."""
+    """Fork a worker for ``xsk`` (already bound and registered); it reports READY or
+    FAILED on its pipe."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     supervisor = os.getpid()
     pid = os.fork()
@@ -99,17 +100,17 @@ def start_worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object
         status = 70
         try:
             parent.close()
-            _worker(spec, xsk, blob, counters, backend_counts, Connection(child.detach()),
-                    supervisor)
+            _worker(spec, xsk, blob, counters, backend_counts, child, supervisor)
             status = 0
         finally:
             os._exit(status)
     child.close()
-    return WorkerProcess(pid, os.pidfd_open(pid), Connection(parent.detach()))
+    parent.setblocking(False)
+    return WorkerProcess(pid, os.pidfd_open(pid), parent)
 
 
 def _worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object,
-            backend_counts: object, conn: Connection, supervisor: int) -> None:
+            backend_counts: object, conn: socket.socket, supervisor: int) -> None:
     # Die with the supervisor, even when it is killed; and it may already be gone.
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != supervisor:
@@ -137,23 +138,22 @@ def _worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object,
         thread.start()
         confine_worker()
     except Exception as exc:
-        conn.send(("failed", f"{name}: {exc}"))
+        conn.sendall(wire.failed(f"{name}: {exc}"))
         return
-    conn.send(("ready", xsk.mode, spec.cpu, engine.recovered))
+    conn.sendall(wire.ready(xsk.mode, spec.cpu, engine.recovered, xsk.repaired))
     try:
         while True:
             try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                break           # the supervisor is gone: do not outlive it
-            if message[0] == "table":
-                try:
-                    engine.swap_table(RouteTable(message[1]))
-                    conn.send(("swapped",))
-                except ValueError as exc:
-                    conn.send(("rejected", str(exc)))
-            elif message[0] == "stop":
+                message = wire.read_message(conn, TO_WORKER)
+            except (OSError, wire.WorkerMessageError):
+                break           # the supervisor is gone (or broken): do not outlive it
+            if message is None or message.kind == wire.Kind.STOP:
                 break
+            try:
+                engine.swap_table(RouteTable(message.body))
+                conn.sendall(wire.encode(wire.Kind.SWAPPED))
+            except ValueError as exc:
+                conn.sendall(wire.rejected(str(exc)))
     finally:
         engine.stop()
         thread.join(timeout=5)

@@ -4,7 +4,10 @@ A worker that dies is replaced at once, on the same socket, so one crash costs a
 milliseconds of that queue's time and no frame (they wait in the RX ring). Only a
 worker that keeps dying soon after its start is replaced with a growing delay.
 Route tables go to every live worker; replies come back on the same pipe and are
-dispatched from a table.
+dispatched from a table. A worker is hostile to the supervisor (it parses hostile
+frames): its messages are decoded with fixed layouts (daemon/worker_messages.py), the
+pipe is never read or written in a way that could block the supervisor, and a worker
+that sends anything out of turn or out of shape is counted, logged and replaced.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pesigitg._fastpath import XskSocket
+from pesigitg.daemon import worker_messages as wire
 from pesigitg.daemon.counters import SharedCounters
 from pesigitg.daemon.worker import WorkerProcess, WorkerSpec, start_worker
 
@@ -31,6 +35,8 @@ STOP_TIMEOUT = 5.0
 QUICK_DEATH = 1.0           # a worker dying this soon after its start counts as a repeat
 BACKOFF_FIRST = 0.05        # seconds, for the second quick death in a row
 BACKOFF_MAX = 30.0
+SEND_TIMEOUT = 5.0          # seconds a worker may leave a message to it unread
+READ_CHUNK = 65536
 
 
 @dataclass
@@ -46,7 +52,14 @@ class WorkerHandle:
     backoff: float = 0.0        # delay before the next replacement
     pending: asyncio.TimerHandle | None = None
     blob: bytes = b""           # the table the worker has (or was started with)
-    tables_adopted: int = 0     # "swapped" replies
+    tables_adopted: int = 0     # SWAPPED replies
+    refused: int = 0            # messages refused (each cost the worker its life)
+    repairs: int = 0            # starts that refused what a predecessor left in the UMEM
+    # This process's pipe: what it may say next, and the sends under way.
+    reader: wire.MessageReader | None = None
+    said_ready: bool = False
+    tables_unanswered: int = 0
+    sending: asyncio.Task[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -62,9 +75,9 @@ class WorkerPool:
         self.counters = counters
         self.table = table
         self.replacing = True       # False while stopping: exits are then expected
-        self._replies: dict[str, Callable[..., None]] = {
-            "ready": self._ready, "failed": self._failed, "swapped": self._swapped,
-            "rejected": self._rejected}
+        self._replies: dict[wire.Kind, Callable[[WorkerHandle, wire.Message], None]] = {
+            wire.Kind.READY: self._ready, wire.Kind.FAILED: self._failed,
+            wire.Kind.SWAPPED: self._swapped, wire.Kind.REJECTED: self._rejected}
 
     @property
     def alive(self) -> int:
@@ -80,6 +93,9 @@ class WorkerPool:
                                       self.counters.backend_block(handle.spec.index))
         handle.blob, handle.started, handle.pending = blob, time.monotonic(), None
         handle.ready = loop.create_future() if waited else None
+        handle.reader, handle.said_ready, handle.tables_unanswered = wire.MessageReader(), \
+            False, 0
+        handle.sending = None
         loop.add_reader(handle.process.conn.fileno(), self._on_message, handle)
         loop.add_reader(handle.process.pidfd, self._on_exit, handle)
 
@@ -97,37 +113,80 @@ class WorkerPool:
     # -- what workers say ----------------------------------------------------------------
 
     def _on_message(self, handle: WorkerHandle) -> None:
-        assert handle.process is not None
+        process, reader = handle.process, handle.reader
+        assert process is not None and reader is not None
         try:
-            message = handle.process.conn.recv()
-        except (EOFError, OSError):
-            asyncio.get_running_loop().remove_reader(handle.process.conn.fileno())
+            data = process.conn.recv(READ_CHUNK)
+        except BlockingIOError:
             return
-        handler = self._replies.get(message[0])
-        if handler is None:
-            log.error("worker q%d sent an unknown message %r", handle.spec.queue, message[0])
+        except OSError:
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(process.conn.fileno())
             return
-        handler(handle, *message[1:])
+        self.receive(handle, data)
 
-    def _ready(self, handle: WorkerHandle, mode: str, cpu: int | None, recovered: bool
-               ) -> None:
+    def receive(self, handle: WorkerHandle, data: bytes) -> None:
+        """What a worker wrote: each whole message in turn is carried out; the first
+        octet that breaks the rules costs the worker its life (:meth:`_refuse`)."""
+        assert handle.reader is not None
+        try:
+            for message in handle.reader.feed(data):
+                self._turn(handle, message.kind)
+                self._replies[message.kind](handle, message)
+        except wire.WorkerMessageError as exc:
+            self._refuse(handle, str(exc))
+
+    def _turn(self, handle: WorkerHandle, kind: wire.Kind) -> None:
+        """Check ``kind`` comes in its turn: READY or FAILED once, first; SWAPPED or
+        REJECTED only for a table sent and not yet answered."""
+        if kind in (wire.Kind.READY, wire.Kind.FAILED):
+            if handle.said_ready:
+                raise wire.WorkerMessageError(f"a second {kind.name} message")
+            handle.said_ready = True
+        elif not handle.said_ready or handle.tables_unanswered == 0:
+            raise wire.WorkerMessageError(f"{kind.name} for no table sent")
+        else:
+            handle.tables_unanswered -= 1
+
+    def _refuse(self, handle: WorkerHandle, why: str) -> None:
+        """A worker broke the pipe's rules: count it, stop listening, kill it (its exit
+        starts the replacement)."""
+        process = handle.process
+        assert process is not None
+        handle.refused += 1
+        log.error("worker q%d (pid %d) sent a message it may not send (%s): replacing it",
+                  handle.spec.queue, process.pid, why)
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(process.conn.fileno())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
+
+    def _ready(self, handle: WorkerHandle, message: wire.Message) -> None:
+        mode, cpu, recovered, repaired = message.ready()
         handle.alive, handle.mode = True, mode
         log.info("worker q%d up (pid %s, CPU %s, %s mode%s)", handle.spec.queue, handle.pid,
                  cpu, mode, "; finished its predecessor's last batch" if recovered else "")
+        if repaired:
+            handle.repairs += 1
+            log.error("worker q%d refused what its predecessor left in the UMEM's state "
+                      "page and rings (%s): frames there may be lost", handle.spec.queue,
+                      ", ".join(repaired))
         if handle.ready is not None and not handle.ready.done():
             handle.ready.set_result(None)
         self.send_table(handle)         # a table may have changed while it started
 
-    def _failed(self, handle: WorkerHandle, reason: str) -> None:
-        log.error("%s", reason)
+    def _failed(self, handle: WorkerHandle, message: wire.Message) -> None:
+        reason = message.reason()
+        log.error("worker q%d failed: %s", handle.spec.queue, reason)
         if handle.ready is not None and not handle.ready.done():
             handle.ready.set_exception(RuntimeError(reason))
 
-    def _swapped(self, handle: WorkerHandle) -> None:
+    def _swapped(self, handle: WorkerHandle, message: wire.Message) -> None:
         handle.tables_adopted += 1
 
-    def _rejected(self, handle: WorkerHandle, reason: str) -> None:
-        log.error("worker q%d rejected a route table: %s", handle.spec.queue, reason)
+    def _rejected(self, handle: WorkerHandle, message: wire.Message) -> None:
+        log.error("worker q%d rejected a route table: %s", handle.spec.queue, message.reason())
 
     def _on_exit(self, handle: WorkerHandle) -> None:
         status = self._reap(handle)
@@ -167,6 +226,9 @@ class WorkerPool:
             loop.remove_reader(process.conn.fileno())
         if process.pidfd >= 0:
             loop.remove_reader(process.pidfd)
+        if handle.sending is not None:
+            handle.sending.cancel()
+            handle.sending = None
         process.conn.close()
         return process.wait()
 
@@ -179,10 +241,29 @@ class WorkerPool:
             if h.process is None or not h.alive or h.blob == blob:
                 continue
             h.blob = blob
+            h.tables_unanswered += 1
+            self._send(h, wire.encode(wire.Kind.TABLE, blob))
+
+    def _send(self, handle: WorkerHandle, data: bytes) -> None:
+        """Queue ``data`` on the worker's pipe behind what is being sent: never blocking
+        the supervisor; a worker that leaves it unread for SEND_TIMEOUT is replaced."""
+        process, previous = handle.process, handle.sending
+        assert process is not None
+        loop = asyncio.get_running_loop()
+
+        async def send() -> None:
+            if previous is not None:
+                with contextlib.suppress(BaseException):
+                    await previous
             try:
-                h.process.conn.send(("table", blob))
+                await asyncio.wait_for(loop.sock_sendall(process.conn, data), SEND_TIMEOUT)
+            except TimeoutError:
+                if handle.process is process:
+                    self._refuse(handle, f"its pipe was not read for {SEND_TIMEOUT:.0f} s")
             except OSError as exc:
-                log.error("sending the route table to worker q%d: %s", h.spec.queue, exc)
+                log.error("writing to worker q%d: %s", handle.spec.queue, exc.strerror or exc)
+
+        handle.sending = loop.create_task(send(), name=f"to worker q{handle.spec.queue}")
 
     # -- stopping ------------------------------------------------------------------------
 
@@ -200,8 +281,7 @@ class WorkerPool:
                 handle.process = None                       # exited and reaped already
             if handle.process is not None:
                 loop.remove_reader(handle.process.pidfd)    # these exits are ours to see
-                with contextlib.suppress(OSError, ValueError):
-                    handle.process.conn.send(("stop",))
+                self._send(handle, wire.encode(wire.Kind.STOP))
                 running.append(handle)
         deadline = time.monotonic() + timeout
         for handle in running:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from pesigitg.testing.netns import ip, mac_of, unique_name
+from pesigitg.testing.netns import add_namespace, ip, mac_of, unique_name
 
 __all__ = ["Host", "Network", "Topology", "address", "version_of"]
 
@@ -103,7 +103,7 @@ class Network:
         raise NotImplementedError
 
     def _netns(self, name: str) -> None:
-        ip("netns", "add", name)
+        add_namespace(name)
         self._stack.callback(ip, "netns", "del", name, check=False)
         ip("link", "set", "lo", "up", ns=name)
 

@@ -1,7 +1,10 @@
 """Throwaway network namespaces for tests, benchmarks and the demo.
 
 Names carry the pid and random octets so parallel runs cannot collide; the context
-managers delete what they created on every exit path, failures included.
+managers delete what they created on every exit path, failures included. Every
+namespace made here is remembered by its identity (the inode behind
+``/proc/PID/ns/net``), so a test run can find the processes it left in them
+(:func:`processes_in_ours`) without looking at any other process on the host.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from pesigitg.errors import os_error
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
+# The namespaces this process made: their inodes outlive their names.
+_CREATED: set[int] = set()
 
 
 def unique_name(prefix: str = "pesi") -> str:
@@ -38,11 +43,32 @@ def _setns(fd: int) -> None:
         raise os_error(ctypes.get_errno(), "entering a network namespace")
 
 
+def add_namespace(name: str) -> None:
+    """``ip netns add name``, remembered as one of ours (see :func:`processes_in_ours`)."""
+    ip("netns", "add", name)
+    _CREATED.add(os.stat(f"/var/run/netns/{name}").st_ino)
+
+
+def processes_in_ours() -> set[int]:
+    """Processes in a network namespace this process made, named or deleted since: what
+    a test started there (daemons, their workers and successors, BGP speakers), and
+    nothing else on the host."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}/ns/net").st_ino in _CREATED:
+                    found.add(int(entry))
+            except OSError:
+                continue            # gone, or a kernel thread
+    return found
+
+
 @contextlib.contextmanager
 def namespace(prefix: str = "pesi") -> Iterator[str]:
     """A new network namespace, deleted afterwards (with everything inside it)."""
     name = unique_name(prefix)
-    ip("netns", "add", name)
+    add_namespace(name)
     try:
         ip("link", "set", "lo", "up", ns=name)
         yield name

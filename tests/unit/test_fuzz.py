@@ -9,3 +9,12 @@ def test_the_fast_path_decides_every_fuzzed_frame_as_the_reference_does():
     tally = differential(200_000, seed=20261126)
     assert tally.tried == 200_000
     assert not tally.mismatches, [m for m in tally.mismatches if m]
+
+
+def test_every_hostile_worker_input_is_refused_and_counted_or_taken_as_the_format_says():
+    from tests.fuzz_trust import FUZZERS
+
+    for n, fuzzer in enumerate(FUZZERS):
+        tally = fuzzer(20_000, seed=20261207 + n)
+        assert tally.tried == 20_000 and 0 < tally.refused < tally.tried, tally.line()
+        assert not tally.mismatches, tally.mismatches

@@ -78,6 +78,7 @@ cdef extern from "pesigitg_abi.h" nogil:
         PES_CNT_RETRY_TOKEN_INVALID
         PES_CNT_RETRY_TOKEN_EXPIRED
         PES_CNT_RETRY_ACTIVE
+        PES_CNT_BAD_DESCRIPTORS
         PES_CNT_COUNT
 
     enum pes_counter_label:

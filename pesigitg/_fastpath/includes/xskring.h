@@ -208,6 +208,82 @@ static inline int pes_xsk_recover(pes_xsk_state *st, pes_ring *fill, pes_ring *t
     return finished;
 }
 
+/* What a new owner repaired in what the previous one left (a worker can write the
+ * state page and its rings' indices: a subverted one may have). */
+enum {
+    PES_XSK_REPAIR_JOURNAL = 1, /* a journal with impossible indices or stash: not applied */
+    PES_XSK_REPAIR_STASH = 2,   /* a stash with too many, unknown or repeated frames: emptied */
+    PES_XSK_REPAIR_RINGS = 4,   /* a ring whose indices are further apart than its size */
+};
+
+/* Whether ``n`` frame numbers at ``frames`` are each below ``frame_count`` and distinct. */
+static inline int pes_stash_valid(const uint32_t *frames, uint32_t n, uint32_t frame_count)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (frames[i] >= frame_count)
+            return 0;
+        for (uint32_t j = 0; j < i; j++)
+            if (frames[j] == frames[i])
+                return 0;
+    }
+    return 1;
+}
+
+static inline int pes_index_fits(uint32_t ahead, uint32_t behind, uint32_t size)
+{
+    return ahead - behind <= size;
+}
+
+/* Before taking the rings over: refuse what cannot be true of the state page and the
+ * rings (the sizes are the owner's own, never the page's). Returns PES_XSK_REPAIR_*
+ * bits for what it refused. */
+static inline int pes_xsk_sanitize(pes_xsk_state *st, pes_ring *fill, pes_ring *tx,
+                                   pes_ring *rx, pes_ring *comp, uint32_t frame_count,
+                                   uint32_t stash_target)
+{
+    int repaired = 0;
+    uint32_t seq = __atomic_load_n(&st->seq, __ATOMIC_ACQUIRE);
+
+    st->stash_target = stash_target;
+    if (seq & 1) {
+        int ok = pes_index_fits(st->fill_prod, *fill->consumer, fill->size) &&
+                 pes_index_fits(st->tx_prod, *tx->consumer, tx->size) &&
+                 pes_index_fits(*rx->producer, st->rx_cons, rx->size) &&
+                 pes_index_fits(*comp->producer, st->comp_cons, comp->size) &&
+                 st->j_stash_which <= 1 && st->j_stash_count <= stash_target &&
+                 pes_stash_valid(st->stash[st->j_stash_which & 1], st->j_stash_count,
+                                 frame_count);
+        if (!ok) {
+            __atomic_store_n(&st->seq, seq + 1, __ATOMIC_RELEASE);
+            repaired |= PES_XSK_REPAIR_JOURNAL;
+        }
+    }
+    if (!(__atomic_load_n(&st->seq, __ATOMIC_ACQUIRE) & 1) &&
+        (st->stash_which > 1 || st->stash_count > stash_target ||
+         !pes_stash_valid(st->stash[st->stash_which & 1], st->stash_count, frame_count))) {
+        st->stash_which &= 1;
+        st->stash_count = 0;
+        repaired |= PES_XSK_REPAIR_STASH;
+    }
+    if (!pes_index_fits(*fill->producer, *fill->consumer, fill->size)) {
+        *fill->producer = *fill->consumer;
+        repaired |= PES_XSK_REPAIR_RINGS;
+    }
+    if (!pes_index_fits(*tx->producer, *tx->consumer, tx->size)) {
+        *tx->producer = *tx->consumer;
+        repaired |= PES_XSK_REPAIR_RINGS;
+    }
+    if (!pes_index_fits(*rx->producer, *rx->consumer, rx->size)) {
+        *rx->consumer = *rx->producer;
+        repaired |= PES_XSK_REPAIR_RINGS;
+    }
+    if (!pes_index_fits(*comp->producer, *comp->consumer, comp->size)) {
+        *comp->consumer = *comp->producer;
+        repaired |= PES_XSK_REPAIR_RINGS;
+    }
+    return repaired;
+}
+
 /* Entries between the consumer and the producer, as the kernel and we see them now. */
 static inline uint32_t pes_ring_count(const pes_ring *r)
 {

@@ -53,6 +53,14 @@ cdef extern from "xskring.h" nogil:
 
     void pes_stash_load(const pes_xsk_state *st, pes_stash *s)
 
+    enum:
+        PES_XSK_REPAIR_JOURNAL
+        PES_XSK_REPAIR_STASH
+        PES_XSK_REPAIR_RINGS
+
+    int pes_xsk_sanitize(pes_xsk_state *st, pes_ring *fill, pes_ring *tx, pes_ring *rx,
+                         pes_ring *comp, uint32_t frame_count, uint32_t stash_target)
+
     uint32_t pes_ring_free(pes_ring *r, uint32_t want)
     uint32_t pes_ring_reserve(pes_ring *r, uint32_t want, uint32_t *idx)
     uint32_t pes_ring_peek(pes_ring *r, uint32_t want, uint32_t *idx)
