@@ -54,6 +54,13 @@ struct {
 
 struct pes_xdp_settings PES_SETTINGS_VAR;
 
+/* Which build this is (bpf/Makefile BUILD_TAG): two builds that differ only here are
+ * two objects, as an upgrade would install. */
+#ifndef PES_BUILD_TAG
+#define PES_BUILD_TAG 0
+#endif
+const volatile __u32 pes_build_tag = PES_BUILD_TAG;
+
 /* Forces the reason enum into BTF so user space can read the counter names. */
 enum pes_xdp_reason pes_xdp_reason_names;
 

@@ -9,11 +9,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-__all__ = ["DaemonError", "ask", "query"]
+__all__ = ["DaemonError", "DaemonReplaced", "ask", "query"]
 
 
 class DaemonError(Exception):
     """The daemon answered with an error (its reason), or was not reachable."""
+
+
+class DaemonReplaced(DaemonError):
+    """A restart replaced the daemon while the request waited: ask again."""
 
 
 def query(path: Path, request: str, timeout: float = 5.0, method: str = "GET") -> str:
@@ -41,6 +45,7 @@ def ask(path: Path, endpoint: str, params: dict[str, str] | None = None,
         answer = json.loads(text)
     except ValueError:
         raise DaemonError(f"the daemon's answer to {endpoint} is not JSON") from None
-    if isinstance(answer, dict) and "error" in answer and len(answer) <= 2:
-        raise DaemonError(str(answer["error"]))
+    if isinstance(answer, dict) and "error" in answer and \
+            set(answer) <= {"error", "endpoints", "retry"}:
+        raise (DaemonReplaced if answer.get("retry") else DaemonError)(str(answer["error"]))
     return answer

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pesigitg import __version__
-from pesigitg.ctl.client import DaemonError, ask, query
+from pesigitg.ctl.client import DaemonError, DaemonReplaced, ask, query
 from pesigitg.ctl.render import (
     render_config,
     render_health,
@@ -37,6 +37,8 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 RESTART_TIMEOUT = 150.0     # the daemon bounds each step of a restart at 30 s
 RELOAD_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
+REPLACED_RETRIES = 20       # asking again after a restart replaced the daemon meanwhile
+REPLACED_WAIT = 0.1
 
 
 class Usage(Exception):
@@ -241,10 +243,22 @@ def cmd_backend_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def ask_again(path: Path, endpoint: str, params: dict[str, str] | None = None,
+              timeout: float = 5.0) -> Any:
+    """POST ``endpoint``, asking again when a restart replaced the daemon while the
+    request waited (the new daemon answers on the same socket)."""
+    for _ in range(REPLACED_RETRIES):
+        try:
+            return ask(path, endpoint, params, method="POST", timeout=timeout)
+        except DaemonReplaced:
+            time.sleep(REPLACED_WAIT)
+    return ask(path, endpoint, params, method="POST", timeout=timeout)
+
+
 def _drain(draining: bool) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
-        answer = ask(socket_path(args), "/drain" if draining else "/undrain",
-                     {"address": args.address}, method="POST")
+        answer = ask_again(socket_path(args), "/drain" if draining else "/undrain",
+                           {"address": args.address})
         emit(args, answer, lambda a: (
             f"{a['address']}: {'draining' if a['draining'] else 'not draining'}"
             + (f" ({a['source']})" if a.get("source") else "")
@@ -262,7 +276,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    answer = ask(socket_path(args), "/reload", method="POST", timeout=RELOAD_TIMEOUT)
+    answer = ask_again(socket_path(args), "/reload", timeout=RELOAD_TIMEOUT)
     emit(args, answer, lambda a: f"reloaded: {a['status']}")
     return EXIT_OK
 

@@ -16,13 +16,15 @@ from pesigitg import __version__
 from pesigitg.daemon.daemonize import PidFile, PidFileBusy, daemonize
 from pesigitg.daemon.sdnotify import Notifier
 from pesigitg.daemon.settings import (
-    RUNTIME_DIR,
+    SETTINGS,
     DaemonConfig,
     load_daemon_config,
     merge,
     parse_value,
+    to_argv,
 )
 from pesigitg.errors import CAP_NAMES, CAP_SYS_ADMIN, ConfigError, has_capability
+from pesigitg.paths import RUNTIME_DIR
 from pesigitg.routing.route_config import RouteConfig, load_route_config
 
 __all__ = ["daemon_main", "daemon_parser", "load_configuration"]
@@ -31,10 +33,11 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def _setting(key: str):  # type: ignore[no-untyped-def]
-    """argparse type that checks a flag with the config file's rules."""
+    """argparse type that checks a flag with the config file's rules; a relative path is
+    made absolute now, before anything changes directory."""
     def convert(raw: str) -> object:
         try:
-            return parse_value(key, raw)
+            return parse_value(key, raw, base=Path.cwd())
         except ConfigError as exc:
             raise argparse.ArgumentTypeError(exc.reason) from None
     convert.__name__ = key
@@ -45,45 +48,11 @@ def daemon_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pesigitgd", description="QUIC-aware layer-4 load balancer (XDP + AF_XDP, "
         "QUIC-LB connection-ID routing, Maglev fallback, Direct Server Return).")
-    p.add_argument("-c", "--config", type=Path, help="daemon config file (key = value)")
-    p.add_argument("-i", "--interface", type=_setting("interface"), help="data-plane NIC")
-    p.add_argument("-p", "--port", type=_setting("port"), action="append", dest="port",
-                   help="UDP port to steer (repeatable; default 443)")
-    p.add_argument("-q", "--queues", type=_setting("queues"),
-                   help="worker processes, one per RX queue (default: the NIC's RX queues)")
-    p.add_argument("-r", "--route-config", type=_setting("route_config"),
-                   dest="route_config", help="route config (lb.toml)")
-    p.add_argument("-s", "--status-socket", type=_setting("status_socket"),
-                   dest="status_socket",
-                   help="status socket (default /run/pesigitg/pesigitgd-IFACE.sock)")
-    p.add_argument("--pidfile", type=_setting("pidfile"),
-                   help="pidfile (default /run/pesigitg/pesigitgd-IFACE.pid)")
-    p.add_argument("--user", type=_setting("user"),
-                   help="run as this user (started as root), keeping only CAP_NET_ADMIN, "
-                        "CAP_NET_RAW, CAP_BPF, CAP_PERFMON and CAP_IPC_LOCK")
-    p.add_argument("--status-group", type=_setting("status_group"), dest="status_group",
-                   help="group of the status socket: its members may query it and change "
-                        "the daemon's state (default: the daemon's group)")
-    p.add_argument("--source-address", type=_setting("source_address"), action="append",
-                   dest="source_address",
-                   help="health probes and neighbour solicitations leave from this address "
-                        "(one per family; default: chosen from the interface's addresses, "
-                        "never a VIP)")
-    p.add_argument("--xdp-mode", type=_setting("xdp_mode"), dest="xdp_mode",
-                   help="native (default; falls back to generic) or generic")
-    p.add_argument("--syslog-socket", type=_setting("syslog_socket"), dest="syslog_socket",
-                   help="syslog socket for daemon mode (default /dev/log)")
-    p.add_argument("--log-file", type=_setting("log_file"), dest="log_file",
-                   help="daemon mode without syslog logs here "
-                        "(default /var/log/pesigitgd-IFACE.log)")
-    p.add_argument("--stats-interval", type=_setting("stats_interval"), dest="stats_interval",
-                   help="seconds between log lines of counter deltas while traffic flows "
-                        "(default 60; 0: none)")
-    p.add_argument("--log-format", type=_setting("log_format"), dest="log_format",
-                   help="text (default) or json: one JSON object a line")
-    p.add_argument("--drain-quiet", type=_setting("drain_quiet_s"), dest="drain_quiet_s",
-                   metavar="SECONDS", help="a draining backend with no CID-routed frame "
-                   "this long is fully drained (default 60)")
+    p.add_argument("-c", "--config", type=lambda raw: Path(raw).absolute(),
+                   help="daemon config file (key = value)")
+    for s in SETTINGS:
+        p.add_argument(*s.flags, type=_setting(s.key), dest=s.key, help=s.help,
+                       metavar=s.metavar, action="append" if s.repeat else "store")
     p.add_argument("-f", "--foreground", action="store_true",
                    help="stay in the foreground and log to stderr")
     p.add_argument("--check", action="store_true",
@@ -96,12 +65,7 @@ def daemon_parser() -> argparse.ArgumentParser:
 
 def load_configuration(args: argparse.Namespace) -> tuple[DaemonConfig, RouteConfig,
                                                           dict[str, object]]:
-    cli = {key: getattr(args, key) for key in ("interface", "port", "queues", "route_config",
-                                               "status_socket", "pidfile", "xdp_mode",
-                                               "syslog_socket", "log_file", "user",
-                                               "status_group", "source_address",
-                                               "stats_interval", "log_format",
-                                               "drain_quiet_s")}
+    cli = {s.key: getattr(args, s.key) for s in SETTINGS}
     file_config = load_daemon_config(args.config) if args.config else None
     config = merge(file_config, cli)
     assert config.route_config is not None
@@ -109,11 +73,16 @@ def load_configuration(args: argparse.Namespace) -> tuple[DaemonConfig, RouteCon
     return config, routes, cli
 
 
+def successor_argv(args: argparse.Namespace, cli: dict[str, object]) -> list[str]:
+    """The command line a successor starts with: this one, every path absolute."""
+    return [*(["-c", str(args.config)] if args.config else []), *to_argv(cli)]
+
+
 def daemon_main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = daemon_parser().parse_args(argv)
     if args.takeover_fd is not None:
-        return _take_over(args, argv)
+        return _take_over(args)
     from pesigitg.daemon.supervisor import check_runnable
 
     try:
@@ -129,7 +98,7 @@ def daemon_main(argv: list[str] | None = None) -> int:
               f"backend(s)")
         return EXIT_OK
 
-    from pesigitg.daemon.logs import log_destination, setup_logging
+    from pesigitg.daemon.logs import log_destination, open_log_file, setup_logging
     from pesigitg.daemon.supervisor import Supervisor
 
     notifier = Notifier()
@@ -139,15 +108,18 @@ def daemon_main(argv: list[str] | None = None) -> int:
                                  "syslog_socket": str(config.syslog_socket),
                                  "log_file": str(config.log_file) if config.log_file else None,
                                  "log_format": config.log_format}
-    try:
-        kind, target = log_destination(**log_setup)
-    except OSError as exc:
-        print(f"pesigitgd: no syslog at {config.syslog_socket}, and cannot write the log "
-              f"file: {exc.strerror}: {exc.filename}", file=sys.stderr)
-        return EXIT_FAIL
+    kind, target = log_destination(**log_setup)
+    log_fd: int | None = None
     pidfile = PidFile(config.effective_pidfile)
     try:
         become(config, target if kind == "file" else None)
+        if kind == "file":
+            assert target is not None
+            try:
+                log_fd = open_log_file(target)
+            except OSError as exc:
+                raise OSError(exc.errno, f"no syslog at {config.syslog_socket}, and the log "
+                              f"file cannot be used: {exc.strerror}") from None
         pidfile.acquire()
     except (PidFileBusy, OSError, ValueError) as exc:
         print(f"pesigitgd: {exc}", file=sys.stderr)
@@ -159,7 +131,7 @@ def daemon_main(argv: list[str] | None = None) -> int:
     if not foreground:
         ready_fd = daemonize()
         pidfile.write()
-    setup_logging(**log_setup)
+    setup_logging(**log_setup, log_fd=log_fd)
     if pidfile.stale_pid:
         logging.getLogger("pesigitg").info("took over the stale pidfile %s of pid %d",
                                            pidfile.path, pidfile.stale_pid)
@@ -173,8 +145,8 @@ def daemon_main(argv: list[str] | None = None) -> int:
         elif error:
             print(error, file=sys.stderr)
 
-    supervisor = Supervisor(config, routes, cli, argv=argv, notifier=notifier,
-                            pidfile=pidfile, log_setup=log_setup)
+    supervisor = Supervisor(config, routes, cli, argv=successor_argv(args, cli),
+                            notifier=notifier, pidfile=pidfile, log_setup=log_setup)
     try:
         code = asyncio.run(supervisor.run(started))
     finally:
@@ -187,8 +159,9 @@ def daemon_main(argv: list[str] | None = None) -> int:
 
 def become(config: DaemonConfig, log_file: Path | None) -> None:
     """Make the default runtime directory, owned by the user the daemon runs as; as root
-    with ``user`` set, switch to it (handing it the log file); then check the
-    capabilities the daemon needs are there."""
+    with ``user`` set, switch to it (creating the log file for it when missing: it is
+    opened after the switch); then check the capabilities the daemon needs are there."""
+    from pesigitg.daemon.logs import create_log_file
     from pesigitg.daemon.privileges import (
         SUPERVISOR_CAPS,
         resolve_account,
@@ -208,7 +181,7 @@ def become(config: DaemonConfig, log_file: Path | None) -> None:
                 os.chown(RUNTIME_DIR, *owner, follow_symlinks=False)
     if account is not None and switching:
         if log_file is not None:
-            os.chown(log_file, *owner, follow_symlinks=False)
+            create_log_file(log_file, *owner)
         switch_user(account)
     if not has_capability(CAP_SYS_ADMIN):
         missing = [CAP_NAMES[cap] for cap in SUPERVISOR_CAPS if not has_capability(cap)]
@@ -218,14 +191,16 @@ def become(config: DaemonConfig, log_file: Path | None) -> None:
                           "dedicated user) or give it those capabilities")
 
 
-def _take_over(args: argparse.Namespace, argv: list[str]) -> int:
+def _take_over(args: argparse.Namespace) -> int:
     """Started by a running daemon to replace it (see daemon/handover.py): validate the
     configuration, receive what the old daemon hands over, run. Anything that goes
     wrong is told to the old daemon, which then carries on."""
+    from pesigitg.daemon.faults import fault
     from pesigitg.daemon.handover import Channel, HandoverError, Inheritance
     from pesigitg.daemon.logs import setup_logging
     from pesigitg.daemon.supervisor import Supervisor, check_runnable
 
+    fault("takeover-start")
     channel = Channel.from_fd(args.takeover_fd)
     try:
         try:
@@ -242,10 +217,9 @@ def _take_over(args: argparse.Namespace, argv: list[str]) -> int:
     setup_logging(**inheritance.facts["log"])
     pidfile = PidFile.adopt(inheritance.fds["pidfile"], config.effective_pidfile)
     notifier = Notifier()
-    original = [a for i, a in enumerate(argv) if a != "--takeover-fd" and
-                (i == 0 or argv[i - 1] != "--takeover-fd")]
-    supervisor = Supervisor(config, routes, cli, argv=original, notifier=notifier,
-                            pidfile=pidfile, log_setup=inheritance.facts["log"])
+    supervisor = Supervisor(config, routes, cli, argv=successor_argv(args, cli),
+                            notifier=notifier, pidfile=pidfile,
+                            log_setup=inheritance.facts["log"])
     try:
         return asyncio.run(supervisor.run(lambda error: None, (channel, inheritance)))
     finally:

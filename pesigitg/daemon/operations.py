@@ -88,13 +88,21 @@ class Operations:
             raise Refused(400, f"not a connection ID: {exc}") from None
 
     async def drain(self, request: Request) -> Response:
-        return self._drain(request, True)
+        return await self._drain(request, True)
 
     async def undrain(self, request: Request) -> Response:
-        return self._drain(request, False)
+        return await self._drain(request, False)
 
-    def _drain(self, request: Request, draining: bool) -> Response:
+    async def _not_replaced(self) -> None:
+        successor = await self.s.after_restart()
+        if successor is not None:
+            raise Refused(503, f"pid {successor} took over while this request waited: "
+                               "ask again", retry=True)
+
+    async def _drain(self, request: Request, draining: bool) -> Response:
         address = _param(request, "address")
+        # A drain accepted during a restart could be lost: wait for its outcome.
+        await self._not_replaced()
         routes = self.s.routes
         if address not in routes.addresses:
             raise Refused(404, f"no backend {address} in {routes.path}")
@@ -104,11 +112,13 @@ class Operations:
             log.info("backend %s %s at run time (%s)", address,
                      "draining" if draining else "no longer draining", request.peer)
             self.s.rebuild(f"{'drain' if draining else 'undrain'} {address}")
+            await self.s.tables_applied()
         return Response({"address": address, "draining": draining, "changed": changed,
                          "source": self.s.drains.source(address, in_file)})
 
     async def reload(self, request: Request) -> Response:
         failure = await self.s._reload()
+        await self._not_replaced()
         if failure is not None:
             raise Refused(409, f"reload failed, still running the previous configuration: "
                                f"{failure}")

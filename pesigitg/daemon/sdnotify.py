@@ -27,6 +27,7 @@ class Notifier:
             self.address = b"\0" + path[1:].encode()
         elif path.startswith("/"):
             self.address = path
+        self.muted = False      # a daemon handing over says nothing: its successor speaks
         self.watchdog_usec = 0
         if env.get("WATCHDOG_USEC", "").isdigit():
             pid = env.get("WATCHDOG_PID", "")
@@ -43,7 +44,7 @@ class Notifier:
         return self.watchdog_usec / 2e6 if self.watchdog_usec else None
 
     def send(self, **fields: object) -> None:
-        if self.address is None:
+        if self.address is None or self.muted:
             return
         message = "\n".join(f"{k.upper()}={v}" for k, v in fields.items()).encode()
         try:
@@ -54,6 +55,11 @@ class Notifier:
 
     def ready(self, status: str) -> None:
         self.send(ready=1, status=status, mainpid=os.getpid())
+
+    def main_pid(self) -> None:
+        """This process is the service's main process now (a successor, before its
+        predecessor exits)."""
+        self.send(mainpid=os.getpid())
 
     def reloading(self) -> None:
         self.send(reloading=1, monotonic_usec=time.clock_gettime_ns(time.CLOCK_MONOTONIC)

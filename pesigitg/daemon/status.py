@@ -37,11 +37,13 @@ _UCRED = struct.Struct("3i")
 
 
 class Refused(Exception):
-    """A request the daemon will not carry out: an HTTP status and the reason."""
+    """A request the daemon will not carry out: an HTTP status and the reason;
+    ``retry``: asking again will reach the daemon that can (a restart replaced this
+    one while the request waited)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry: bool = False) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.retry = status, message, retry
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,8 @@ class StatusServer:
             response = await self._answer(Request(parts[0], path, query,
                                                   _peer(writer.get_extra_info("socket"))))
         except Refused as refused:
-            response = Response({"error": refused.message, "endpoints": sorted(self.docs)},
+            response = Response({"error": refused.message, "endpoints": sorted(self.docs),
+                                 **({"retry": True} if refused.retry else {})},
                                 refused.status)
         except Exception:  # a bug must not take the daemon down: answer and log it
             log.exception("status request failed")

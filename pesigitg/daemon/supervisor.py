@@ -18,7 +18,6 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
 import signal
@@ -40,6 +39,7 @@ from pesigitg._fastpath import COUNTER_NAMES, XskSocket, aesni_supported
 from pesigitg.daemon.counters import SharedCounters, assign_slots
 from pesigitg.daemon.daemonize import PidFile
 from pesigitg.daemon.drains import Drains, DrainWatch
+from pesigitg.daemon.faults import fault
 from pesigitg.daemon.handover import Channel, HandoverError, Inheritance
 from pesigitg.daemon.health import HealthChecker, HealthState
 from pesigitg.daemon.keyages import check_key_ages, key_ages
@@ -50,14 +50,13 @@ from pesigitg.daemon.operations import Operations
 from pesigitg.daemon.privileges import resolve_group
 from pesigitg.daemon.report import BackendView, Report, Snapshot, WorkerView
 from pesigitg.daemon.sdnotify import Notifier
-from pesigitg.daemon.settings import DaemonConfig, load_daemon_config, merge
+from pesigitg.daemon.settings import SETTINGS, DaemonConfig, load_daemon_config, merge
 from pesigitg.daemon.sources import Sources, choose_sources, interface_candidates
 from pesigitg.daemon.state import RuntimeState, state_path
 from pesigitg.daemon.status import Refused, Request, Response, StatusServer
 from pesigitg.daemon.worker import WorkerSpec, numa_cpus
 from pesigitg.daemon.workers import WorkerHandle, WorkerPool
 from pesigitg.ebpf import XdpProgram
-from pesigitg.ebpf.xdp import shipped_object
 from pesigitg.errors import ConfigError
 from pesigitg.routing.route_config import RouteConfig, load_route_config
 from pesigitg.routing.routes import Backend, CompiledRoutes, Server, compile_routes
@@ -70,7 +69,7 @@ log = logging.getLogger("pesigitg")
 WORKER_START_TIMEOUT = 15.0
 NEIGHBOUR_INTERVAL = 1.0
 START_RESOLVE_WAIT = 1.0       # seconds to wait for backend MACs before attaching
-RESTART_NEEDED = ("interface", "queues", "status_socket", "pidfile", "xdp_mode")
+RESTART_NEEDED = tuple(s.field for s in SETTINGS if s.restart)
 ENDPOINTS = {
     "/": "this list",
     "/health": "ok, degraded or down and why, uptime, workers alive/expected, how XDP is "
@@ -132,13 +131,6 @@ def compile_route_config(routes: RouteConfig, if_mac: bytes,
                           routes.fanout_per_second, routes.retry, slots, routes.hash_key)
 
 
-def object_digest(path: os.PathLike[str] | str) -> str:
-    """Identity of an XDP object file: a restart reuses the running program only when
-    the installed object is the one it was loaded from."""
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 @dataclass
 class Supervisor:
     config: DaemonConfig
@@ -176,6 +168,7 @@ class Supervisor:
         self.sources = Sources({}, {})
         self.successor: int | None = None       # pid of the daemon that took over
         self.handing_over = False               # our workers stopped for a successor's
+        self.stop_requested = False             # an operator's stop (not a hand-over's)
         self.state = RuntimeState.load(state_path(self.config.effective_pidfile))
         self.drains = Drains(self.state)
         self.drain_watch = DrainWatch(self.config.drain_quiet_s)
@@ -227,7 +220,16 @@ class Supervisor:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP, signal.SIGUSR1,
                                                     signal.SIGUSR2})
         await self._stop.wait()
+        # A restart under way ends first (stop and restart never overlap): once it has
+        # handed over, nothing here is ours to detach or remove.
+        async with self._restart_lock:
+            pass
         if self.successor is not None:
+            if self.stop_requested:
+                log.info("stop asked during the restart: passing it on to pid %d",
+                         self.successor)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.successor, signal.SIGTERM)
             await self._release()
             log.info("handed over to pid %d", self.successor)
             return 0
@@ -310,6 +312,8 @@ class Supervisor:
             self._tasks.append(loop.create_task(self._watchdog_loop(), name="watchdog"))
 
     def stop(self) -> None:
+        """SIGTERM, SIGINT, ``POST /stop``: stop for good (after a restart under way)."""
+        self.stop_requested = True
         self._stop.set()
 
     async def _shutdown(self) -> None:
@@ -358,6 +362,8 @@ class Supervisor:
         """``POST /restart``: start the installed code, hand everything over, exit."""
         if self._restart_lock.locked():
             raise Refused(409, "a restart is already under way")
+        if self._stop.is_set():
+            raise Refused(409, "the daemon is stopping")
         async with self._restart_lock, self._reload_lock:
             log.info("restarting: starting the installed pesigitgd to take over")
             try:
@@ -371,16 +377,23 @@ class Supervisor:
                         after=self._handed_over)
 
     def _handed_over(self) -> None:
-        self.stop()
+        self._stop.set()
+
+    async def after_restart(self) -> int | None:
+        """Once no restart is under way: the successor's pid if one took over."""
+        async with self._restart_lock:
+            return self.successor
 
     async def _hand_over(self) -> int:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         stderr_r, stderr_w = os.pipe()
-        argv = [sys.executable, "-m", "pesigitg.daemon", *self.argv,
+        # Isolated (-I: no working directory, user site or PYTHON* variables on the
+        # path) and from "/": the installed code, whatever directory we were started in.
+        argv = [sys.executable, "-I", "-m", "pesigitg.daemon", *self.argv,
                 "--takeover-fd", str(child.fileno())]
         try:
             proc = subprocess.Popen(argv, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
-                                    stderr=stderr_w)
+                                    stderr=stderr_w, cwd="/")
         except OSError as exc:
             parent.close()
             raise HandoverError(f"cannot start {argv[0]}: {exc.strerror}") from None
@@ -391,6 +404,9 @@ class Supervisor:
         said: collections.deque[str] = collections.deque(maxlen=20)
         threading.Thread(target=_collect, args=(stderr_r, said), daemon=True).start()
         channel = Channel(parent)
+        # From here systemd hears the successor only: it names itself the main process
+        # before it commits, and we say nothing more unless the hand-over fails.
+        self.notifier.muted = True
         try:
             await asyncio.to_thread(channel.recv, expect=("hello",))
             inheritance = self._inheritance()
@@ -407,24 +423,37 @@ class Supervisor:
                 proc.kill()
             status = await asyncio.to_thread(proc.wait)
             tail = "; ".join(line for line in said if line.strip())[-600:]
-            reason = str(exc) if status in (0, -signal.SIGKILL) or not tail else \
-                f"{exc} (exit status {status}: {tail})"
-            if self.handing_over and self.pool is not None:
-                log.warning("the new process failed after our workers stopped; restarting "
-                            "them")
-                await self.pool.start_all(WORKER_START_TIMEOUT)
-            self.handing_over = False
+            reason = str(exc) if status in (0, -signal.SIGKILL) else \
+                f"{exc} (exit status {status}{': ' + tail if tail else ''})"
+            await self._take_back()
             raise HandoverError(reason) from None
         finally:
             channel.close()
         self.successor = proc.pid
         return proc.pid
 
+    async def _take_back(self) -> None:
+        """A hand-over failed: whatever the successor got to (a new program on the
+        link, its pid in the pidfile, its ports and VIPs, our workers stopped) is put
+        back, and systemd hears from us again."""
+        assert self.xdp is not None and self.pidfile is not None
+        if self.handing_over:
+            self.xdp.restore()
+            self.xdp.set_ports(self.config.effective_ports)
+            self.xdp.set_vips(self.routes.vips)
+            self.pidfile.write()
+            if self.pool is not None:
+                log.warning("the new process failed after our workers stopped; restarting "
+                            "them")
+                await self.pool.start_all(WORKER_START_TIMEOUT)
+        self.handing_over = False
+        self.notifier.muted = False
+
     def _inheritance(self) -> Inheritance:
         assert self.xdp is not None and self.counters is not None and self.pool is not None
         assert self.pidfile is not None and self.status.listener is not None
         facts = {
-            "version": __version__, "object": object_digest(self.xdp.object_path),
+            "version": __version__, "object": self.xdp.digest,
             "interface": self.config.interface, "ifindex": self.xdp.ifindex,
             "xdp_mode": self.xdp_mode, "attach": self.xdp.attach_kind,
             "status_socket": str(self.config.effective_status_socket),
@@ -470,9 +499,12 @@ class Supervisor:
         self.if_mac = await asyncio.to_thread(interface_mac, cfg.interface)
         self.sources = await asyncio.to_thread(choose_probe_sources, cfg, self.routes)
         maps = {name[4:]: fd for name, fd in fds.items() if name.startswith("map:")}
-        same = facts["object"] == object_digest(shipped_object())
-        self.xdp = XdpProgram.load(reuse=maps, programs={"xdp": fds["program"]} if same
-                                   else None)
+        # The running program is kept only if the object installed now is the one it
+        # was loaded from (its digest then, not the file's now: an upgrade in place
+        # replaces that file).
+        self.xdp = XdpProgram.load(reuse=maps, programs={"xdp": fds["program"]},
+                                   programs_digest=facts["object"])
+        same = self.xdp.digest == facts["object"]
         self.xdp_mode = facts["xdp_mode"]
         self.macs = {a: bytes.fromhex(m) if m else None for a, m in facts["macs"].items()}
         self.slots = dict(facts.get("slots", {}))
@@ -495,12 +527,14 @@ class Supervisor:
             # It died meanwhile, and its workers with it: the queues are ours to take.
             log.warning("the previous daemon went away during the hand-over; taking over")
         try:
+            fault("before-workers")
             await self.pool.start_all(WORKER_START_TIMEOUT)
             self.xdp.adopt_attachment(facts["ifindex"], facts["xdp_mode"], facts["attach"],
                                       fds.get("link", -1), fds["program"])
         except BaseException:
             await self.pool.stop_all()      # before the old daemon restarts its own
             raise
+        fault("after-link-update")
         if not same:
             log.info("the installed XDP object differs from the running one: replaced the "
                      "program on %s", cfg.interface)
@@ -508,6 +542,11 @@ class Supervisor:
         self.xdp.set_vips(self.routes.vips)
         assert self.pidfile is not None
         self.pidfile.write()
+        fault("after-pidfile")
+        # systemd must know the main process before the old one exits (Type=notify).
+        self.notifier.main_pid()
+        if self.notifier.enabled:
+            log.info("told systemd the main process is now pid %d", os.getpid())
         await asyncio.to_thread(channel.send, "committed", {"pid": os.getpid()})
         channel.close()
         inheritance.close()
@@ -627,6 +666,13 @@ class Supervisor:
         must not starve the watchdog), then apply; any failure keeps what runs. None
         when applied, else why not."""
         async with self._reload_lock:
+            if self.successor is not None:
+                # It waited out a restart: the files are the successor's to read now.
+                log.info("a reload asked during the restart goes to pid %d", self.successor)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.successor, signal.SIGHUP)
+                return f"the daemon was replaced by pid {self.successor} meanwhile, which " \
+                    "was asked to reload"
             self.notifier.reloading()
             log.info("reloading configuration")
             try:
@@ -688,6 +734,13 @@ class Supervisor:
         except OSError as exc:
             log.error("neighbour refresh: %s", exc)
         self.rebuild("reload", compiled)
+        await self.tables_applied()
+
+    async def tables_applied(self) -> None:
+        """Once every worker forwards with the current table (what "reloaded" and a
+        drain's answer promise); a worker that takes longer than a few seconds is said."""
+        if self.pool is not None and not await self.pool.tables_answered():
+            log.warning("a worker has not taken the new route table yet")
 
     def log_stats(self) -> None:
         for line in self.report.stats_lines():

@@ -60,6 +60,7 @@ class WorkerHandle:
     said_ready: bool = False
     tables_unanswered: int = 0
     sending: asyncio.Task[None] | None = None
+    answered: asyncio.Future[None] | None = None    # resolved when no table is unanswered
 
     @property
     def pid(self) -> int | None:
@@ -148,6 +149,10 @@ class WorkerPool:
             raise wire.WorkerMessageError(f"{kind.name} for no table sent")
         else:
             handle.tables_unanswered -= 1
+            if handle.tables_unanswered == 0 and handle.answered is not None:
+                if not handle.answered.done():
+                    handle.answered.set_result(None)
+                handle.answered = None
 
     def _refuse(self, handle: WorkerHandle, why: str) -> None:
         """A worker broke the pipe's rules: count it, stop listening, kill it (its exit
@@ -229,6 +234,10 @@ class WorkerPool:
         if handle.sending is not None:
             handle.sending.cancel()
             handle.sending = None
+        if handle.answered is not None:
+            if not handle.answered.done():
+                handle.answered.set_result(None)    # it will never answer; its successor
+            handle.answered = None                  # starts with the current table
         process.conn.close()
         return process.wait()
 
@@ -242,7 +251,18 @@ class WorkerPool:
                 continue
             h.blob = blob
             h.tables_unanswered += 1
+            if h.answered is None:
+                h.answered = asyncio.get_running_loop().create_future()
             self._send(h, wire.encode(wire.Kind.TABLE, blob))
+
+    async def tables_answered(self, timeout: float = SEND_TIMEOUT) -> bool:
+        """Wait until every live worker has answered every table sent (taken it, or
+        refused it and said why); False after ``timeout``."""
+        waiting = [h.answered for h in self.handles if h.alive and h.answered is not None]
+        if not waiting:
+            return True
+        done, _ = await asyncio.wait(waiting, timeout=timeout)
+        return len(done) == len(waiting)
 
     def _send(self, handle: WorkerHandle, data: bytes) -> None:
         """Queue ``data`` on the worker's pipe behind what is being sent: never blocking

@@ -106,15 +106,19 @@ def _relocate(prog: ProgramSection, loaded: LoadedObject) -> bytes:
 
 
 def load_object(path: str | Path, reuse: Mapping[str, int] | None = None,
-                programs: Mapping[str, int] | None = None) -> LoadedObject:
+                programs: Mapping[str, int] | None = None,
+                programs_digest: str | None = None) -> LoadedObject:
     """Load every map and program of ``path`` into the kernel.
 
     ``reuse`` offers existing maps by name (fds, duplicated here): each is used where it
     fits the object's definition, else a new map is made. ``programs`` offers loaded
-    programs by section, used instead of loading (the object must be the one they came
-    from, and then every map must have been reused).
+    programs by section, used instead of loading when the object read now has
+    ``programs_digest`` (the digest of the object they were loaded from; then every map
+    must have been reused).
     """
     obj = read_object(path)
+    if programs_digest is not None and programs_digest != obj.digest:
+        programs = None
     loaded = LoadedObject(Path(path), obj)
     offered: dict[str, Map] = {}
     created: set[str] = set()

@@ -7,6 +7,8 @@ global-data sections (.data, .rodata, .bss) and the license.
 
 from __future__ import annotations
 
+import hashlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,18 +59,23 @@ class BpfObject:
     maps: list[MapDefinition]
     data: dict[str, tuple[bytes, int]]   # section → (initial contents, size)
     btf: Btf | None
+    digest: str = ""                     # SHA-256 of the file as it was read
 
 
 def read_object(path: str | Path) -> BpfObject:
+    """The object at ``path``, read once: ``digest`` is the SHA-256 of exactly the octets
+    parsed (a file replaced afterwards changes nothing here)."""
     path = Path(path)
-    with open(path, "rb") as stream:
-        try:
-            elf = ELFFile(stream)
-        except Exception as exc:  # pyelftools raises its own ELFError and struct errors
-            raise ObjectError(f"{path}: not an ELF file ({exc})") from exc
-        if elf["e_machine"] not in ("EM_BPF", EM_BPF):
-            raise ObjectError(f"{path}: ELF machine is {elf['e_machine']}, not BPF")
-        return _read(path, elf)
+    data = path.read_bytes()
+    try:
+        elf = ELFFile(io.BytesIO(data))
+    except Exception as exc:  # pyelftools raises its own ELFError and struct errors
+        raise ObjectError(f"{path}: not an ELF file ({exc})") from exc
+    if elf["e_machine"] not in ("EM_BPF", EM_BPF):
+        raise ObjectError(f"{path}: ELF machine is {elf['e_machine']}, not BPF")
+    obj = _read(path, elf)
+    obj.digest = hashlib.sha256(data).hexdigest()
+    return obj
 
 
 def _read(path: Path, elf: ELFFile) -> BpfObject:

@@ -19,8 +19,9 @@ __all__ = [
     "BPF_MAP_LOOKUP_ELEM", "BPF_MAP_UPDATE_ELEM", "BPF_OBJ_GET_INFO_BY_FD",
     "BPF_PROG_GET_FD_BY_ID", "BPF_PROG_LOAD", "BPF_PROG_TEST_RUN", "BPF_XDP",
     "BtfLoadAttr", "GetIdAttr", "InfoAttr", "LinkCreateAttr", "LinkDetachAttr",
-    "LinkUpdateAttr", "MapCreateAttr", "MapElemAttr", "MapInfo", "ProgInfo", "ProgLoadAttr",
-    "TestRunAttr", "addr", "bpf", "map_info", "prog_info", "prog_name_by_id",
+    "LinkInfo", "LinkUpdateAttr", "MapCreateAttr", "MapElemAttr", "MapInfo", "ProgInfo",
+    "ProgLoadAttr",
+    "TestRunAttr", "addr", "bpf", "link_prog_id", "map_info", "prog_info", "prog_name_by_id",
 ]
 
 # enum bpf_cmd
@@ -134,6 +135,11 @@ class MapInfo(ctypes.Structure):
                 ("max_entries", u32), ("map_flags", u32), ("name", ctypes.c_char * 16)]
 
 
+class LinkInfo(ctypes.Structure):
+    """``struct bpf_link_info`` up to the program id."""
+    _fields_ = [("type", u32), ("id", u32), ("prog_id", u32)]
+
+
 class GetIdAttr(ctypes.Structure):
     _fields_ = [("id", u32), ("next_id", u32), ("open_flags", u32)]
 
@@ -150,6 +156,14 @@ def map_info(fd: int) -> MapInfo:
     attr = InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=addr(info))
     bpf(BPF_OBJ_GET_INFO_BY_FD, attr, "reading BPF map info")
     return info
+
+
+def link_prog_id(fd: int) -> int:
+    """The id of the program a BPF link runs now."""
+    info = LinkInfo()
+    attr = InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=addr(info))
+    bpf(BPF_OBJ_GET_INFO_BY_FD, attr, "reading BPF link info")
+    return int(info.prog_id)
 
 
 def prog_name_by_id(prog_id: int) -> str:

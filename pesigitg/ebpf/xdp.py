@@ -27,7 +27,8 @@ from pesigitg.ebpf.program import Program
 from pesigitg.ebpf.syscall import prog_name_by_id
 from pesigitg.errors import os_error
 
-__all__ = ["Verdict", "XdpAttachError", "XdpProgram", "register_xsk", "shipped_object"]
+__all__ = ["Verdict", "XdpAttachError", "XdpProgram", "installed_object", "register_xsk",
+           "shipped_object"]
 
 log = logging.getLogger("pesigitg.ebpf")
 
@@ -62,6 +63,16 @@ def register_xsk(xsks: Map, queue: int, fd: int) -> None:
 def shipped_object() -> Path:
     """The prebuilt XDP object inside the installed package."""
     return Path(str(resources.files("pesigitg") / "bpf" / "pesigitg.bpf.o"))
+
+
+OBJECT_VARIABLE = "PESIGITG_XDP_OBJECT"
+
+
+def installed_object() -> Path:
+    """The object the daemon loads: the shipped one, or the file ``$PESIGITG_XDP_OBJECT``
+    names (a developer's build, and the upgrade tests)."""
+    override = os.environ.get(OBJECT_VARIABLE)
+    return Path(override) if override else shipped_object()
 
 
 class XdpProgram:
@@ -99,15 +110,22 @@ class XdpProgram:
 
     @classmethod
     def load(cls, path: str | Path | None = None, reuse: Mapping[str, int] | None = None,
-             programs: Mapping[str, int] | None = None) -> XdpProgram:
-        """Load the object at ``path`` (default: the one shipped in the package);
-        ``reuse`` and ``programs`` offer a previous process's maps and programs by fd
-        (see :func:`pesigitg.ebpf.load_object`)."""
-        return cls(load_object(path or shipped_object(), reuse, programs))
+             programs: Mapping[str, int] | None = None,
+             programs_digest: str | None = None) -> XdpProgram:
+        """Load the object at ``path`` (default: :func:`installed_object`); ``reuse`` and
+        ``programs`` offer a previous process's maps and programs by fd, the programs
+        only if the object read now is the one they came from (``programs_digest``; see
+        :func:`pesigitg.ebpf.load_object`)."""
+        return cls(load_object(path or installed_object(), reuse, programs, programs_digest))
 
     @property
     def object_path(self) -> Path:
         return self._loaded.path
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the object as it was read when this program was loaded."""
+        return self._loaded.obj.digest
 
     def close(self) -> None:
         """Release every fd; a link this process alone holds then detaches."""
@@ -344,6 +362,25 @@ class XdpProgram:
             nl.set_xdp(ifindex, self.fd, nl.XDP_FLAGS_REPLACE | nl.XDP_MODES[mode],
                        f"replacing the XDP program on interface {ifindex}",
                        expected_fd=old_prog_fd)
+
+    def restore(self) -> None:
+        """Put this program back on its attachment if another replaced it meanwhile (a
+        successor that updated the link, then died)."""
+        if self.ifindex is None or self.mode is None:
+            return
+        if self.link_fd >= 0:
+            if sc.link_prog_id(self.link_fd) != self.program.id:
+                sc.bpf(sc.BPF_LINK_UPDATE, sc.LinkUpdateAttr(
+                    link_fd=self.link_fd, new_prog_fd=self.fd, flags=0, old_prog_fd=0),
+                    f"putting the XDP program back on interface {self.ifindex}")
+                log.warning("put this daemon's XDP program back on interface %d",
+                            self.ifindex)
+            return
+        current = nl.attached_xdp(self.ifindex)
+        if current is None or current.prog_id != self.program.id:
+            nl.set_xdp(self.ifindex, self.fd, nl.XDP_MODES[self.mode],
+                       f"putting the XDP program back on interface {self.ifindex}")
+            log.warning("put this daemon's XDP program back on interface %d", self.ifindex)
 
     def release(self) -> None:
         """Forget the attachment without detaching (another process has taken it over)."""

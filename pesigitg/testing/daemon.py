@@ -44,6 +44,8 @@ class RunningDaemon:
                              f"route_config = lb.toml\nstatus_socket = {self.status_socket}\n"
                              f"pidfile = {self.pidfile}\n{extra_conf}")
         self.proc: subprocess.Popen[str] | None = None
+        self.cwd: Path | None = None        # where it starts (None: here)
+        self.config_arg = str(self.conf)    # what -c says (relative to cwd, maybe)
         self.wrapper: list[str] = []        # a command the daemon runs under
         self.launcher: list[str] = []       # the same, inside the namespace
         self.lines: list[str] = []
@@ -52,13 +54,13 @@ class RunningDaemon:
 
     def command(self, *args: str) -> list[str]:
         return [*self.wrapper, "ip", "netns", "exec", self.ns, *self.launcher, PESIGITGD,
-                "-c", str(self.conf), *args]
+                "-c", self.config_arg, *args]
 
     def start(self, *args: str, env: dict[str, str] | None = None, wait: bool = True
               ) -> RunningDaemon:
         mark = self.mark()      # started again: its own "started" line, not the last one's
         self.proc = subprocess.Popen(self.command("-f", *args), stderr=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, text=True,
+                                     stdout=subprocess.DEVNULL, text=True, cwd=self.cwd,
                                      env={**os.environ, **(env or {})})
         threading.Thread(target=self._read, daemon=True).start()
         if wait:

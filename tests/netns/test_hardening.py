@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import time
 
@@ -54,9 +55,44 @@ def test_daemon_mode_refuses_to_start_when_it_cannot_log_anywhere(lab, daemons):
     started = subprocess.run(daemon.command("--syslog-socket", str(lab.workdir / "no.sock")),
                              capture_output=True, text=True, timeout=30)
     assert started.returncode == 1
-    assert "cannot write the log file: No such file or directory: /proc/pesigitg/none.log" \
-        in started.stderr
+    assert ("and the log file cannot be used: the directory of the log file "
+            "/proc/pesigitg/none.log: No such file or directory") in started.stderr
     assert not daemon.pidfile.exists()
+
+
+def log_file_start(lab, daemons, log_file, *args: str):  # type: ignore[no-untyped-def]
+    daemon = make(lab, daemons, extra_conf=f"log_file = {log_file}\n")
+    return daemon, subprocess.run(daemon.command("--syslog-socket", str(lab.workdir / "no.sock"),
+                                                 *args), capture_output=True, text=True,
+                                  timeout=30)
+
+
+@pytest.mark.parametrize("planted", ["symlink", "hard link", "others' directory", "fifo"])
+def test_a_planted_log_file_is_refused_and_left_untouched(lab, daemons, tmp_path, planted):
+    secret = tmp_path / "shadow"
+    secret.write_text("root's\n")
+    os.chmod(secret, 0o600)
+    log_file = lab.workdir / "pesigitgd.log"
+    if planted == "symlink":
+        log_file.symlink_to(secret)
+        said = f"the log file {log_file} is a symbolic link: refusing to follow it"
+    elif planted == "hard link":
+        os.link(secret, log_file)
+        said = f"the log file {log_file} has 2 links (another file's hard link?)"
+    elif planted == "fifo":
+        os.mkfifo(log_file)
+        said = f"the log file {log_file} is not a regular file"
+    else:
+        shared = lab.workdir / "shared"
+        shared.mkdir()
+        os.chmod(shared, 0o1777)
+        log_file = shared / "pesigitgd.log"
+        said = f"the log file {log_file} would be in {shared}, which users other than root"
+    daemon, started = log_file_start(lab, daemons, log_file)
+    assert started.returncode == 1 and said in started.stderr, started.stderr
+    assert not daemon.pidfile.exists()
+    assert secret.read_text() == "root's\n" and secret.stat().st_uid == 0
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
 
 
 # -- reloads ------------------------------------------------------------------------------

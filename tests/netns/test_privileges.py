@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -212,6 +213,55 @@ def test_only_root_the_daemon_and_the_socket_group_may_change_its_state(
     daemon.wait_log(r"refused POST /restart from uid 65533 pid \d+", after=mark)
     time.sleep(0.1)
     assert daemon.get("/health")["status"] in ("ok", "degraded")
+
+
+def start_logging_to_a_file(readable_dir, lab, daemons):  # type: ignore[no-untyped-def]
+    """As root with user = nobody, in daemon mode without syslog: (daemon, the log
+    file, what pesigitgd said)."""
+    run = readable_dir / "run"
+    run.mkdir()
+    os.chown(run, NOBODY, NOBODY)
+    log_file = readable_dir / "pesigitgd.log"
+    daemon = daemon_in(lab, daemons, readable_dir, f"user = nobody\nlog_file = {log_file}\n",
+                       run)
+    daemon.wrapper = interpreter_view(readable_dir)
+    started = subprocess.run(daemon.command("--syslog-socket", str(readable_dir / "no.sock")),
+                             capture_output=True, text=True, timeout=60)
+    return daemon, log_file, started
+
+
+def test_the_log_file_is_made_for_the_daemons_user_and_written_as_that_user(
+        readable_dir, lab, daemons):
+    daemon, log_file, started = start_logging_to_a_file(readable_dir, lab, daemons)
+    try:
+        assert started.returncode == 0, started.stderr
+        daemon.wait_until(lambda: "started: " in log_file.read_text(), what="the log")
+        info = log_file.stat()
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == \
+            (NOBODY, NOBODY, 0o640)
+        # Its successor, already that user, opens it the same way.
+        restart = subprocess.run(["ip", "netns", "exec", lab.lb_ns, CTL, "-s",
+                                  str(daemon.status_socket), "restart"], capture_output=True,
+                                 text=True, timeout=120)
+        assert restart.returncode == 0, restart.stderr
+        daemon.wait_until(lambda: "took over: " in log_file.read_text(), what="the successor")
+    finally:
+        if daemon.pidfile.exists():
+            os.kill(daemon.pid, signal.SIGTERM)
+            daemon.wait_until(lambda: not daemon.pidfile.exists(), what="the daemon gone")
+
+
+def test_a_root_owned_log_file_is_never_handed_to_the_daemons_user(readable_dir, lab,
+                                                                   daemons):
+    log_file = readable_dir / "pesigitgd.log"
+    log_file.write_text("written by root\n")
+    log_file.chmod(0o600)
+    daemon, _, started = start_logging_to_a_file(readable_dir, lab, daemons)
+    assert started.returncode == 1
+    assert f"cannot open the log file {log_file} as uid {NOBODY}: Permission denied" \
+        in started.stderr, started.stderr
+    assert log_file.stat().st_uid == 0 and log_file.read_text() == "written by root\n"
+    assert not daemon.pidfile.exists()
 
 
 CONTRIB_UNIT = Path(__file__).resolve().parents[2] / "contrib" / "systemd" / "pesigitgd.service"
