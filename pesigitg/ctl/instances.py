@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 
 from pesigitg.ctl.client import query
+from pesigitg.daemon.state import read_status_socket
 from pesigitg.paths import RUNTIME_DIR
 
 __all__ = ["Instance", "find_instances"]
@@ -112,8 +113,13 @@ def find_instances(runtime_dir: Path = RUNTIME_DIR) -> list[Instance]:
                     inst.note("pid", "pidfile")
                 except (OSError, ValueError):
                     inst.problems.append(f"pidfile {path} unreadable")
+                recorded = read_status_socket(path)
+                if recorded is not None and inst.socket is None:
+                    inst.socket = recorded
+                    inst.note("socket", "state file")
             else:
                 inst.socket = path
+                inst.note("socket", "runtime directory")
     processes = _daemon_processes()
     for pid, proc in processes.items():
         sock = _listening_socket(proc)

@@ -29,6 +29,7 @@ from pesigitg.ctl.render import (
     render_version,
     render_whoami,
 )
+from pesigitg.daemon.state import read_status_socket
 from pesigitg.paths import RUNTIME_DIR
 
 __all__ = ["ctl_main", "ctl_parser"]
@@ -119,18 +120,33 @@ def socket_path(args: argparse.Namespace) -> Path:
     if args.status_socket:
         return Path(args.status_socket)
     if args.interface:
-        return args.runtime_dir / f"pesigitgd-{args.interface}.sock"
+        return interface_socket(args.runtime_dir, args.interface)
     found = only_instance(args.runtime_dir)
     if found is None:
         raise Usage("give the daemon's interface (-i IFACE) or status socket (-s PATH): "
-                    f"there is not exactly one {args.runtime_dir}/pesigitgd-*.sock")
+                    f"there is not exactly one pesigitgd with its files in "
+                    f"{args.runtime_dir}")
     return found
+
+
+def interface_socket(runtime_dir: Path, interface: str) -> Path:
+    """The status socket of the daemon on ``interface``: in the runtime directory, or
+    where its state file says (a status_socket configured elsewhere)."""
+    default = runtime_dir / f"pesigitgd-{interface}.sock"
+    if default.exists():
+        return default
+    return read_status_socket(runtime_dir / f"pesigitgd-{interface}.pid") or default
 
 
 def only_instance(runtime_dir: Path = RUNTIME_DIR) -> Path | None:
     """The status socket of the one pesigitgd on this host, if there is exactly one."""
-    sockets = sorted(runtime_dir.glob("pesigitgd-*.sock"))
-    return sockets[0] if len(sockets) == 1 else None
+    sockets = set(runtime_dir.glob("pesigitgd-*.sock"))
+    for pidfile in runtime_dir.glob("pesigitgd-*.pid"):
+        if not pidfile.with_suffix(".sock").exists():
+            recorded = read_status_socket(pidfile)
+            if recorded is not None:
+                sockets.add(recorded)
+    return sockets.pop() if len(sockets) == 1 else None
 
 
 def emit(args: argparse.Namespace, answer: Any, text: Callable[[Any], str]) -> None:

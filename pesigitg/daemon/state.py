@@ -1,9 +1,11 @@
 """What the daemon remembers beyond its configuration files: drains set at run time
 (``pesigitg-ctl drain``), when each key was first seen (for ``max_key_age_days``) and
-which keys it has warned about. A small JSON file next to the pidfile
+which keys it has warned about, and where its status socket is (``pesigitg-ctl list``
+and ``-i`` find a socket configured elsewhere). A small JSON file next to the pidfile
 (``/run/pesigitg/pesigitgd-IFACE.state``), so it survives a reload and a restart (not a
-reboot: /run is a tmpfs). Written whole to a temporary file and renamed, mode 0600;
-keys appear only as fingerprints (16 hex digits of SHA-256), never themselves.
+reboot: /run is a tmpfs). Written whole to a temporary file and renamed, mode 0640 in
+the status socket's group (who may ask the daemon may read where to); keys appear only
+as fingerprints (16 hex digits of SHA-256), never themselves.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["RuntimeState", "key_fingerprint", "state_path"]
+__all__ = ["RuntimeState", "key_fingerprint", "read_status_socket", "state_path"]
 
 log = logging.getLogger("pesigitg.state")
 
@@ -36,6 +38,8 @@ class RuntimeState:
     drains: dict[str, bool] = field(default_factory=dict)      # address -> draining
     keys_seen: dict[str, float] = field(default_factory=dict)  # fingerprint -> first seen
     keys_warned: set[str] = field(default_factory=set)
+    status_socket: str | None = None
+    group: int | None = None        # the file's group (the status socket's), not saved
 
     @classmethod
     def load(cls, path: Path) -> RuntimeState:
@@ -56,6 +60,8 @@ class RuntimeState:
             state.drains = {str(a): bool(v) for a, v in data.get("drains", {}).items()}
             state.keys_seen = {str(k): float(v) for k, v in data.get("keys_seen", {}).items()}
             state.keys_warned = {str(k) for k in data.get("keys_warned", [])}
+            socket = data.get("status_socket")
+            state.status_socket = socket if isinstance(socket, str) else None
         except (ValueError, TypeError, AttributeError, OSError) as exc:
             log.warning("the state file %s is damaged (%s): starting without it", path, exc)
             return cls(path)
@@ -64,10 +70,13 @@ class RuntimeState:
     def save(self) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         data = json.dumps({"drains": self.drains, "keys_seen": self.keys_seen,
-                           "keys_warned": sorted(self.keys_warned)}, sort_keys=True)
+                           "keys_warned": sorted(self.keys_warned),
+                           "status_socket": self.status_socket}, sort_keys=True)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, 0o600)
+                         | os.O_CLOEXEC, 0o640)
+            if self.group is not None:
+                os.fchown(fd, -1, self.group)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(data + "\n")
             os.replace(tmp, self.path)
@@ -85,3 +94,14 @@ class RuntimeState:
         keep = {key_fingerprint(k) for k in keys}
         self.keys_seen = {f: t for f, t in self.keys_seen.items() if f in keep}
         self.keys_warned &= keep
+
+
+def read_status_socket(pidfile: Path) -> Path | None:
+    """Where the daemon of ``pidfile`` answers, from its state file (None: unknown)."""
+    try:
+        fd = os.open(state_path(pidfile), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, encoding="utf-8") as f:
+            socket = json.load(f).get("status_socket")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(socket) if isinstance(socket, str) and socket.startswith("/") else None

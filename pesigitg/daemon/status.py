@@ -5,7 +5,11 @@ are refused unless the peer (SO_PEERCRED) is root, the daemon's own user or in t
 socket's group, and each is logged with the peer's uid and pid. A request line that
 ends in ``HTTP/1.x`` gets an HTTP/1.0 response, so ``curl --unix-socket`` works too.
 Requests are bounded in size and time; anything malformed gets an error answer, never
-a crash.
+a crash. A connection has one deadline for its whole request (not one per line: a
+client trickling header lines cannot hold it), at most MAX_CONNECTIONS are served at
+once (the next ones are told so and closed), and closing the server aborts whatever
+is still open after a short grace, so a slow client never holds up a stop or a
+restart.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ log = logging.getLogger("pesigitg.status")
 
 MAX_REQUEST = 1024
 MAX_HEADERS = 8192
-IO_TIMEOUT = 5.0
+IO_TIMEOUT = 5.0        # seconds to read a whole request, and again to write the answer
+MAX_CONNECTIONS = 64    # served at once; beyond, an answer that says so
 CLOSE_GRACE = 1.0       # seconds the requests under way get to finish when serving stops
 _UCRED = struct.Struct("3i")
 
@@ -91,7 +96,7 @@ class StatusServer:
         self.docs = docs
         self._server: asyncio.base_events.Server | None = None
         self._listener: socket.socket | None = None
-        self._answering: set[asyncio.Task[None]] = set()    # connections being served
+        self._answering: dict[asyncio.Task[None], asyncio.StreamWriter] = {}  # being served
 
     @property
     def listener(self) -> socket.socket | None:
@@ -148,6 +153,12 @@ class StatusServer:
             waiting = [t for t in self._answering if t is not current]
             if waiting:
                 await asyncio.wait(waiting, timeout=CLOSE_GRACE)
+            # Whatever is still open (a client that sends nothing, or reads nothing) is
+            # cut: Python >= 3.12.1's wait_closed would wait for it.
+            for task, writer in list(self._answering.items()):
+                if task is not current and not task.done():
+                    writer.transport.abort()
+                    task.cancel()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
             self._server = None
@@ -189,38 +200,32 @@ class StatusServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._answering.add(task)
+        if len(self._answering) >= MAX_CONNECTIONS:
+            await self._send(writer, Response({"error": f"{MAX_CONNECTIONS} connections "
+                                               "are open already: try again later"}, 503),
+                             False)
+            return
+        self._answering[task] = writer
         try:
             await self._answer_connection(reader, writer)
         finally:
-            self._answering.discard(task)
+            self._answering.pop(task, None)
 
     async def _answer_connection(self, reader: asyncio.StreamReader,
                                  writer: asyncio.StreamWriter) -> None:
-        http = False
+        said: dict[str, bool] = {"http": False}     # known once the request line is in
         response: Response
         try:
             try:
-                line = await asyncio.wait_for(reader.readuntil(b"\n"), IO_TIMEOUT)
-            except asyncio.LimitOverrunError:
-                raise Refused(413, f"request line longer than {MAX_REQUEST} octets") \
-                    from None
-            except asyncio.IncompleteReadError as exc:
-                line = exc.partial
-                if not line:
-                    writer.close()
-                    return
+                async with asyncio.timeout(IO_TIMEOUT):
+                    line = await self._read_request(reader, said)
             except TimeoutError:
-                raise Refused(408, f"no request within {IO_TIMEOUT:.0f} s") from None
-            try:
-                text = line.decode("ascii").strip()
-            except UnicodeDecodeError:
-                raise Refused(400, "request is not ASCII") from None
-            parts = text.split()
-            http = len(parts) == 3 and parts[2] in ("HTTP/1.0", "HTTP/1.1")
-            if http:
-                await self._skip_headers(reader)
-            if len(parts) not in (2, 3) or (len(parts) == 3 and not http):
+                raise Refused(408, f"no whole request within {IO_TIMEOUT:.0f} s") from None
+            if line is None:
+                writer.close()
+                return
+            parts = line.split()
+            if len(parts) not in (2, 3) or (len(parts) == 3 and not said["http"]):
                 raise Refused(400, "expected 'GET <path>' or 'POST <path>'")
             path, _, query = parts[1].partition("?")
             response = await self._answer(Request(parts[0], path, query,
@@ -232,6 +237,14 @@ class StatusServer:
         except Exception:  # a bug must not take the daemon down: answer and log it
             log.exception("status request failed")
             response = Response({"error": "internal error, see the daemon's log"}, 500)
+        await self._send(writer, response, said["http"])
+        if response.after is not None:
+            response.after()
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, response: Response, http: bool) -> None:
+        """Write the answer and close, within IO_TIMEOUT (a client that does not read
+        is cut off)."""
         body = response.body
         text_body = body if isinstance(body, str) else \
             json.dumps(body, indent=2, sort_keys=True) + "\n"
@@ -241,30 +254,49 @@ class StatusServer:
                     f"Content-Type: {response.content_type}\r\n"
                     f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n")
             data = head.encode() + data
-        with contextlib.suppress(OSError, TimeoutError):
-            writer.write(data)
-            await asyncio.wait_for(writer.drain(), IO_TIMEOUT)
-        writer.close()
-        with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(writer.wait_closed(), IO_TIMEOUT)
-        if response.after is not None:
-            response.after()
+        try:
+            async with asyncio.timeout(IO_TIMEOUT):
+                writer.write(data)
+                await writer.drain()
+                writer.close()
+                await writer.wait_closed()
+        except (OSError, TimeoutError):
+            writer.transport.abort()
 
     @staticmethod
-    async def _skip_headers(reader: asyncio.StreamReader) -> None:
+    async def _read_request(reader: asyncio.StreamReader, said: dict[str, bool]
+                            ) -> str | None:
+        """The request line (None: the client sent nothing), with any HTTP headers read
+        and bounded; ``said["http"]`` tells, as soon as the line is in, whether the
+        answer is HTTP."""
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError:
+            raise Refused(413, f"request line longer than {MAX_REQUEST} octets") from None
+        except asyncio.IncompleteReadError as exc:
+            line = exc.partial
+            if not line:
+                return None
+        try:
+            text = line.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise Refused(400, "request is not ASCII") from None
+        parts = text.split()
+        said["http"] = http = len(parts) == 3 and parts[2] in ("HTTP/1.0", "HTTP/1.1")
         seen = 0
-        while True:
+        while http:
             try:
-                header = await asyncio.wait_for(reader.readuntil(b"\n"), IO_TIMEOUT)
-            except (asyncio.IncompleteReadError, TimeoutError):
-                return
+                header = await reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError:
+                break
             except asyncio.LimitOverrunError:
                 raise Refused(413, "header line too long") from None
             seen += len(header)
             if seen > MAX_HEADERS:
                 raise Refused(413, "headers too long")
             if header in (b"\r\n", b"\n"):
-                return
+                break
+        return text
 
 
 def _peer(sock: socket.socket | None) -> Peer:

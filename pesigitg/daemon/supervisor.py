@@ -288,6 +288,7 @@ class Supervisor:
         self.compiled = self._compile()
         # Before anything touches the interface: a socket in use is a reason to stop.
         self.status.bind()
+        self._record_socket()
         self.counters = SharedCounters.create(queues)
         for queue in range(queues):
             xsk = XskSocket(cfg.interface, queue)
@@ -310,6 +311,13 @@ class Supervisor:
         self._tasks.append(loop.create_task(self.ops.housekeeping(), name="housekeeping"))
         if self.notifier.watchdog_interval:
             self._tasks.append(loop.create_task(self._watchdog_loop(), name="watchdog"))
+
+    def _record_socket(self) -> None:
+        """Say where the status socket is in the state file (pesigitg-ctl finds it there
+        when it is not in the runtime directory), readable by the socket's group."""
+        self.state.status_socket = str(self.config.effective_status_socket.absolute())
+        self.state.group = self.status.group
+        self.state.save()
 
     def stop(self) -> None:
         """SIGTERM, SIGINT, ``POST /stop``: stop for good (after a restart under way)."""
@@ -512,6 +520,7 @@ class Supervisor:
                            for a, s in facts["health"].items()}, self.routes.health)
         self.compiled = self._compile()
         self.status.adopt(fds["status"])
+        self._record_socket()
         self.counters = SharedCounters.adopt(fds["counters"], len(facts["workers"]),
                                              facts.get("counter_names"))
         self.xsks = [XskSocket.adopt(fds[f"xsk:{i}"], fds[f"umem:{i}"], w.get("geometry"))

@@ -10,6 +10,7 @@ import pty
 import select
 import signal
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -382,4 +383,35 @@ def test_key_ages_survive_reloads_and_warn_once(lab, daemons):
     assert not [text for text in daemon.lines[mark:] if "rotate it" in text]
     assert KEY_HEX not in state.read_text() and KEY_HEX not in json.dumps(
         daemon.get("/config"))
-    assert oct(state.stat().st_mode & 0o777) == "0o600"
+    # The status socket's group may read it (where the socket is), nobody else.
+    assert oct(state.stat().st_mode & 0o777) == "0o640"
+
+
+def test_a_status_socket_configured_elsewhere_is_found_through_the_state_file(
+        lab, daemons, tmp_path):
+    run, elsewhere = tmp_path / "run", tmp_path / "sockets"
+    run.mkdir(mode=0o755)
+    elsewhere.mkdir(mode=0o755)
+    daemon = RunningDaemon(lab.lb_ns, lab.workdir)
+    conf = daemon.conf.read_text().replace(str(daemon.status_socket),
+                                           str(elsewhere / "lb.sock"))
+    daemon.conf.write_text(conf.replace(str(daemon.pidfile), str(run / "pesigitgd-v0.pid")))
+    daemon.status_socket, daemon.pidfile = elsewhere / "lb.sock", run / "pesigitgd-v0.pid"
+    daemon.routes.write_text(lb_toml(STATIC))
+    daemons.append(daemon)
+    daemon.start()
+    state = run / "pesigitgd-v0.state"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o640
+    listed = subprocess.run([CTL, "--runtime-dir", str(run), "--json", "list"],
+                            capture_output=True, text=True)
+    v0 = next(i for i in json.loads(listed.stdout) if i["interface"] == "v0")
+    assert v0["status"] == "ok" and v0["socket"] == str(elsewhere / "lb.sock"), v0
+    assert v0["sources"]["socket"] == ["state file"] and v0["problems"] == []
+    for how in (["-i", "v0"], []):
+        health = subprocess.run([CTL, "--runtime-dir", str(run), *how, "health"],
+                                capture_output=True, text=True)
+        assert health.returncode == 0 and health.stdout.startswith("ok: v0"), health
+    watched = subprocess.run([CTL, "--runtime-dir", str(run), "-i", "v0", "watch", "-n",
+                              "0.1", "-c", "1"], capture_output=True, text=True, timeout=30,
+                             env={**os.environ, "TERM": "dumb"})
+    assert watched.returncode == 0, watched.stderr

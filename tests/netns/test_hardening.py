@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import time
 
 import pytest
 
+from pesigitg.daemon.status import MAX_CONNECTIONS
 from pesigitg.testing.daemon import PESIGITGD
 from tests.netns.lbtoml import lb_toml
 from tests.netns.peer import VersionNegotiationResponder
@@ -225,3 +227,43 @@ def test_health_is_down_when_nothing_can_be_forwarded_and_degraded_in_between(la
             second.close()
     finally:
         first.close()
+
+
+# -- the status socket's limits ---------------------------------------------------------
+
+def test_a_client_trickling_header_lines_is_cut_off_at_the_requests_deadline(lab, daemons):
+    daemon = make(lab, daemons).start()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect(str(daemon.status_socket))
+        client.sendall(b"GET /health HTTP/1.1\r\n")
+        answer = b""
+        for _ in range(40):                 # one line a second, each within 5 s of the last
+            client.settimeout(1)
+            try:
+                answer = client.recv(4096)
+                break
+            except TimeoutError:
+                client.sendall(b"X-Slow: 1\r\n")
+        assert answer.startswith(b"HTTP/1.0 408"), "still trickling after 40 header lines"
+    assert daemon.get("/health")["status"] == "ok"
+
+
+def test_connections_beyond_the_cap_are_told_so_and_the_rest_are_cut_at_the_deadline(
+        lab, daemons):
+    daemon = make(lab, daemons).start()
+    clients = []
+    try:
+        for _ in range(MAX_CONNECTIONS + 1):
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.connect(str(daemon.status_socket))
+            client.settimeout(30)
+            clients.append(client)
+        answers = [json.loads(b"".join(iter(lambda c=c: c.recv(4096), b"")))["error"]
+                   for c in clients]
+    finally:
+        for client in clients:
+            client.close()
+    refused = [a for a in answers if "connections are open already" in a]
+    assert len(refused) == 1
+    assert answers.count("no whole request within 5 s") == MAX_CONNECTIONS
+    assert daemon.get("/health")["status"] == "ok"

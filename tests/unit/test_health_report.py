@@ -81,3 +81,40 @@ def test_stopping_the_status_socket_answers_the_requests_it_accepted(tmp_path):
     finally:
         serving.join(10)
     assert json.loads(answer) == {"status": "ok"}
+
+
+def test_stopping_the_status_socket_cuts_a_client_that_never_finishes_its_request(tmp_path):
+    """A stop or a restart is never held by a client: what is still open after the
+    grace is aborted when the server closes."""
+    path = tmp_path / "status.sock"
+    listening, closed = threading.Event(), threading.Event()
+
+    async def daemon() -> None:
+        server = StatusServer(path, {}, {})
+        server.bind()
+        await server.serve()
+        listening.set()
+        while not connected.is_set():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)            # the connection is being served
+        await server.close()
+        closed.set()
+
+    connected = threading.Event()
+    serving = threading.Thread(target=asyncio.run, args=(daemon(),))
+    serving.start()
+    try:
+        assert listening.wait(5)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))
+            client.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")     # and no more
+            connected.set()
+            assert closed.wait(10)
+            client.setblocking(False)
+            try:
+                assert client.recv(4096) == b"", "the server kept the connection open"
+            except ConnectionResetError:
+                pass                        # aborted: as good as closed
+    finally:
+        serving.join(10)
+    assert not serving.is_alive()
