@@ -45,7 +45,7 @@ BACKENDS = [Backend("10.0.0.1", mac(1)), Backend("10.0.0.2", mac(2)),
             Backend("10.0.0.5", None)]
 SERVERS = [Server(c.config_id, bytes([b]) * c.server_id_len, f"10.0.0.{b}")
            for c in CONFIGS for b in range(1, 6)]
-ROUTES = compile_routes(LB_MAC, CONFIGS, BACKENDS, SERVERS, 5003)
+ROUTES = compile_routes(LB_MAC, CONFIGS, BACKENDS, SERVERS, 5003, vips=(VIP4, VIP6))
 
 
 def _quoted4(payload: bytes = b"\x40" + bytes(8), proto: int = f.PROTO_UDP, frag: int = 0

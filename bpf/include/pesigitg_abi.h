@@ -34,7 +34,10 @@
     X(FLOW_ENTRIES_MAX, 16777216, "flow table entries per worker, at most (2^24)")      \
     X(RETRY_KEYS, 128, "Retry token key sequence numbers 0..127")                          \
     X(INITIAL_MIN, 1200, "UDP payload octets of a datagram carrying a client Initial")    \
-    X(BACKEND_SLOTS, 4096, "backends whose frames each worker counts one by one")
+    X(BACKEND_SLOTS, 4096, "backends whose frames each worker counts one by one")        \
+    X(PTB_COPY_MAX, 1280, "IP octets of a Packet Too Big copied to every backend")       \
+    X(RETRY_ADMITTED, 16384, "client 4-tuples a worker remembers a valid token from")     \
+    X(ODCID_MIN, 8, "octets of a client's first DCID, at least (RFC 9000 7.2)")
 
 #define PES_LIMIT_ENUM(name, value, doc) PES_##name = (value),
 enum pes_limit { PES_LIMITS(PES_LIMIT_ENUM) };
@@ -110,7 +113,8 @@ enum pes_parse_outcome { PES_PARSE_OUTCOMES(PES_PARSE_ENUM) PES_PARSE_COUNT };
     X(FALLBACK, "Maglev over the fallback pool")                                         \
     X(ICMP, "ICMP error: Maglev on the quoted flow's 4-tuple")                            \
     X(ICMP_CID, "ICMP error quoting a long header: the server its source CID names")     \
-    X(ICMP_FANOUT, "Packet Too Big that names no server: a copy to every backend")
+    X(ICMP_FANOUT, "Packet Too Big that names no server: a copy to every backend")        \
+    X(ICMP_NOT_VIP, "Packet Too Big quoting a source that is no VIP: Maglev, never copied")
 
 /* Why a CID was not routable (the frame then falls back). */
 #define PES_UNROUTABLE(X)                                                                 \
@@ -131,7 +135,8 @@ enum pes_parse_outcome { PES_PARSE_OUTCOMES(PES_PARSE_ENUM) PES_PARSE_COUNT };
     X(NO_BACKEND, "fallback needed, fallback pool empty")                                \
     X(EXT_DEPTH, "more IPv6 extension headers than we walk")                            \
     X(TOKEN, "an Initial whose Retry token is invalid or expired")                        \
-    X(SHORT_INITIAL, "an Initial in a datagram under 1200 octets while Retries are sent")
+    X(SHORT_INITIAL, "an Initial in a datagram under 1200 octets while Retries are sent")  \
+    X(SHORT_DCID, "a tokenless Initial whose DCID is under 8 octets while Retries are sent")
 
 #define PES_ROUTE_ENUM(name, doc) PES_ROUTE_##name,
 #define PES_UNR_ENUM(name, doc) PES_UNR_##name,
@@ -193,7 +198,11 @@ enum pes_counter_label {
     X(RETRY_TOKEN_EXPIRED, 1, NONE, frames, "Initials whose Retry token had expired")     \
     X(RETRY_ACTIVE, 1, GAUGE, , "1 while the worker answers tokenless Initials with Retries") \
     X(BAD_DESCRIPTORS, 1, NONE, ,                                                         \
-      "ring entries outside the UMEM or their frame, skipped (a subverted worker's legacy)")
+      "ring entries outside the UMEM or their frame, skipped (a subverted worker's legacy)") \
+    X(ICMP_FANOUT_REFUSED, 1, NONE, frames,                                               \
+      "Packets Too Big not copied to every backend: the quoted source is no VIP")        \
+    X(RETRY_TUPLE_ADMITTED, 1, NONE, frames,                                              \
+      "Initials with a token to a server's CID from a 4-tuple a valid token admitted")
 
 #define PES_CNT_ENUM(name, width, label, unit, doc) \
     PES_CNT_##name, PES_CNT_##name##_LAST = PES_CNT_##name + (width) - 1,

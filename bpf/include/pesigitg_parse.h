@@ -72,6 +72,7 @@ struct pes_pkt {
     __u8 icmp_code;
     struct pes_flow flow;       /* the datagram (ports for UDP only) */
     struct pes_flow quoted;     /* ICMP_ERROR: the datagram the error quotes */
+    __u32 l4;           /* offset of the UDP or ICMP header */
     __u32 payload;      /* offset of the UDP payload, or of the quoted UDP payload */
     __u32 payload_len;  /* bounded by the UDP length and by the frame */
 };
@@ -264,6 +265,7 @@ PES_INLINE int pes_parse_frame(struct pes_cursor *c, struct pes_pkt *pkt)
     rc = pes_pull_ip(c, pkt->family, &pkt->flow, &pkt->proto);
     if (rc != PES_PARSE_MORE)
         return rc;
+    pkt->l4 = c->off;
     if (pkt->proto == PES_PROTO_UDP) {
         rc = pes_pull_udp(c, &pkt->flow, pkt);
         return rc == PES_PARSE_MORE ? PES_PARSE_UDP : rc;

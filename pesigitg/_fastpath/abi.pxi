@@ -55,3 +55,5 @@ GAUGES = frozenset(pes_family_table[i].name.decode().lower() for i in range(pes_
                    if pes_family_table[i].label == PES_LABEL_GAUGE)
 if len(COUNTER_NAMES) != PES_CNT_COUNT:
     raise ImportError("counter families do not add up to enum pes_counter")
+# Counters the control plane reads by name (the name from the header, not restated).
+CNT_RETRY_SENT = COUNTER_NAMES[PES_CNT_RETRY_SENT]

@@ -6,13 +6,13 @@
 # to Maglev, on the client-chosen DCID for long headers and on the 4-tuple for short
 # headers. An ICMP error about one of our flows goes to the server the quoted long
 # header's source CID names (the backend sent that packet, with its own CID); else a
-# Packet Too Big, which no backend can be found for, goes to every backend (the engine
-# makes the copies, rate-limited; the decision names the hash choice as the fallback);
-# anything else by the quoted 4-tuple.
+# Packet Too Big, which no backend can be found for, goes to every backend if the packet
+# it quotes left from a VIP (the engine makes the copies, rate-limited; the decision
+# names the hash choice as the fallback); anything else by the quoted 4-tuple.
 # pesigitg.routing.decision is the Python reference this is tested against.
 
 from pesigitg._fastpath.includes.flowhash cimport pes_flow_hash, pes_siphash24, pes_tuple_hash
-from pesigitg._fastpath.includes.routetable cimport PES_BACKEND_ROUTABLE
+from pesigitg._fastpath.includes.routetable cimport PES_BACKEND_ROUTABLE, pes_vip_listed
 
 
 cdef inline int _drop(pes_decision *d, uint8_t reason) noexcept nogil:
@@ -152,6 +152,7 @@ cdef inline int _icmp(const pes_route_table *t, const uint8_t *p, size_t len,
                       const pes_pkt *pkt, pes_decision *d) noexcept nogil:
     # p: the quoted datagram's payload, a packet a backend sent (DSR: VIP -> client).
     cdef size_t scid_at, scid_len
+    cdef uint8_t route
     if len >= 7 and p[0] & 0x80:
         # RFC 8999 §5.1: ... DCID length, DCID, SCID length, SCID: the backend's CID.
         scid_at = 6 + <size_t>p[5]
@@ -163,11 +164,15 @@ cdef inline int _icmp(const pes_route_table *t, const uint8_t *p, size_t len,
                 return 1
         d.unroutable = PES_UNR_NONE
     # The flow it belongs to is the reversed tuple (client -> VIP), as short headers
-    # hash it.
+    # hash it. Anyone can send a Packet Too Big: one quoting a packet that did not
+    # leave from a VIP is none of our backends' business, and is never copied.
+    route = PES_ROUTE_ICMP
+    if _packet_too_big(pkt):
+        route = PES_ROUTE_ICMP_FANOUT if pes_vip_listed(t, pkt.family, pkt.quoted.saddr) \
+            else PES_ROUTE_ICMP_NOT_VIP
     return _maglev(t, _tuple_hash(t, pkt.quoted.daddr, pkt.quoted.saddr,
                                   4 if pkt.family == 4 else 16, pkt.quoted.dport,
-                                  pkt.quoted.sport),
-                   PES_ROUTE_ICMP_FANOUT if _packet_too_big(pkt) else PES_ROUTE_ICMP, d)
+                                  pkt.quoted.sport), route, d)
 
 
 cdef inline int decide(const pes_route_table *t, const uint8_t *frame, size_t len,

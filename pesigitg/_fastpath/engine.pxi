@@ -28,6 +28,19 @@ from pesigitg._fastpath.includes.system cimport (
 DEF MAX_BATCH = 256
 DEF NS = 1000000000
 
+# One batch's state, passed by pointer to every step of the loop (as Katran passes its
+# packet description): the TX and fill slots it reserved and used, its counters, and
+# what the Retry offload works with.
+cdef struct pes_batch:
+    uint32_t tx_idx         # TX slots reserved: tx_idx .. tx_idx + tx_room - 1
+    uint32_t tx_room
+    uint32_t n_tx           # of which used
+    uint32_t fill_idx       # fill slots reserved (as many as frames in hand)
+    uint32_t n_back         # of which used
+    bint floor              # the benchmark's floor: swap MACs, decide nothing
+    uint64_t *local         # counts of this batch, added to the shared block after it
+    pes_offload offload
+
 # Handed over as pend_flows: "no flow table from now on".
 cdef pes_flow_table _NO_FLOWS
 COUNTERS_SIZE = sizeof(pes_counters)
@@ -77,6 +90,7 @@ cdef class Engine:
     cdef dict _flow_tables
     cdef pes_flow_table *flows
     cdef pes_flow_table *pend_flows
+    cdef FlowTable _admitted        # 4-tuples a valid Retry token came from (offload)
     cdef uint64_t fanout_tat        # GCRA: when the next fan-out is due, ns
     # The Retry offload: random numbers, and the load mode's window and state.
     cdef pes_rng rng
@@ -124,6 +138,7 @@ cdef class Engine:
         self._flow_tables = {}
         self.flows = self._new_flow_table(table)
         self.pend_flows = NULL
+        self._admitted = FlowTable(PES_RETRY_ADMITTED)
         if pes_gcm_supported():
             seed = os.urandom(16)
             pes_rng_seed(&self.rng, <const uint8_t *>PyBytes_AS_STRING(seed))
@@ -257,47 +272,27 @@ cdef inline void _forward(Engine self, XskSocket x, bint floor) noexcept nogil:
     # The loop, inlined twice: floor is a constant at each call site, so the
     # production copy has no benchmark branch per frame.
     cdef uint64_t local[PES_CNT_COUNT]
-    cdef uint32_t rx_idx, tx_idx, comp_idx, fill_idx, i, n_rx, n_comp, n_fill, n_back
-    cdef uint32_t n_tx_room, n_tx
-    cdef xdp_desc *rx_desc
-    cdef xdp_desc *tx_desc
-    cdef uint8_t *frame
-    cdef pes_decision d
-    cdef pes_pkt pkt
-    # The Retry offload's phase for this batch, and the time.
-    cdef int phase = PHASE_OFF, act
-    cdef uint64_t now_s = 0
-    # Frames the flow table decides, finished after the rest of their batch.
-    cdef uint32_t later[MAX_BATCH]
-    cdef pes_decision later_d[MAX_BATCH]
-    cdef uint64_t later_fp[MAX_BATCH]
-    cdef uint32_t n_def
-    cdef uint64_t fp
-    cdef int ok
+    cdef pes_batch b
+    cdef uint32_t rx_idx, comp_idx, n_rx, n_comp, n_fill
     cdef pollfd fds[2]
-    cdef uint64_t drained, addr
-    cdef uint32_t stash_target = x.state.stash_target
+    cdef uint64_t drained
     fds[0].fd = x.fd
     fds[0].events = POLLIN
     fds[1].fd = self.wake_fd
     fds[1].events = POLLIN
     memset(local, 0, sizeof(local))
+    b.floor = floor
+    b.local = local
+    b.offload.rng = &self.rng
+    b.offload.admitted = &self._admitted.ft
+    b.offload.local = local
+    b.offload.initials = &self.window_initials
     if pes_ring_pending(&x.tx):
         x.kick_tx()             # the previous owner may have published without a kick
     while not pes_atomic_load_int(&self.stopping):
-        # Batch boundary: adopt a new table if one was handed over.
-        if pes_atomic_load_ptr(<void **>&self.pend) != NULL:
-            pes_spin_lock(&self.swap_lock)
-            if self.pend != NULL:
-                self.cur = self.pend
-                self.pend = NULL
-                if self.pend_flows != NULL:
-                    self.flows = NULL if self.pend_flows == &_NO_FLOWS else self.pend_flows
-                    self.pend_flows = NULL
-                local[PES_CNT_TABLE_SWAPS] += 1
-            pes_spin_unlock(&self.swap_lock)
-        phase = _retry_phase(self, &now_s)
-
+        _adopt_pending(self, local)
+        b.offload.t = self.cur
+        b.offload.phase = _retry_phase(self, &b.offload.now_s)
         n_comp = pes_ring_peek(&x.comp, MAX_BATCH, &comp_idx)
         n_rx = pes_ring_peek(&x.rx, self.batch, &rx_idx)
         if n_comp == 0 and n_rx == 0:
@@ -309,80 +304,27 @@ cdef inline void _forward(Engine self, XskSocket x, bint floor) noexcept nogil:
                 if fds[1].revents & POLLIN:
                     read(self.wake_fd, &drained, sizeof(drained))
             continue
-
         # Every frame in hand goes back to the fill ring unless it is transmitted; the
         # fill ring holds every frame, so the room is there. Should it not be (a bug),
         # the frames that do not fit stay unconsumed in their rings for the next batch.
-        n_fill = pes_ring_reserve(&x.fill, n_comp + n_rx, &fill_idx)
+        n_fill = pes_ring_reserve(&x.fill, n_comp + n_rx, &b.fill_idx)
         if n_fill < n_comp + n_rx:
             if n_fill < n_comp:
                 x.comp.cached_cons -= n_comp - n_fill
                 n_comp = n_fill
             x.rx.cached_cons -= n_rx - (n_fill - n_comp)
             n_rx = n_fill - n_comp
-        n_back = 0
-        for i in range(n_comp):
-            addr = x.chunk(pes_ring_addr(&x.comp, comp_idx + i)[0])
-            if addr >= x.umem_len:
-                local[PES_CNT_BAD_DESCRIPTORS] += 1     # not a frame of ours: never reuse
-                continue
-            if x.stash.count < stash_target:
-                # Spares for copies, refilled from frames coming back.
-                x.stash.frames[x.stash.count] = <uint32_t>(addr // x.frame_size)
-                x.stash.count += 1
-                x.stash.dirty = 1
-                continue
-            pes_ring_addr(&x.fill, fill_idx + n_back)[0] = addr
-            n_back += 1
-
+        b.n_back = 0
+        _completions(x, &b, comp_idx, n_comp)
         # All the room there is: a frame may leave as several (copies).
-        n_tx_room = pes_ring_reserve(&x.tx, x.tx.size, &tx_idx)
-        n_tx = 0
-        n_def = 0
-        for i in range(n_rx):
-            rx_desc = pes_ring_desc(&x.rx, rx_idx + i)
-            if rx_desc.addr >= x.umem_len or \
-                    (rx_desc.addr & (x.frame_size - 1)) + rx_desc.len > x.frame_size:
-                # Only the kernel writes RX entries, unless a subverted predecessor did.
-                local[PES_CNT_BAD_DESCRIPTORS] += 1
-                continue
-            frame = x.umem + rx_desc.addr
-            local[PES_CNT_RX] += 1
-            if floor:
-                swap_macs(frame)
-                d.route = PES_ROUTE_NONE
-                d.unroutable = PES_UNR_NONE
-                ok = 1
-            else:
-                ok = decide(self.cur, frame, rx_desc.len, &d, &pkt)
-                if ok and phase != PHASE_OFF:
-                    act = _offload(self, x, phase, frame, rx_desc, &d, &pkt, now_s, tx_idx,
-                                   n_tx_room, &n_tx, fill_idx, &n_back, local)
-                    if act == RETRY_SEND:
-                        continue            # the frame went back as a Retry
-                    if act == RETRY_DROP:
-                        ok = 0
-                if ok and self.flows != NULL:
-                    fp = _flow_fp(self.flows, &d, &pkt)
-                    if fp:
-                        # The flow table's bucket is on its way into the cache; finish
-                        # this frame after the batch's others (its miss overlaps theirs).
-                        later[n_def] = i
-                        later_d[n_def] = d
-                        later_fp[n_def] = fp
-                        n_def += 1
-                        continue
-            _emit(self, x, floor, rx_desc, frame, ok, &d, 0, tx_idx, n_tx_room, &n_tx,
-                  fill_idx, &n_back, local)
-        for i in range(n_def):
-            rx_desc = pes_ring_desc(&x.rx, rx_idx + later[i])
-            _emit(self, x, 0, rx_desc, x.umem + rx_desc.addr, 1, &later_d[i], later_fp[i],
-                  tx_idx, n_tx_room, &n_tx, fill_idx, &n_back, local)
+        b.tx_room = pes_ring_reserve(&x.tx, x.tx.size, &b.tx_idx)
+        b.n_tx = 0
+        _frames(self, x, &b, rx_idx, n_rx)
         # Give back the slots reserved for frames that went the other way.
-        x.fill.cached_prod -= n_fill - n_back
-        x.tx.cached_prod -= n_tx_room - n_tx
+        x.fill.cached_prod -= n_fill - b.n_back
+        x.tx.cached_prod -= b.tx_room - b.n_tx
         pes_xsk_publish(x.state, &x.fill, &x.tx, &x.rx, &x.comp, &x.stash)
-        if n_tx:
+        if b.n_tx:
             x.kick_tx()
         if pes_ring_pending(&x.fill) == 0:
             # Nothing for the kernel to receive into: arriving frames are lost.
@@ -391,37 +333,119 @@ cdef inline void _forward(Engine self, XskSocket x, bint floor) noexcept nogil:
     _flush(self, local)
 
 
-cdef inline void _emit(Engine self, XskSocket x, bint floor, const xdp_desc *rx_desc,
-                       uint8_t *frame, int ok, pes_decision *d, uint64_t fp, uint32_t tx_idx,
-                       uint32_t n_tx_room, uint32_t *n_tx, uint32_t fill_idx,
-                       uint32_t *n_back, uint64_t *local) noexcept nogil:
-    # One decided frame (ok: to forward, d): to TX (with copies, for a fan-out) or back
-    # to the fill ring, and counted.
-    cdef xdp_desc *tx_desc
-    if not ok:
-        if d.unroutable:
-            local[PES_CNT_UNROUTABLE + d.unroutable - 1] += 1
-        local[PES_CNT_DROPPED + d.drop - 1] += 1
-        pes_ring_addr(&x.fill, fill_idx + n_back[0])[0] = x.chunk(rx_desc.addr)
-        n_back[0] += 1
+cdef inline void _adopt_pending(Engine self, uint64_t *local) noexcept nogil:
+    # Batch boundary: adopt a new table (and flow table) if one was handed over.
+    if pes_atomic_load_ptr(<void **>&self.pend) == NULL:
         return
+    pes_spin_lock(&self.swap_lock)
+    if self.pend != NULL:
+        self.cur = self.pend
+        self.pend = NULL
+        if self.pend_flows != NULL:
+            self.flows = NULL if self.pend_flows == &_NO_FLOWS else self.pend_flows
+            self.pend_flows = NULL
+        local[PES_CNT_TABLE_SWAPS] += 1
+    pes_spin_unlock(&self.swap_lock)
+
+
+cdef inline void _completions(XskSocket x, pes_batch *b, uint32_t comp_idx, uint32_t n
+                              ) noexcept nogil:
+    # Transmitted frames: spares for the stash while it is short, the rest to fill.
+    cdef uint32_t i
+    cdef uint64_t addr
+    for i in range(n):
+        addr = x.chunk(pes_ring_addr(&x.comp, comp_idx + i)[0])
+        if addr >= x.umem_len:
+            b.local[PES_CNT_BAD_DESCRIPTORS] += 1     # not a frame of ours: never reuse
+            continue
+        if x.stash.count < x.state.stash_target:
+            x.stash.frames[x.stash.count] = <uint32_t>(addr // x.frame_size)
+            x.stash.count += 1
+            x.stash.dirty = 1
+            continue
+        pes_ring_addr(&x.fill, b.fill_idx + b.n_back)[0] = addr
+        b.n_back += 1
+
+
+cdef inline void _frames(Engine self, XskSocket x, pes_batch *b, uint32_t rx_idx, uint32_t n
+                         ) noexcept nogil:
+    # The received frames: decided, offered to the Retry offload, and emitted; those the
+    # flow table decides are finished after the batch's others.
+    cdef uint32_t later[MAX_BATCH]
+    cdef pes_decision later_d[MAX_BATCH]
+    cdef uint64_t later_fp[MAX_BATCH]
+    cdef uint32_t i, n_def = 0
+    cdef uint64_t fp
+    cdef xdp_desc *rx_desc
+    cdef pes_decision d
+    cdef pes_pkt pkt
+    cdef int act
+    for i in range(n):
+        rx_desc = pes_ring_desc(&x.rx, rx_idx + i)
+        if rx_desc.addr >= x.umem_len or \
+                (rx_desc.addr & (x.frame_size - 1)) + rx_desc.len > x.frame_size:
+            # Only the kernel writes RX entries, unless a subverted predecessor did.
+            b.local[PES_CNT_BAD_DESCRIPTORS] += 1
+            continue
+        b.local[PES_CNT_RX] += 1
+        if b.floor:
+            swap_macs(x.umem + rx_desc.addr)
+            d.route, d.unroutable, d.drop = PES_ROUTE_NONE, PES_UNR_NONE, PES_DROP_NONE
+        elif decide(self.cur, x.umem + rx_desc.addr, rx_desc.len, &d, &pkt):
+            if b.offload.phase != PHASE_OFF:
+                act = _offload(x, b, rx_desc, &d, &pkt)
+                if act == RETRY_SEND:
+                    continue            # the frame went back as a Retry
+            if d.drop == PES_DROP_NONE and self.flows != NULL:
+                fp = _flow_fp(self.flows, &d, &pkt)
+                if fp:
+                    # The flow table's bucket is on its way into the cache; finish
+                    # this frame after the batch's others (its miss overlaps theirs).
+                    later[n_def], later_d[n_def], later_fp[n_def] = i, d, fp
+                    n_def += 1
+                    continue
+        _emit(self, x, b, rx_desc, &d, 0)
+    for i in range(n_def):
+        _emit(self, x, b, pes_ring_desc(&x.rx, rx_idx + later[i]), &later_d[i], later_fp[i])
+
+
+cdef inline void _recycle(XskSocket x, pes_batch *b, const xdp_desc *desc) noexcept nogil:
+    # A frame that leaves no more: back to the fill ring.
+    pes_ring_addr(&x.fill, b.fill_idx + b.n_back)[0] = x.chunk(desc.addr)
+    b.n_back += 1
+
+
+cdef inline xdp_desc *_tx_slot(XskSocket x, pes_batch *b) noexcept nogil:
+    # The next reserved TX slot (the caller checked there is room).
+    cdef xdp_desc *desc = pes_ring_desc(&x.tx, b.tx_idx + b.n_tx)
+    b.n_tx += 1
+    desc.options = 0
+    return desc
+
+
+cdef inline void _emit(Engine self, XskSocket x, pes_batch *b, const xdp_desc *rx_desc,
+                       pes_decision *d, uint64_t fp) noexcept nogil:
+    # One decided frame (forwarded unless d.drop): to TX (with copies, for a fan-out)
+    # or back to the fill ring, and counted.
+    cdef xdp_desc *tx_desc
+    cdef uint64_t *local = b.local
     if d.unroutable:
         local[PES_CNT_UNROUTABLE + d.unroutable - 1] += 1
-    if not floor and d.route >= PES_ROUTE_FALLBACK:
-        n_tx[0] += _beyond_the_decision(self, x, frame, rx_desc.len, d, fp,
-                                        tx_idx + n_tx[0], n_tx_room - n_tx[0], local)
-    if n_tx[0] == n_tx_room:
-        local[PES_CNT_TX_FULL] += 1
-        pes_ring_addr(&x.fill, fill_idx + n_back[0])[0] = x.chunk(rx_desc.addr)
-        n_back[0] += 1
+    if d.drop != PES_DROP_NONE:
+        local[PES_CNT_DROPPED + d.drop - 1] += 1
+        _recycle(x, b, rx_desc)
         return
-    if not floor:
-        rewrite(self.cur, frame, d)
-    tx_desc = pes_ring_desc(&x.tx, tx_idx + n_tx[0])
+    if not b.floor and d.route >= PES_ROUTE_FALLBACK:
+        _beyond_the_decision(self, x, b, rx_desc, d, fp)
+    if b.n_tx == b.tx_room:
+        local[PES_CNT_TX_FULL] += 1
+        _recycle(x, b, rx_desc)
+        return
+    if not b.floor:
+        rewrite(self.cur, x.umem + rx_desc.addr, d)
+    tx_desc = _tx_slot(x, b)
     tx_desc.addr = rx_desc.addr
     tx_desc.len = rx_desc.len
-    tx_desc.options = 0
-    n_tx[0] += 1
     local[PES_CNT_FORWARDED] += 1
     if self.bcnt != NULL and d.route != PES_ROUTE_NONE:
         _count_backend(self, d.backend, d.route == PES_ROUTE_CID)
@@ -479,10 +503,8 @@ cdef inline int _retry_phase(Engine self, uint64_t *now_s) noexcept nogil:
     return PHASE_TRANSITION if now_ns < self.transition_until_ns else PHASE_ACTIVE
 
 
-cdef inline int _offload(Engine self, XskSocket x, int phase, uint8_t *frame,
-                         const xdp_desc *rx_desc, pes_decision *d, const pes_pkt *pkt,
-                         uint64_t now_s, uint32_t tx_idx, uint32_t n_tx_room, uint32_t *n_tx,
-                         uint32_t fill_idx, uint32_t *n_back, uint64_t *local) noexcept nogil:
+cdef inline int _offload(XskSocket x, pes_batch *b, const xdp_desc *rx_desc, pes_decision *d,
+                         const pes_pkt *pkt) noexcept nogil:
     # The Retry offload on a frame the decision forwards: RETRY_FORWARD (go on, after a
     # Retry from a spare in transition mode), RETRY_SEND (the frame went back to its
     # sender as a Retry, or was recycled when TX was full), RETRY_DROP (d.drop set).
@@ -490,34 +512,29 @@ cdef inline int _offload(Engine self, XskSocket x, int phase, uint8_t *frame,
     cdef uint8_t *spare_frame = NULL
     cdef xdp_desc *desc
     cdef int act
-    if phase == PHASE_TRANSITION and x.stash.count and n_tx_room - n_tx[0] >= 2:
+    if b.offload.phase == PHASE_TRANSITION and x.stash.count and b.tx_room - b.n_tx >= 2:
         spare_frame = x.umem + <uint64_t>x.stash.frames[x.stash.count - 1] * x.frame_size
-    act = _retry_screen(self.cur, phase, &self.rng, frame, &len, pkt, d, now_s, local,
-                        &self.window_initials, spare_frame, &spare_len)
+    act = _retry_screen(&b.offload, x.umem + rx_desc.addr, &len, pkt, d, spare_frame,
+                        &spare_len)
     if act == RETRY_SEND_AND_FORWARD:
         x.stash.count -= 1
         x.stash.dirty = 1
         spare = x.stash.frames[x.stash.count]
-        desc = pes_ring_desc(&x.tx, tx_idx + n_tx[0])
+        desc = _tx_slot(x, b)
         desc.addr = <uint64_t>spare * x.frame_size
         desc.len = spare_len
-        desc.options = 0
-        n_tx[0] += 1
-        local[PES_CNT_RETRY_SENT] += 1
+        b.local[PES_CNT_RETRY_SENT] += 1
         return RETRY_FORWARD
     if act != RETRY_SEND:
         return act
-    if n_tx[0] == n_tx_room:
-        local[PES_CNT_TX_FULL] += 1
-        pes_ring_addr(&x.fill, fill_idx + n_back[0])[0] = x.chunk(rx_desc.addr)
-        n_back[0] += 1
+    if b.n_tx == b.tx_room:
+        b.local[PES_CNT_TX_FULL] += 1
+        _recycle(x, b, rx_desc)
         return RETRY_SEND
-    desc = pes_ring_desc(&x.tx, tx_idx + n_tx[0])
+    desc = _tx_slot(x, b)
     desc.addr = rx_desc.addr
     desc.len = len
-    desc.options = 0
-    n_tx[0] += 1
-    local[PES_CNT_RETRY_SENT] += 1
+    b.local[PES_CNT_RETRY_SENT] += 1
     return RETRY_SEND
 
 
@@ -533,7 +550,8 @@ cdef inline uint64_t _flow_fp(pes_flow_table *ft, const pes_decision *d,
     if d.route == PES_ROUTE_FALLBACK:
         fp = pes_flow_fp(ft, pkt.flow.saddr, pkt.flow.daddr, alen, pkt.flow.sport,
                          pkt.flow.dport)
-    elif d.route == PES_ROUTE_ICMP or d.route == PES_ROUTE_ICMP_FANOUT:
+    elif d.route == PES_ROUTE_ICMP or d.route == PES_ROUTE_ICMP_FANOUT \
+            or d.route == PES_ROUTE_ICMP_NOT_VIP:
         fp = pes_flow_fp(ft, pkt.quoted.daddr, pkt.quoted.saddr, alen, pkt.quoted.dport,
                          pkt.quoted.sport)
     else:
@@ -542,36 +560,35 @@ cdef inline uint64_t _flow_fp(pes_flow_table *ft, const pes_decision *d,
     return fp
 
 
-cdef inline uint32_t _beyond_the_decision(Engine self, XskSocket x, const uint8_t *frame,
-                                          uint32_t len, pes_decision *d, uint64_t fp,
-                                          uint32_t tx_idx, uint32_t room, uint64_t *local
-                                          ) noexcept nogil:
+cdef inline void _beyond_the_decision(Engine self, XskSocket x, pes_batch *b,
+                                      const xdp_desc *rx_desc, pes_decision *d, uint64_t fp
+                                      ) noexcept nogil:
     # What the stateless decision leaves to the worker: the flow table for fallback
     # frames and hash-routed ICMP errors (fp: their fingerprint, from _flow_fp), the
-    # copies of a Packet Too Big for every backend. Returns the copies placed in TX
-    # slots tx_idx.. (room of them free, the frame itself needs one more); d.backend
-    # may change.
+    # copies of a Packet Too Big for every backend (placed in TX slots of the batch,
+    # which must keep one for the frame itself); d.backend may change.
     cdef const pes_route_table *t = self.cur
     cdef int copies
     if d.route == PES_ROUTE_FALLBACK:
         if fp:
-            _remember(self.flows, t, fp, d, local)
-        return 0
+            _remember(self.flows, t, fp, d, b.local)
+        return
     if d.route == PES_ROUTE_ICMP_CID:
-        local[PES_CNT_ICMP_CID_ROUTED] += 1
-        return 0
+        b.local[PES_CNT_ICMP_CID_ROUTED] += 1
+        return
     if d.route == PES_ROUTE_ICMP_FANOUT:
-        copies = _fan_out(self, x, t, frame, len, d, tx_idx, room)
+        copies = _fan_out(self, x, b, x.umem + rx_desc.addr, rx_desc.len, d)
         if copies >= 0:
-            local[PES_CNT_ICMP_FANOUT] += 1
-            local[PES_CNT_FORWARDED] += <uint32_t>copies
-            return <uint32_t>copies
-        local[PES_CNT_ICMP_FANOUT_LIMITED] += 1
+            b.local[PES_CNT_ICMP_FANOUT] += 1
+            b.local[PES_CNT_FORWARDED] += <uint32_t>copies
+            return
+        b.local[PES_CNT_ICMP_FANOUT_LIMITED] += 1
     else:
-        local[PES_CNT_ICMP_HASH_ROUTED] += 1
+        if d.route == PES_ROUTE_ICMP_NOT_VIP:
+            b.local[PES_CNT_ICMP_FANOUT_REFUSED] += 1
+        b.local[PES_CNT_ICMP_HASH_ROUTED] += 1
     if fp:
-        _recall_icmp(self.flows, t, fp, d, local)
-    return 0
+        _recall_icmp(self.flows, t, fp, d, b.local)
 
 
 cdef inline const pes_backend *_backends(const pes_route_table *t) noexcept nogil:
@@ -632,25 +649,28 @@ cdef inline int _fan_out_allowed(Engine self, uint32_t rate) noexcept nogil:
     return 1
 
 
-cdef inline int _fan_out(Engine self, XskSocket x, const pes_route_table *t,
-                              const uint8_t *frame, uint32_t len, pes_decision *d,
-                              uint32_t tx_idx, uint32_t room) noexcept nogil:
+cdef inline int _fan_out(Engine self, XskSocket x, pes_batch *b, const uint8_t *frame,
+                         uint32_t len, pes_decision *d) noexcept nogil:
     # The frame to the first backend that can take it, a copy (a spare frame of the
-    # stash) to each other one; returns the copies. -1, with nothing changed, when the
-    # rate, the spares or the TX room do not allow it: the frame then goes by hash.
+    # stash, cut to PES_PTB_COPY_MAX IP octets) to each other one; returns the copies.
+    # -1, with nothing changed, when the rate, the spares or the TX room do not allow
+    # it: the frame then goes by hash. The rate is checked before anything else.
+    cdef const pes_route_table *t = self.cur
     cdef const pes_backend *backends = _backends(t)
-    cdef uint32_t i, n = 0, first = 0, copies = 0, spare
+    cdef uint32_t i, n = 0, first = 0, copies = 0, spare, copy_len
     cdef uint8_t *copy
     cdef xdp_desc *desc
+    if not _fan_out_allowed(self, t.icmp_fanout_rate):
+        return -1
     for i in range(t.n_backends):
         if _routable(&backends[i]):
             if n == 0:
                 first = i
             n += 1
-    if n == 0 or n - 1 > x.stash.count or n > room or \
-            not _fan_out_allowed(self, t.icmp_fanout_rate):
+    if n == 0 or n - 1 > x.stash.count or n > b.tx_room - b.n_tx:
         return -1
     d.backend = <uint16_t>first
+    copy_len = min(len, PES_ETH_HLEN + PES_PTB_COPY_MAX)
     for i in range(first + 1, t.n_backends):
         if not _routable(&backends[i]):
             continue
@@ -658,17 +678,45 @@ cdef inline int _fan_out(Engine self, XskSocket x, const pes_route_table *t,
         spare = x.stash.frames[x.stash.count]
         x.stash.dirty = 1
         copy = x.umem + <uint64_t>spare * x.frame_size
-        memcpy(copy, frame, len)
+        memcpy(copy, frame, copy_len)
+        if copy_len < len:
+            _cut_icmp(copy, copy_len)
         memcpy(copy, backends[i].mac, 6)
         memcpy(copy + 6, t.if_mac, 6)
-        desc = pes_ring_desc(&x.tx, tx_idx + copies)
+        desc = _tx_slot(x, b)
         desc.addr = <uint64_t>spare * x.frame_size
-        desc.len = len
-        desc.options = 0
+        desc.len = copy_len
         copies += 1
         if self.bcnt != NULL:
             _count_backend(self, <uint16_t>i, 0)
     return <int>copies
+
+
+cdef inline void _cut_icmp(uint8_t *frame, uint32_t len) noexcept nogil:
+    # A copy of an ICMP error cut to ``len`` octets: its IP length and checksums again
+    # (IPv4: total length, header checksum, ICMP checksum; IPv6: payload length, the
+    # ICMPv6 checksum over its pseudo-header). The parser found the headers whole.
+    cdef pes_cursor c
+    cdef pes_pkt pkt
+    cdef uint8_t *ip = frame + PES_ETH_HLEN
+    cdef uint8_t *icmp
+    cdef uint32_t sum, icmp_len
+    pes_cursor_init(&c, frame, frame + len)
+    if pes_parse_frame(&c, &pkt) != PES_PARSE_ICMP_ERROR or pkt.l4 + 8 > len:
+        return
+    icmp = frame + pkt.l4
+    icmp_len = len - pkt.l4
+    icmp[2] = icmp[3] = 0
+    if pkt.family == 4:
+        _put16(ip + 2, len - PES_ETH_HLEN)
+        ip[10] = ip[11] = 0
+        _put16(ip + 10, pes_csum_fold(pes_csum_add(0, ip, (ip[0] & 0xF) * 4)))
+        _put16(icmp + 2, pes_csum_fold(pes_csum_add(0, icmp, icmp_len)))
+        return
+    _put16(ip + 4, len - PES_ETH_HLEN - 40)
+    sum = pes_csum_add(0, ip + 8, 32)               # source and destination
+    sum += icmp_len + PES_PROTO_ICMPV6
+    _put16(icmp + 2, pes_csum_fold(pes_csum_add(sum, icmp, icmp_len)))
 
 
 cdef inline void _count_backend(Engine self, uint16_t backend, bint cid) noexcept nogil:

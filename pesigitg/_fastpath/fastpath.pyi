@@ -1,6 +1,6 @@
 # Types of the compiled packet path (pesigitg/_fastpath/fastpath.pyx and its parts).
 import mmap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 from pesigitg.routing.quiclb import CidConfig
 
@@ -39,6 +39,10 @@ MAGLEV_MAX: int
 FLOW_ENTRIES_MAX: int
 RETRY_KEYS: int
 INITIAL_MIN: int
+CNT_RETRY_SENT: str
+PTB_COPY_MAX: int
+RETRY_ADMITTED: int
+ODCID_MIN: int
 
 # cid.pxi
 CID_CONFIG_SIZE: int
@@ -67,12 +71,7 @@ STATE_DRAINING: int
 STATE_MAC_KNOWN: int
 
 def maglev_fill(offsets: Sequence[int], skips: Sequence[int], size: int) -> bytes: ...
-def pack_route_table(if_mac: bytes, configs: Sequence[CidConfig],
-                     backends: Sequence[tuple[bytes | None, int, int, int]],
-                     servers: Mapping[int, Sequence[tuple[bytes, int]]],
-                     maglev: bytes, flow_entries: int = 0,
-                     icmp_fanout_rate: int = 0, retry: object = None,
-                     hash_key: bytes | None = None) -> bytes: ...
+def pack_route_table(spec: object) -> bytes: ...  # a pesigitg.routing.routes.TableSpec
 RETRY_MODES: dict[str, int]
 
 class RouteTable:
@@ -87,6 +86,7 @@ class RouteTable:
     def __len__(self) -> int: ...
     def backend(self, index: int) -> tuple[bytes, int, int, int]: ...
     def backend_by_key(self, key: int) -> int | None: ...
+    def vip(self, address: str) -> bool: ...
     def maglev(self) -> list[int]: ...
 
 # decide.pxi

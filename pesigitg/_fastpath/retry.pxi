@@ -83,6 +83,17 @@ cdef enum:
     TOKEN_INVALID = 1
     TOKEN_EXPIRED = 2
 
+# What the offload works with for one frame: the table, the worker's random numbers and
+# its admitted 4-tuples, the batch's phase and time, and its counters.
+cdef struct pes_offload:
+    const pes_route_table *t
+    pes_rng *rng
+    pes_flow_table *admitted
+    uint64_t now_s
+    uint64_t *local
+    uint32_t *initials
+    int phase
+
 cdef struct pes_initial:
     uint32_t version
     uint32_t dcid_len
@@ -186,9 +197,23 @@ cdef inline size_t _token_aad(uint8_t *aad, const pes_pkt *pkt, uint8_t first,
     return n
 
 
+cdef inline int _v4_shaped(const pes_pkt *pkt) noexcept nogil:
+    # An IPv6 source whose last 12 octets are zero has the pseudo-header of an IPv4
+    # address (4 octets, 12 zeros): it could present a token bound to that address.
+    cdef int i
+    if pkt.family != 6:
+        return 0
+    for i in range(4, 16):
+        if pkt.flow.saddr[i]:
+            return 0
+    return 1
+
+
 cdef inline int _open_token(const pes_route_table *t, const pes_initial *ini,
-                            const pes_pkt *pkt, uint64_t now_s, int *kind) noexcept nogil:
-    # TOKEN_VALID, _INVALID or _EXPIRED; kind: 0 a Retry token, 1 a NEW_TOKEN one.
+                            const pes_pkt *pkt, uint64_t now_s, int *kind,
+                            uint64_t *expires) noexcept nogil:
+    # TOKEN_VALID, _INVALID or _EXPIRED; kind: 0 a Retry token, 1 a NEW_TOKEN one;
+    # expires: the token's expiry (POSIX seconds) when it is valid.
     cdef const uint8_t *tok = ini.token
     cdef const pes_retry_key *key
     cdef uint8_t nonce[12]
@@ -200,7 +225,7 @@ cdef inline int _open_token(const pes_route_table *t, const pes_initial *ini,
     kind[0] = tok[0] >> 7
     key = (<const pes_retry_key *>(<const uint8_t *>t + t.retry_keys_off)) + (tok[0] & 0x7F)
     if ini.token_len < 1 + 12 + 8 + 16 or ini.token_len - 29 > TOKEN_MAX_BODY \
-            or not key.present:
+            or not key.present or _v4_shaped(pkt):
         return TOKEN_INVALID
     body_len = ini.token_len - 29
     for i in range(12):
@@ -219,6 +244,7 @@ cdef inline int _open_token(const pes_route_table *t, const pes_initial *ini,
             return TOKEN_INVALID
     if expiry + SKEW_S < now_s:
         return TOKEN_EXPIRED
+    expires[0] = expiry + SKEW_S
     return TOKEN_VALID
 
 
@@ -356,26 +382,65 @@ cdef inline uint32_t _build_retry(const pes_route_table *t, pes_rng *rng, const 
     return l4 + udp_len
 
 
-cdef inline int _retry_screen(const pes_route_table *t, int phase, pes_rng *rng,
-                              uint8_t *frame, uint32_t *len, const pes_pkt *pkt,
-                              pes_decision *d, uint64_t now_s, uint64_t *local,
-                              uint32_t *initials, uint8_t *spare, uint32_t *spare_len
-                              ) noexcept nogil:
+cdef inline uint64_t _tuple_fp(pes_flow_table *ft, const pes_pkt *pkt) noexcept nogil:
+    return pes_flow_fp(ft, pkt.flow.saddr, pkt.flow.daddr, 4 if pkt.family == 4 else 16,
+                       pkt.flow.sport, pkt.flow.dport)
+
+
+cdef inline void _admit(pes_flow_table *ft, const pes_pkt *pkt, uint64_t until) noexcept nogil:
+    # A valid token came from this 4-tuple: its later Initials, to the CID the server
+    # chose (which the token, bound to the Retry's CID, no longer matches), are let in
+    # until the token expires.
+    cdef uint64_t fp = _tuple_fp(ft, pkt)
+    cdef pes_flow_entry *e = pes_flow_lookup(ft, fp)
+    if e != NULL:
+        e.key = <uint32_t>until
+    else:
+        pes_flow_insert(ft, fp, <uint32_t>until)
+
+
+cdef inline int _admitted(pes_flow_table *ft, const pes_pkt *pkt, uint64_t now_s
+                          ) noexcept nogil:
+    cdef pes_flow_entry *e = pes_flow_lookup(ft, _tuple_fp(ft, pkt))
+    return e != NULL and e.key >= <uint32_t>now_s
+
+
+cdef inline int _retry_or_drop(pes_offload *o, uint8_t *frame, uint32_t *len,
+                               const pes_pkt *pkt, const pes_initial *ini, pes_decision *d,
+                               uint8_t *spare, uint32_t *spare_len) noexcept nogil:
+    # Answer with a Retry (into the frame, or into the spare: RETRY_SEND_AND_FORWARD),
+    # unless the client's DCID is too short to be an original one (RFC 9000 7.2): its
+    # token could never validate, so it is dropped.
+    if ini.dcid_len < PES_ODCID_MIN:
+        d.drop = PES_DROP_SHORT_DCID
+        return RETRY_DROP
+    if spare != NULL:
+        spare_len[0] = _build_retry(o.t, o.rng, frame, pkt, ini, o.now_s, spare)
+        return RETRY_SEND_AND_FORWARD
+    len[0] = _build_retry(o.t, o.rng, frame, pkt, ini, o.now_s, frame)
+    return RETRY_SEND
+
+
+cdef inline int _retry_screen(pes_offload *o, uint8_t *frame, uint32_t *len,
+                              const pes_pkt *pkt, pes_decision *d, uint8_t *spare,
+                              uint32_t *spare_len) noexcept nogil:
     # What the offload does with a frame the decision forwards (a UDP datagram): one of
     # RETRY_*. For RETRY_SEND the frame has become the Retry (len updated); for
     # RETRY_SEND_AND_FORWARD the Retry is in spare (spare_len), a free frame the caller
     # offers (NULL: none, and the Initial is only forwarded); RETRY_DROP sets d.drop.
+    # Every token is opened (the draft: the offload MUST try to decrypt every token).
     cdef pes_initial ini
     cdef int parsed, state, kind
+    cdef uint64_t expires = 0
     cdef const uint8_t *payload = frame + pkt.payload
     if d.route != PES_ROUTE_CID and d.route != PES_ROUTE_FALLBACK:
         return RETRY_FORWARD
     parsed = _parse_initial(payload, pkt.payload_len, &ini)
     if parsed == 0:
         return RETRY_FORWARD
-    local[PES_CNT_INITIALS] += 1
-    initials[0] += 1
-    if phase <= PHASE_INACTIVE:
+    o.local[PES_CNT_INITIALS] += 1
+    o.initials[0] += 1
+    if o.phase <= PHASE_INACTIVE:
         return RETRY_FORWARD
     if parsed < 0:
         d.drop = PES_DROP_NOT_QUIC
@@ -384,30 +449,26 @@ cdef inline int _retry_screen(const pes_route_table *t, int phase, pes_rng *rng,
         d.drop = PES_DROP_SHORT_INITIAL
         return RETRY_DROP
     if ini.token_len == 0:
-        if phase == PHASE_TRANSITION:
+        if o.phase == PHASE_TRANSITION:
             if spare == NULL:
                 return RETRY_FORWARD
-            spare_len[0] = _build_retry(t, rng, frame, pkt, &ini, now_s, spare)
-            return RETRY_SEND_AND_FORWARD
-        len[0] = _build_retry(t, rng, frame, pkt, &ini, now_s, frame)
-        return RETRY_SEND
-    if d.route == PES_ROUTE_CID:
-        # An Initial with a token to a CID one of our servers issued: the client's
-        # second flight, to the CID the server chose after the Retry, which the token
-        # (bound to the Retry's source CID) no longer matches. Admitted like any packet
-        # with a routable CID; the server validates the token of a connection it does
-        # not know.
-        return RETRY_FORWARD
-    state = _open_token(t, &ini, pkt, now_s, &kind)
+            return _retry_or_drop(o, frame, len, pkt, &ini, d, spare, spare_len)
+        return _retry_or_drop(o, frame, len, pkt, &ini, d, NULL, NULL)
+    state = _open_token(o.t, &ini, pkt, o.now_s, &kind, &expires)
     if state == TOKEN_VALID:
-        local[PES_CNT_RETRY_TOKEN_VALID] += 1
+        o.local[PES_CNT_RETRY_TOKEN_VALID] += 1
+        _admit(o.admitted, pkt, expires)
         return RETRY_FORWARD
-    local[PES_CNT_RETRY_TOKEN_EXPIRED if state == TOKEN_EXPIRED
-          else PES_CNT_RETRY_TOKEN_INVALID] += 1
+    if d.route == PES_ROUTE_CID and _admitted(o.admitted, pkt, o.now_s):
+        # The client's later Initials, to the CID the server chose after the Retry: the
+        # token is bound to the Retry's CID, but this 4-tuple showed a valid one.
+        o.local[PES_CNT_RETRY_TUPLE_ADMITTED] += 1
+        return RETRY_FORWARD
+    o.local[PES_CNT_RETRY_TOKEN_EXPIRED if state == TOKEN_EXPIRED
+            else PES_CNT_RETRY_TOKEN_INVALID] += 1
     if kind == 1:
         # A NEW_TOKEN token that fails: the client may retry through a Retry.
-        len[0] = _build_retry(t, rng, frame, pkt, &ini, now_s, frame)
-        return RETRY_SEND
+        return _retry_or_drop(o, frame, len, pkt, &ini, d, NULL, NULL)
     d.drop = PES_DROP_TOKEN
     return RETRY_DROP
 
@@ -438,9 +499,11 @@ def retry_packet(uint32_t version, bytes dcid not None, bytes scid not None,
     return bytes(out[:n])
 
 
-def retry_screen(RouteTable table not None, frame, str phase="active", now=None):
+def retry_screen(RouteTable table not None, frame, str phase="active", now=None,
+                 FlowTable admitted=None):
     """What the worker's offload does with ``frame`` in ``phase`` (a key of
-    RETRY_PHASES), at wall-clock time ``now`` (POSIX seconds; default: now):
+    RETRY_PHASES), at wall-clock time ``now`` (POSIX seconds; default: now), with the
+    worker's table of admitted 4-tuples ``admitted`` (default: an empty one):
     ``(action, frame_out, drop, counters)``, the action one of RETRY_ACTIONS,
     frame_out the Retry sent (for "send" and "send_and_forward"), drop the drop
     reason, counters those the offload bumped."""
@@ -451,19 +514,24 @@ def retry_screen(RouteTable table not None, frame, str phase="active", now=None)
     cdef pes_decision d
     cdef pes_pkt pkt
     cdef pes_rng rng
+    cdef pes_offload o
     cdef uint64_t local[PES_CNT_COUNT]
     cdef uint32_t length = len(buf), spare_len = 0, initials = 0
     cdef int act
     if table.table.retry_mode == PES_RETRY_OFF:
         raise ValueError("the route table's Retry offload is off")
+    if admitted is None:
+        admitted = FlowTable(PES_RETRY_ADMITTED)
     seed = os.urandom(16)
     pes_rng_seed(&rng, <const uint8_t *>PyBytes_AS_STRING(seed))
     memset(local, 0, sizeof(local))
     if not decide(table.table, data, len(buf), &d, &pkt):
         return "drop", None, DROPS[d.drop], {}
-    act = _retry_screen(table.table, RETRY_PHASES[phase], &rng, data, &length, &pkt, &d,
-                        int(time.time() if now is None else now), local, &initials,
-                        &spare_view[0], &spare_len)
+    o.t, o.rng, o.admitted, o.local, o.initials = table.table, &rng, &admitted.ft, local, \
+        &initials
+    o.now_s, o.phase = int(time.time() if now is None else now), RETRY_PHASES[phase]
+    act = _retry_screen(&o, data, &length, &pkt, &d,
+                        &spare_view[0] if o.phase == PHASE_TRANSITION else NULL, &spare_len)
     counters = {COUNTER_NAMES[i]: local[i] for i in range(PES_CNT_COUNT) if local[i]}
     if act == RETRY_SEND:
         return "send", bytes(buf[:length]), "none", counters

@@ -5,6 +5,8 @@
 # and index once, so the loop can trust the blob.
 
 from pesigitg._fastpath.includes.gcm cimport pes_gcm_init, pes_gcm_supported
+import ipaddress
+
 from pesigitg._fastpath.includes.routetable cimport (
     PES_BACKEND_DRAINING,
     PES_BACKEND_MAC_KNOWN,
@@ -20,6 +22,7 @@ from pesigitg._fastpath.includes.routetable cimport (
     pes_retry_key,
     pes_route_table,
     pes_sid_entry,
+    pes_vip_listed,
 )
 
 ROUTE_HEADER_SIZE = sizeof(pes_route_table)
@@ -95,19 +98,24 @@ def maglev_fill(offsets, skips, uint32_t size):
 RETRY_MODES = {"off": PES_RETRY_OFF, "always": PES_RETRY_ALWAYS, "load": PES_RETRY_LOAD}
 
 
-def pack_route_table(if_mac, configs, backends, servers, maglev, uint32_t flow_entries=0,
-                     uint32_t icmp_fanout_rate=0, retry=None, hash_key=None):
-    """Write the blob.
+def pack_route_table(spec):
+    """Write the blob of ``spec`` (a pesigitg.routing.routes.TableSpec):
 
-    ``configs``: CidConfig objects; ``backends``: (mac or None, state bits, key, slot)
-    per backend, keys nonzero and unique, slots below BACKEND_SLOTS (or BACKEND_NONE:
-    not counted) and unique; ``servers``: {config_id: [(server_id,
-    backend_index), ...]}; ``maglev``: bytes from :func:`maglev_fill`;
-    ``flow_entries``: each worker's flow table size (0: none); ``icmp_fanout_rate``:
-    Packets Too Big copied to every backend per second and worker (0: never);
-    ``retry``: a RetrySpec (pesigitg.routing.retry) or None for off; ``hash_key``:
-    16 octets to key the fallback's hash (SipHash-2-4), or None (FNV-1a, unkeyed).
+    ``if_mac``; ``configs``: CidConfig objects; ``backends``: (mac or None, state bits,
+    key, slot) per backend, keys nonzero and unique, slots below BACKEND_SLOTS (or
+    BACKEND_NONE: not counted) and unique; ``servers``: {config_id: [(server_id,
+    backend_index), ...]}; ``maglev``: bytes from :func:`maglev_fill`; ``flow_entries``:
+    each worker's flow table size (0: none); ``icmp_fanout_rate``: Packets Too Big
+    copied to every backend per second and worker (0: never); ``retry``: a RetrySpec
+    (pesigitg.routing.retry) or None for off; ``hash_key``: 16 octets to key the
+    fallback's hash (SipHash-2-4), or None (FNV-1a, unkeyed); ``vips``: the VIPs
+    (addresses, packed or as text).
     """
+    if_mac, configs, backends, servers = spec.if_mac, spec.configs, spec.backends, \
+        spec.servers
+    maglev, retry, hash_key = spec.maglev, spec.retry, spec.hash_key
+    cdef uint32_t flow_entries = spec.flow_entries
+    cdef uint32_t icmp_fanout_rate = spec.icmp_fanout_rate
     cdef uint32_t n_backends = len(backends)
     cdef uint32_t maglev_size = len(maglev) // 2
     cdef uint32_t pos, backends_off, maglev_off, sid_off, keys_off, keys_mask, slot, retry_off
@@ -166,6 +174,14 @@ def pack_route_table(if_mac, configs, backends, servers, maglev, uint32_t flow_e
         pos = _align8(pos + len(ordered) * sizeof(pes_sid_entry))
     keys_off = pos
     pos = _align8(pos + (keys_mask + 1) * 2)
+    vips = [sorted({a.packed for a in map(ipaddress.ip_address, spec.vips)
+                    if a.version == v}) for v in (4, 6)]
+    if any(len(family) > PES_MAX_VIPS for family in vips):
+        raise ValueError(f"more than {PES_MAX_VIPS} VIPs of one family")
+    vips_off = []
+    for family in vips:
+        vips_off.append(pos if family else 0)
+        pos = _align8(pos + sum(len(v) for v in family))
     retry_off = 0
     if retry is not None and retry.mode != "off":
         if not pes_gcm_supported():
@@ -213,6 +229,11 @@ def pack_route_table(if_mac, configs, backends, servers, maglev, uint32_t flow_e
             raw = bytes(k.iv)
             memcpy(rk.iv, PyBytes_AS_STRING(raw), 12)
             rk.present = 1
+    for i in range(2):
+        hdr.vips_off[i], hdr.vips_count[i] = vips_off[i], len(vips[i])
+        raw = b"".join(vips[i])
+        if raw:
+            memcpy(base + <uint32_t>vips_off[i], PyBytes_AS_STRING(raw), len(raw))
     for i in range(6):
         hdr.if_mac[i] = if_mac[i]
     memcpy(&hdr.cid, PyBytes_AS_STRING(cid), sizeof(pes_cid_table))
@@ -296,6 +317,15 @@ cdef class RouteTable:
             if t.retry_newest >= PES_RETRY_KEYS or not (<const pes_retry_key *>(
                     <const uint8_t *>t + t.retry_keys_off))[t.retry_newest].present:
                 raise ValueError("route table's newest Retry token key is missing")
+        for c in range(2):
+            if t.vips_count[c] > PES_MAX_VIPS:
+                raise ValueError("route table has too many VIPs")
+            _check_span(t.vips_off[c], t.vips_count[c] * (4 if c == 0 else 16), size, "VIPs")
+            for i in range(1, t.vips_count[c]):
+                if memcmp(<const uint8_t *>t + t.vips_off[c] + (i - 1) * (4 if c == 0 else 16),
+                          <const uint8_t *>t + t.vips_off[c] + i * (4 if c == 0 else 16),
+                          4 if c == 0 else 16) >= 0:
+                    raise ValueError("route table's VIPs are not sorted and unique")
         maglev = <const uint16_t *>(<const uint8_t *>t + t.maglev_off)
         for i in range(t.maglev_size):
             if maglev[i] != PES_BACKEND_NONE and maglev[i] >= t.n_backends:
@@ -345,6 +375,12 @@ cdef class RouteTable:
             raise IndexError(f"backend {index} does not exist")
         be = <const pes_backend *>(<const uint8_t *>self.table + self.table.backends_off) + index
         return bytes(be.mac[:6]), be.state, be.key, be.slot
+
+    def vip(self, address):
+        """Whether ``address`` is one of the table's VIPs."""
+        packed = ipaddress.ip_address(address).packed
+        return bool(pes_vip_listed(self.table, 4 if len(packed) == 4 else 6,
+                                   <const uint8_t *>PyBytes_AS_STRING(packed)))
 
     def backend_by_key(self, uint32_t key):
         """The index of the backend with ``key``, or None."""

@@ -144,6 +144,7 @@ class Operations:
             try:
                 self.watch_drains()
                 self.log_stats_deltas()
+                self.s.count_tokens()
                 if time.monotonic() - self._last_key_check >= KEY_AGE_CHECK_S:
                     self._last_key_check = time.monotonic()
                     await asyncio.to_thread(check_key_ages, self.s.routes, self.s.state)

@@ -72,6 +72,8 @@ class Snapshot:
     key_ages: dict[str, float] = field(default_factory=dict)  # "QUIC-LB config 1": days
     table_digest: str = ""              # CompiledRoutes.digest: equal where decisions are
     handing_over: bool = False          # a restart: the successor takes the queues over
+    retry_keys: list[dict[str, Any]] = field(default_factory=list)  # KeyUse.describe()
+    key_warnings: list[str] = field(default_factory=list)   # keys near their token limit
 
     @property
     def pool(self) -> list[str]:
@@ -128,7 +130,7 @@ class Report:
             (f"{len(s.backends) - len(usable)} of {len(s.backends)} backends are down or "
              "unresolved", len(usable) < len(s.backends)),
             ("the fallback pool is empty: new connections have nowhere to go",
-             not s.pool)) if bad]
+             not s.pool)) if bad] + s.key_warnings
         status = "down" if down else "degraded" if missing else "ok"
         return {"status": status, "reasons": down + missing, "version": s.version,
                 "interface": s.interface, "uptime_s": round(s.uptime, 3),
@@ -136,7 +138,8 @@ class Report:
                 "xdp": {"attached": s.xdp_attached, "mode": s.xdp_mode,
                         "attach": s.xdp_attach},
                 "backends": {"up": sum(b.up for b in s.backends), "total": len(s.backends),
-                             "fallback_pool": len(s.pool)}}
+                             "fallback_pool": len(s.pool)},
+                "retry_keys": s.retry_keys}
 
     def stats(self) -> dict[str, Any]:
         s = self.snapshot()

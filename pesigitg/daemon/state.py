@@ -39,6 +39,7 @@ class RuntimeState:
     keys_seen: dict[str, float] = field(default_factory=dict)  # fingerprint -> first seen
     keys_warned: set[str] = field(default_factory=set)
     status_socket: str | None = None
+    tokens_sealed: dict[str, int] = field(default_factory=dict)    # Retry key fingerprint
     group: int | None = None        # the file's group (the status socket's), not saved
 
     @classmethod
@@ -60,6 +61,8 @@ class RuntimeState:
             state.drains = {str(a): bool(v) for a, v in data.get("drains", {}).items()}
             state.keys_seen = {str(k): float(v) for k, v in data.get("keys_seen", {}).items()}
             state.keys_warned = {str(k) for k in data.get("keys_warned", [])}
+            state.tokens_sealed = {str(k): int(v)
+                                   for k, v in data.get("tokens_sealed", {}).items()}
             socket = data.get("status_socket")
             state.status_socket = socket if isinstance(socket, str) else None
         except (ValueError, TypeError, AttributeError, OSError) as exc:
@@ -71,7 +74,8 @@ class RuntimeState:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         data = json.dumps({"drains": self.drains, "keys_seen": self.keys_seen,
                            "keys_warned": sorted(self.keys_warned),
-                           "status_socket": self.status_socket}, sort_keys=True)
+                           "status_socket": self.status_socket,
+                           "tokens_sealed": self.tokens_sealed}, sort_keys=True)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
                          | os.O_CLOEXEC, 0o640)

@@ -102,6 +102,11 @@ class StatusServer:
     def listener(self) -> socket.socket | None:
         return self._listener
 
+    @property
+    def open_connections(self) -> int:
+        """Connections being served now."""
+        return len(self._answering)
+
     def bind(self) -> None:
         """Create the socket (mode 0660, in a directory no other user can write) or refuse
         if another daemon answers there."""

@@ -35,7 +35,7 @@ from typing import Any
 from pyroute2 import Ethtool
 
 from pesigitg import __version__
-from pesigitg._fastpath import COUNTER_NAMES, XskSocket, aesni_supported
+from pesigitg._fastpath import CNT_RETRY_SENT, COUNTER_NAMES, XskSocket, aesni_supported
 from pesigitg.daemon.counters import SharedCounters, assign_slots
 from pesigitg.daemon.daemonize import PidFile
 from pesigitg.daemon.drains import Drains, DrainWatch
@@ -54,6 +54,7 @@ from pesigitg.daemon.settings import SETTINGS, DaemonConfig, load_daemon_config,
 from pesigitg.daemon.sources import Sources, choose_sources, interface_candidates
 from pesigitg.daemon.state import RuntimeState, state_path
 from pesigitg.daemon.status import Refused, Request, Response, StatusServer
+from pesigitg.daemon.tokens_sealed import SealedTokens
 from pesigitg.daemon.worker import WorkerSpec, numa_cpus
 from pesigitg.daemon.workers import WorkerHandle, WorkerPool
 from pesigitg.ebpf import XdpProgram
@@ -128,7 +129,8 @@ def compile_route_config(routes: RouteConfig, if_mac: bytes,
     servers = [Server(s.config_id, s.server_id, s.address) for s in routes.servers]
     return compile_routes(if_mac, routes.configs, [backend(a) for a in routes.addresses],
                           servers, routes.table_size, routes.flow_table_size,
-                          routes.fanout_per_second, routes.retry, slots, routes.hash_key)
+                          routes.fanout_per_second, routes.retry, slots, routes.hash_key,
+                          routes.vips)
 
 
 @dataclass
@@ -171,6 +173,7 @@ class Supervisor:
         self.stop_requested = False             # an operator's stop (not a hand-over's)
         self.state = RuntimeState.load(state_path(self.config.effective_pidfile))
         self.drains = Drains(self.state)
+        self.sealed = SealedTokens(self.state)
         self.drain_watch = DrainWatch(self.config.drain_quiet_s)
         self.slots: dict[str, int] = {}         # backend -> its counter slot
         self.ops = Operations(self)
@@ -290,6 +293,7 @@ class Supervisor:
         self.status.bind()
         self._record_socket()
         self.counters = SharedCounters.create(queues)
+        self.count_tokens()                     # counting starts here
         for queue in range(queues):
             xsk = XskSocket(cfg.interface, queue)
             self.xsks.append(xsk)
@@ -312,6 +316,14 @@ class Supervisor:
         if self.notifier.watchdog_interval:
             self._tasks.append(loop.create_task(self._watchdog_loop(), name="watchdog"))
 
+    def count_tokens(self, save: bool = False) -> None:
+        """Add the Retries sent since the last call to the newest Retry key's count."""
+        assert self.counters is not None
+        sent = sum(self.counters.read(w)[CNT_RETRY_SENT] for w in range(self.counters.workers))
+        self.sealed.update(self.routes.retry, sent, time.time())
+        if save:
+            self.sealed.save(self.routes.retry, time.time())
+
     def _record_socket(self) -> None:
         """Say where the status socket is in the state file (pesigitg-ctl finds it there
         when it is not in the runtime directory), readable by the socket's group."""
@@ -328,6 +340,8 @@ class Supervisor:
         """Stop for good: XDP detached, workers stopped, the socket file removed."""
         for task in self._tasks:
             task.cancel()
+        if self.counters is not None:
+            self.count_tokens(save=True)
         self.health.stop()
         await self.status.close()
         if self.xdp is not None and self.xdp.ifindex is not None:
@@ -343,6 +357,8 @@ class Supervisor:
         """Let go without undoing anything: another daemon holds the same objects."""
         for task in self._tasks:
             task.cancel()
+        if self.counters is not None:
+            self.count_tokens(save=True)
         self.health.stop()
         await self.status.close(unlink=False)
         if self.pool is not None:
@@ -523,6 +539,7 @@ class Supervisor:
         self._record_socket()
         self.counters = SharedCounters.adopt(fds["counters"], len(facts["workers"]),
                                              facts.get("counter_names"))
+        self.count_tokens()                     # the predecessor counted up to here
         self.xsks = [XskSocket.adopt(fds[f"xsk:{i}"], fds[f"umem:{i}"], w.get("geometry"))
                      for i, w in enumerate(facts["workers"])]
         os.dup2(fds["stderr"], 2)       # the old daemon's stderr is ours from now on
@@ -728,6 +745,7 @@ class Supervisor:
             self.xdp.set_ports(old_ports)
             self.xdp.set_vips(old_vips)
             raise
+        self.count_tokens(save=True)           # what the old newest key sealed
         self.config, self.routes, self.sources = new, routes, sources
         set_log_format(new.log_format)
         self.drain_watch.quiet_s = new.drain_quiet_s
@@ -800,7 +818,10 @@ class Supervisor:
                          "vips": sorted(str(v) for v in xdp.vips())} if xdp is not None else {},
                         self.sources.describe(),
                         {a.what: a.age_days for a in key_ages(self.routes, self.state)},
-                        c.digest if c is not None else "", handing_over=self.handing_over)
+                        c.digest if c is not None else "", handing_over=self.handing_over,
+                        retry_keys=[u.describe() for u in self.sealed.uses(self.routes.retry)],
+                        key_warnings=[w for u in self.sealed.uses(self.routes.retry)
+                                      if (w := u.warning())])
 
     # -- the status socket's answers ----------------------------------------------------
 

@@ -8,6 +8,7 @@ and for explaining a decision.
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from dataclasses import dataclass
 
@@ -75,7 +76,8 @@ def flow_hash(key: bytes, secret: bytes | None = None) -> int:
 
 @dataclass(frozen=True)
 class Decision:
-    route: str      # "cid", "fallback", "icmp", "icmp_cid", "icmp_fanout", "none" (dropped)
+    route: str      # "cid", "fallback", "icmp", "icmp_cid", "icmp_fanout", "icmp_not_vip",
+    #                 "none" (dropped)
     backend: int | None = None
     config_id: int | None = None
     unroutable: str = "none"
@@ -218,9 +220,13 @@ def _icmp_quote(routes: CompiledRoutes, frame: bytes, pos: int, v6: bool,
                 routed = _route_cid(routes, scid)
                 if isinstance(routed, Decision):
                     return Decision("icmp_cid", routed.backend, routed.config_id)
-    # The quoted datagram went from VIP:port to the client: the flow is the reverse.
-    return _maglev(routes, quoted.dst + quoted.src + dport + sport,
-                   "icmp_fanout" if too_big else "icmp", "none")
+    # The quoted datagram went from VIP:port to the client: the flow is the reverse. A
+    # Packet Too Big is copied to every backend only if that packet left from a VIP.
+    route = "icmp"
+    if too_big:
+        vips = {ipaddress.ip_address(v).packed for v in routes.vips}
+        route = "icmp_fanout" if quoted.src in vips else "icmp_not_vip"
+    return _maglev(routes, quoted.dst + quoted.src + dport + sport, route, "none")
 
 
 def _decide(routes: CompiledRoutes, frame: bytes) -> Decision:

@@ -181,6 +181,11 @@ def open_token(keys: RetryKeys | Mapping[int, RetryKey], token: bytes, client: s
     by_sequence = keys.by_sequence if isinstance(keys, RetryKeys) else keys
     if not token:
         return TokenCheck(TokenState.INVALID, RETRY, why="empty")
+    address = ipaddress.ip_address(client)
+    if address.version == 6 and not address.packed[4:].strip(b"\0"):
+        # Its pseudo-header would be an IPv4 address's (4 octets, then 12 zeros).
+        return TokenCheck(TokenState.INVALID, token[0] >> 7,
+                          why="an IPv6 source shaped like an IPv4 pseudo-header")
     kind, sequence = token[0] >> 7, token[0] & 0x7F
     key = by_sequence.get(sequence)
     if key is None:

@@ -30,7 +30,7 @@ from pesigitg.routing.maglev import DEFAULT_MAGLEV_SIZE, maglev_table
 from pesigitg.routing.quiclb import CidConfig
 from pesigitg.routing.retry import RetrySpec
 
-__all__ = ["BACKEND_NONE", "Backend", "CompiledRoutes", "Server", "backend_keys",
+__all__ = ["BACKEND_NONE", "Backend", "CompiledRoutes", "Server", "TableSpec", "backend_keys",
            "compile_routes"]
 
 
@@ -85,6 +85,21 @@ class Server:
     backend: str
 
 
+@dataclass(frozen=True)
+class TableSpec:
+    """Everything one route table holds, as pack_route_table writes it."""
+    if_mac: bytes
+    configs: Sequence[CidConfig]
+    backends: Sequence[tuple[bytes | None, int, int, int]]   # mac, state, key, slot
+    servers: Mapping[int, list[tuple[bytes, int]]]           # config id -> (sid, backend)
+    maglev: bytes                                            # uint16 backend per slot
+    flow_entries: int = 0
+    icmp_fanout_rate: int = 0
+    retry: RetrySpec | None = None
+    hash_key: bytes | None = field(default=None, repr=False)
+    vips: Sequence[str] = ()
+
+
 @dataclass
 class CompiledRoutes:
     """A compiled table: the blob for the packet path and the model it came from."""
@@ -98,6 +113,7 @@ class CompiledRoutes:
     flow_entries: int = 0
     icmp_fanout_rate: int = 0
     hash_key: bytes | None = field(default=None, repr=False)   # keys the fallback's hash
+    vips: tuple[str, ...] = ()
 
     @property
     def blob(self) -> bytes:
@@ -114,7 +130,7 @@ def compile_routes(if_mac: bytes, configs: Sequence[CidConfig], backends: Sequen
                    servers: Sequence[Server], maglev_size: int = DEFAULT_MAGLEV_SIZE,
                    flow_entries: int = 0, icmp_fanout_rate: int = 0,
                    retry: RetrySpec | None = None, slots: Mapping[str, int] | None = None,
-                   hash_key: bytes | None = None) -> CompiledRoutes:
+                   hash_key: bytes | None = None, vips: Sequence[str] = ()) -> CompiledRoutes:
     """The table for these backends and servers. ``slots``: each backend's frame
     counters (default: its index, for the first BACKEND_SLOTS backends)."""
     index = {}
@@ -142,10 +158,10 @@ def compile_routes(if_mac: bytes, configs: Sequence[CidConfig], backends: Sequen
     keys = backend_keys([b.name for b in backends])
     slot_of = slots if slots is not None else {
         b.name: i for i, b in enumerate(backends) if i < BACKEND_SLOTS}
-    blob = pack_route_table(if_mac, list(configs),
-                            [(b.mac, b.state, keys[b.name], slot_of.get(b.name, BACKEND_NONE))
-                             for b in backends], by_config,
-                            array("H", maglev).tobytes(), flow_entries, icmp_fanout_rate,
-                            retry, hash_key)
+    blob = pack_route_table(TableSpec(
+        if_mac, list(configs), [(b.mac, b.state, keys[b.name], slot_of.get(b.name, BACKEND_NONE))
+                                for b in backends], by_config,
+        array("H", maglev).tobytes(), flow_entries, icmp_fanout_rate, retry, hash_key, vips))
     return CompiledRoutes(bytes(if_mac), list(configs), list(backends), routes, maglev,
-                          RouteTable(blob), pool, flow_entries, icmp_fanout_rate, hash_key)
+                          RouteTable(blob), pool, flow_entries, icmp_fanout_rate, hash_key,
+                          tuple(vips))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import time
 from collections.abc import Iterator
 
@@ -53,6 +54,14 @@ def fragmented(family: int, dst: str, payload: bytes) -> list[bytes]:
 
 def xdp(daemon) -> dict[str, int]:
     return daemon.get("/stats")["xdp"]
+
+
+def with_vips(lab, daemons, servers, vips=(LB4, LB6)):  # type: ignore[no-untyped-def]
+    """A daemon whose lb.toml lists ``vips``: Packets Too Big quoting them fan out."""
+    daemon = make(lab, daemons, servers)
+    listed = ", ".join(f'"{v}"' for v in vips)
+    daemon.routes.write_text(f"vips = [{listed}]\n" + daemon.routes.read_text())
+    return daemon
 
 
 # -- fragments ------------------------------------------------------------------------------
@@ -119,15 +128,16 @@ def test_an_atomic_fragment_is_a_whole_datagram_and_is_forwarded(lab, daemons, p
 
 # -- ICMP errors ------------------------------------------------------------------------------
 
-def icmp_about(quic: bytes, family: int, too_big: bool, sport: int = 51234) -> bytes:
+def icmp_about(quic: bytes, family: int, too_big: bool, sport: int = 51234,
+               source: str | None = None) -> bytes:
     """An ICMP error from a router on the way to the client, about a datagram a backend
-    sent from the VIP (Direct Server Return)."""
+    sent from the VIP (Direct Server Return), or from ``source``."""
     if family == 4:
-        quoted = f.ipv4(f.udp(quic, sport=443, dport=sport), f.PROTO_UDP, src=LB4,
+        quoted = f.ipv4(f.udp(quic, sport=443, dport=sport), f.PROTO_UDP, src=source or LB4,
                         dst="192.0.2.77")
         return f.ether(f.ipv4(f.icmp4(3, 4 if too_big else 3, quoted), f.PROTO_ICMP,
                               src="203.0.113.9", dst=LB4), f.ETH_P_IP)
-    quoted = f.ipv6(f.udp(quic, sport=443, dport=sport), f.PROTO_UDP, src=LB6,
+    quoted = f.ipv6(f.udp(quic, sport=443, dport=sport), f.PROTO_UDP, src=source or LB6,
                     dst="2001:db8::77")
     return f.ether(f.ipv6(f.icmp6(2 if too_big else 1, 0 if too_big else 4, quoted),
                           f.PROTO_ICMPV6, src="2001:db8:ff::9", dst=LB6), f.ETH_P_IPV6)
@@ -153,7 +163,7 @@ def test_a_packet_too_big_about_a_short_header_reaches_every_backend(lab, daemon
                                                                       family):
     """Only the client's CID is in a short header: the backend that sent it is unknown,
     so each backend gets a copy (and lowers its path MTU if the flow is its own)."""
-    daemon = make(lab, daemons, THREE).start()
+    daemon = with_vips(lab, daemons, THREE).start()
     frame = icmp_about(f.quic_short(os.urandom(8)), family, too_big=True)
     peer.send([frame])
     got = peer.capture(MACS, 4, timeout=1)
@@ -168,7 +178,7 @@ def test_a_packet_too_big_about_a_short_header_reaches_every_backend(lab, daemon
 
 
 def test_the_fan_out_rate_limit_holds_and_the_rest_go_by_hash(lab, daemons, peer):
-    daemon = make(lab, daemons, THREE)
+    daemon = with_vips(lab, daemons, THREE)
     daemon.routes.write_text(daemon.routes.read_text() + "\n[pmtu]\nfanout_per_second = 5\n")
     daemon.start()
     sent = 40
@@ -186,6 +196,61 @@ def test_the_fan_out_rate_limit_holds_and_the_rest_go_by_hash(lab, daemons, peer
     assert total["forwarded"] == 3 * fanned + limited
     assert len(peer.capture(MACS, 3 * fanned + limited + 1, timeout=1)) == \
         3 * fanned + limited
+
+
+@pytest.mark.parametrize("family", [4, 6], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("vips", [(LB4, LB6), ()], ids=["other-vips", "no-vips"])
+def test_a_packet_too_big_quoting_no_vip_goes_to_one_backend_and_is_counted(
+        lab, daemons, peer, family, vips):
+    """Anyone may send a Packet Too Big quoting any packet: unless that packet left from
+    a VIP it is nobody's to copy, and must not lower every backend's path MTU."""
+    daemon = with_vips(lab, daemons, THREE, vips).start()
+    frame = icmp_about(f.quic_short(os.urandom(8)), family, too_big=True,
+                       source=OTHER4 if family == 4 else "fd00:9::50")
+    peer.send([frame])
+    got = peer.capture(MACS, 3, timeout=1)
+    total = daemon.get("/stats")["total"]
+    if vips:
+        # The XDP program's VIP filter leaves it to the kernel: not ours at all.
+        assert got == [] and total["rx"] == 0
+        assert xdp(daemon)["pass_icmp"] == 1
+        return
+    # No VIP filter: the worker sees it, and sends it to one backend only.
+    assert len(got) == 1 and got[0][12:] == frame[12:]
+    assert (total["icmp_fanout"], total["icmp_fanout_refused"], total["icmp_hash_routed"],
+            total["forwarded"]) == (0, 1, 1, 1)
+
+
+def checksums_hold(frame: bytes) -> bool:
+    """The IP header's and the ICMP message's checksums of an ICMP frame are right, and
+    the IP length says the frame's length."""
+    ip = frame[14:]
+    if ip[0] >> 4 == 4:
+        hlen = (ip[0] & 0xF) * 4
+        return (struct.unpack_from("!H", ip, 2)[0] == len(ip) and f.checksum(ip[:hlen]) == 0
+                and f.checksum(ip[hlen:]) == 0)
+    icmp = ip[40:]
+    pseudo = ip[8:40] + struct.pack("!I3xB", len(icmp), f.PROTO_ICMPV6)
+    return struct.unpack_from("!H", ip, 4)[0] == len(icmp) and f.checksum(pseudo + icmp) == 0
+
+
+@pytest.mark.parametrize("family", [4, 6], ids=["ipv4", "ipv6"])
+def test_copies_of_a_large_packet_too_big_are_cut_to_1280_octets_and_stay_valid(
+        lab, daemons, peer, family):
+    daemon = with_vips(lab, daemons, THREE).start()
+    big = icmp_about(f.quic_short(os.urandom(8), bytes(1300)), family, too_big=True)
+    assert len(big) - 14 > 1280
+    peer.send([big])
+    got = peer.capture(MACS, 4, timeout=1)
+    whole = [g for g in got if len(g) == len(big)]
+    copies = [g for g in got if len(g) == 14 + 1280]
+    assert len(got) == 3 and len(whole) == 1 and len(copies) == 2
+    assert whole[0][12:] == big[12:]                # the first backend's: untouched
+    header = 14 + (20 if family == 4 else 40) + 8   # up to the quoted packet
+    for copy in copies:
+        assert checksums_hold(copy), copy.hex()
+        assert copy[header:] == big[header:14 + 1280]
+    assert daemon.get("/stats")["total"]["icmp_fanout"] == 1
 
 
 # -- the fallback flow table ------------------------------------------------------------------

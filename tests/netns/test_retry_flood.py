@@ -140,3 +140,77 @@ def test_tokens_that_fail_are_dropped_and_counted(lab, daemons):
     metrics = daemon.get("/metrics")
     assert 'pesigitg_retry_active{worker="0"} 1' in metrics
     assert "# TYPE pesigitg_retry_active gauge" in metrics
+
+
+@pytest.mark.parametrize("family", [4, 6], ids=["ipv4", "ipv6"])
+def test_junk_tokens_to_a_routable_cid_never_reach_a_backend(lab, daemons, family):
+    """One CID learnt from a real handshake must not open a backend to 1200-octet junk
+    Initials: their tokens are opened, and only the 4-tuple a valid token came from is
+    let through to the server's CID."""
+    from pesigitg.routing.retry import RetryKey, seal_token
+    from tests.netns.test_daemon import CONFIG
+
+    ip("-6", "addr", "add", f"{VIP6}/64", "dev", "v0", "nodad", ns=lab.lb_ns)
+    daemon = make(lab, daemons)
+    daemon.routes.write_text(daemon.routes.read_text() + RETRY_TOML)
+    daemon.start()
+    v6 = family == 6
+    client = CLIENT6 if v6 else CLIENT4
+    server_cid = CONFIG.encode(b"\x01\x01\x01", os.urandom(4))     # backend 1's CID
+    rscid, now = b"\xe5" * 8, int(time.time())
+    good = seal_token(RetryKey(7, KEY, IV), client, 50000, os.urandom(8), rscid, now + 30)
+    peer = PeerSocket(lab.peer_ns, "v1", lab.lb_mac)
+    try:
+        junk = [initial(server_cid, b"\x51" * 8, v6, token=bytes([0x07]) + os.urandom(60),
+                        sport=41000 + k) for k in range(100)]
+        junk.append(initial(server_cid, b"\x51" * 8, v6, token=good))   # not yet admitted
+        peer.send(junk)
+        daemon.wait_until(lambda: daemon.get("/stats")["total"]["initials"] == 101,
+                          what="101 Initials seen")
+        assert peer.capture({MAC1, MAC2, f.CLIENT_MAC}, 1, timeout=1) == []
+        # The client shows its valid token (to the Retry's CID): its 4-tuple is admitted,
+        # and its next Initial, to the server's CID, goes to that server.
+        peer.send([initial(rscid, b"\x51" * 8, v6, token=good)])
+        peer.send([initial(server_cid, b"\x51" * 8, v6, token=good)])
+        forwarded = peer.capture({MAC1, MAC2, f.CLIENT_MAC}, 2)
+        assert len(forwarded) == 2 and forwarded[1][:6] == MAC1
+    finally:
+        peer.close()
+    total = daemon.get("/stats")["total"]
+    assert (total["retry_token_invalid"], total["retry_token_valid"],
+            total["retry_tuple_admitted"], total["dropped_token"]) == (101, 1, 1, 101)
+
+
+def test_each_keys_sealed_tokens_are_counted_and_health_warns_near_the_limit(lab, daemons):
+    import json
+
+    from pesigitg.daemon.state import key_fingerprint
+    from pesigitg.daemon.tokens_sealed import LIMIT
+
+    daemon = make(lab, daemons)
+    daemon.routes.write_text(daemon.routes.read_text() + RETRY_TOML)
+    state = daemon.pidfile.with_name("pesigitgd.state")
+    near = int(LIMIT * 0.75) - 10                   # ten Retries short of the warning
+    state.write_text(json.dumps({"tokens_sealed": {key_fingerprint(KEY): near}}))
+    daemon.start()
+    health = daemon.get("/health")
+    assert health["status"] == "ok"
+    assert health["retry_keys"] == [{"sequence": 7, "tokens_sealed": near, "limit": LIMIT,
+                                     "share_of_limit": round(near / LIMIT, 6)}]
+    peer = PeerSocket(lab.peer_ns, "v1", lab.lb_mac)
+    try:
+        peer.send([initial(os.urandom(8), os.urandom(8), False, sport=42000 + k)
+                   for k in range(20)])
+        assert len(peer.capture({f.CLIENT_MAC}, 20)) == 20
+    finally:
+        peer.close()
+    daemon.wait_until(lambda: daemon.get("/health")["status"] == "degraded",
+                      what="the warning")
+    health = daemon.get("/health")
+    assert health["retry_keys"][0]["tokens_sealed"] == near + 20
+    assert health["reasons"] == [f"Retry key sequence 7 has sealed {near + 20} tokens, 75% of "
+                                 f"the {LIMIT} a key may seal: add a key with a higher "
+                                 "sequence, reload, and retire this one"]
+    daemon.wait_log("Retry key sequence 7 has sealed")
+    assert daemon.stop() == 0
+    assert json.loads(state.read_text())["tokens_sealed"] == {key_fingerprint(KEY): near + 20}

@@ -136,6 +136,15 @@ def test_a_packet_too_big_about_a_short_header_goes_to_every_backend(decider, v6
     assert decider(ROUTES, too_big) == ("icmp_fanout", flow_backend(v6), None, "none", "none")
 
 
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_a_packet_too_big_quoting_no_vip_is_never_copied_to_every_backend(decider, v6):
+    # Anyone can quote any packet: one that did not leave from a VIP goes by hash alone.
+    too_big = icmp_about(f.quic_short(bytes(8)), 2 if v6 else 3, 0 if v6 else 4, v6)
+    unlisted = compile_routes(ROUTES.if_mac, ROUTES.configs, ROUTES.backends, SERVERS, 5003)
+    assert decider(unlisted, too_big) == ("icmp_not_vip", flow_backend(v6), None, "none",
+                                          "none")
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.mode}-{c.config_id}")
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 def test_an_icmp_error_about_a_long_header_goes_to_the_server_of_its_source_cid(

@@ -14,7 +14,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pesigitg._fastpath import gcm_open, gcm_seal, retry_packet, retry_screen
+from pesigitg._fastpath import (
+    RETRY_ADMITTED,
+    FlowTable,
+    gcm_open,
+    gcm_seal,
+    retry_packet,
+    retry_screen,
+)
 from pesigitg.errors import ConfigError
 from pesigitg.routing.quiclb import CidConfig
 from pesigitg.routing.retry import (
@@ -229,6 +236,66 @@ def test_new_token_tokens_pass_when_valid_and_get_a_retry_when_not():
         action, out, _, _ = retry_screen(ROUTES.table, initial(token=token))
         assert action == "send" and verify_integrity(parse_retry(out, False)["quic"],
                                                      b"\x83" * 8)
+
+
+def initial_from(source: str, **kw) -> bytes:  # type: ignore[no-untyped-def]
+    """An Initial from an IPv6 ``source``."""
+    frame = initial(v6=True, **kw)
+    return frame[:22] + ipaddress.ip_address(source).packed + frame[38:]
+
+
+def test_a_token_to_a_servers_cid_is_checked_and_only_a_validated_4_tuple_passes():
+    """After a Retry, the client's later Initials go to the CID its server chose, with
+    the token bound to the Retry's CID: they pass only from the 4-tuple whose token was
+    valid. Junk tokens with a routable CID are dropped."""
+    now = int(time.time())
+    rscid, server_cid = b"\xe1" * 8, CidConfig(0, 3, 4).encode(b"\x01\x01\x01", bytes(4))
+    token = seal_token(KEY, CLIENT4, 50000, b"\x83" * 8, rscid, now + 10)
+    admitted = FlowTable(RETRY_ADMITTED)
+    later = initial(dcid=server_cid, token=token)
+    junk = initial(dcid=server_cid, token=bytes([0x05]) + os.urandom(60))
+    for frame in (later, junk):
+        action, _, drop, counters = retry_screen(ROUTES.table, frame, admitted=admitted)
+        assert (action, drop) == ("drop", "token")
+        assert counters == {"initials": 1, "retry_token_invalid": 1}
+    # The retried Initial, to the Retry's CID: valid, and its 4-tuple is admitted.
+    retried = initial(dcid=rscid, token=token)
+    assert retry_screen(ROUTES.table, retried, admitted=admitted)[::2] == ("forward", "none")
+    assert retry_screen(ROUTES.table, later, admitted=admitted)[::2] == ("forward", "none")
+    assert retry_screen(ROUTES.table, later, admitted=admitted)[3] == \
+        {"initials": 1, "retry_tuple_admitted": 1}
+    # Admitted is this 4-tuple's alone, and only while the token lasts.
+    other_port = initial(dcid=server_cid, token=token, sport=50001)
+    assert retry_screen(ROUTES.table, other_port, admitted=admitted)[::2] == ("drop", "token")
+    assert retry_screen(ROUTES.table, later, admitted=admitted, now=now + 13)[::2] == \
+        ("drop", "token")
+
+
+def test_an_ipv4_token_is_refused_from_an_ipv6_source_shaped_like_its_pseudo_header():
+    now = int(time.time())
+    rscid = b"\xe1" * 8
+    token = seal_token(KEY, CLIENT4, 50000, b"\x83" * 8, rscid, now + 10)
+    shaped = "c000:20a::"                       # 192.0.2.10, then twelve zero octets
+    assert ipaddress.ip_address(shaped).packed[:4] == ipaddress.ip_address(CLIENT4).packed
+    action, _, drop, counters = retry_screen(ROUTES.table,
+                                             initial_from(shaped, dcid=rscid, token=token))
+    assert (action, drop, counters["retry_token_invalid"]) == ("drop", "token", 1)
+    assert open_token(KEYS, token, shaped, 50000, rscid, now).state is TokenState.INVALID
+    assert open_token(KEYS, token, CLIENT4, 50000, rscid, now).state is TokenState.VALID
+
+
+def test_an_initial_whose_dcid_is_under_8_octets_is_dropped_not_answered():
+    """RFC 9000 7.2: a client's first DCID is at least 8 octets; a Retry for a shorter
+    one carries a token that can never validate (its original DCID is too short)."""
+    for phase in ("active", "transition"):
+        action, out, drop, counters = retry_screen(ROUTES.table, initial(dcid=b"\x83" * 7),
+                                                   phase=phase)
+        assert (action, out, drop) == ("drop", None, "short_dcid"), phase
+        assert counters == {"initials": 1}, phase
+    bad_new_token = seal_new_token(KEY, "192.0.2.99", int(time.time()) + 60)
+    assert retry_screen(ROUTES.table, initial(dcid=b"\x83" * 4, token=bad_new_token))[::2] \
+        == ("drop", "short_dcid")
+    assert retry_screen(ROUTES.table, initial(dcid=b"\x83" * 8))[0] == "send"
 
 
 def test_what_the_offload_leaves_alone_or_refuses():

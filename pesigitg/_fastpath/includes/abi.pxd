@@ -19,6 +19,9 @@ cdef extern from "pesigitg_abi.h" nogil:
         PES_RETRY_KEYS
         PES_INITIAL_MIN
         PES_BACKEND_SLOTS
+        PES_PTB_COPY_MAX
+        PES_RETRY_ADMITTED
+        PES_ODCID_MIN
         PES_XDP_REASONS
 
     enum pes_route_kind:
@@ -28,6 +31,7 @@ cdef extern from "pesigitg_abi.h" nogil:
         PES_ROUTE_ICMP
         PES_ROUTE_ICMP_CID
         PES_ROUTE_ICMP_FANOUT
+        PES_ROUTE_ICMP_NOT_VIP
         PES_ROUTE_COUNT
 
     enum pes_unroutable:
@@ -44,6 +48,7 @@ cdef extern from "pesigitg_abi.h" nogil:
         PES_DROP_NO_BACKEND
         PES_DROP_TOKEN
         PES_DROP_SHORT_INITIAL
+        PES_DROP_SHORT_DCID
         PES_DROP_COUNT
 
     ctypedef struct pes_decision:
@@ -79,6 +84,8 @@ cdef extern from "pesigitg_abi.h" nogil:
         PES_CNT_RETRY_TOKEN_EXPIRED
         PES_CNT_RETRY_ACTIVE
         PES_CNT_BAD_DESCRIPTORS
+        PES_CNT_ICMP_FANOUT_REFUSED
+        PES_CNT_RETRY_TUPLE_ADMITTED
         PES_CNT_COUNT
 
     enum pes_counter_label:
@@ -98,6 +105,12 @@ cdef extern from "pesigitg_parse.h" nogil:
         PES_PARSE_ICMP_ERROR
         PES_PARSE_COUNT
 
+    enum:
+        PES_ETH_HLEN
+        PES_PROTO_UDP
+        PES_PROTO_ICMP
+        PES_PROTO_ICMPV6
+
     struct pes_cursor:
         const uint8_t *pos
         const uint8_t *end
@@ -116,6 +129,7 @@ cdef extern from "pesigitg_parse.h" nogil:
         uint8_t icmp_code
         pes_flow flow
         pes_flow quoted
+        uint32_t l4
         uint32_t payload
         uint32_t payload_len
 

@@ -10,6 +10,9 @@
  *                     key & mask), NONE where empty, at keys_off
  *   pes_retry_key[128] the Retry offload's token keys by sequence, at retry_keys_off
  *                     (0: the offload is off)
+ *   uint8_t[4][n4]    the IPv4 VIPs, sorted, at vips_off[0]; then the IPv6 ones,
+ *   uint8_t[16][n6]   sorted, at vips_off[1] (a Packet Too Big is copied to every
+ *                     backend only when the packet it quotes left from a VIP)
  *
  * A backend's key is a hash of its address, the same in every table: the flow table
  * remembers keys, not indices, which change when a reload adds or removes a backend.
@@ -18,11 +21,12 @@
 #define PESIGITG_ROUTETABLE_H
 
 #include <stdint.h>
+#include <string.h>
 #include "cidtable.h"
 #include "gcm.h"
 
 #define PES_ROUTE_MAGIC 0x52534550u /* "PESR" little endian */
-#define PES_ROUTE_VERSION 4u
+#define PES_ROUTE_VERSION 5u
 #define PES_BACKEND_NONE 0xFFFFu /* a Maglev slot with no backend (PES_MAX_BACKENDS + 1) */
 
 enum pes_backend_state {
@@ -83,6 +87,8 @@ typedef struct {
     uint32_t retry_keys_off;
     uint32_t hash_keyed;        /* the fallback hashes with SipHash-2-4 under hash_key */
     uint8_t hash_key[16];
+    uint32_t vips_off[2];       /* IPv4, IPv6 */
+    uint32_t vips_count[2];
     pes_cid_table cid;
 } pes_route_table;
 
@@ -102,6 +108,28 @@ static inline int pes_backend_by_key(const pes_route_table *t, uint32_t key)
         i = (i + 1) & t->keys_mask;
     }
     return -1;
+}
+
+/* Whether ``addr`` (4 or 16 octets, by family) is a VIP: a binary search. */
+static inline int pes_vip_listed(const pes_route_table *t, int family, const uint8_t *addr)
+{
+    int which = family == 4 ? 0 : 1;
+    size_t len = family == 4 ? 4 : 16;
+    const uint8_t *vips = (const uint8_t *)t + t->vips_off[which];
+    int lo = 0, hi = (int)t->vips_count[which] - 1;
+
+    while (lo <= hi) {
+        int mid = (lo + hi) >> 1;
+        int c = memcmp(vips + (size_t)mid * len, addr, len);
+
+        if (c == 0)
+            return 1;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return 0;
 }
 
 #endif /* PESIGITG_ROUTETABLE_H */

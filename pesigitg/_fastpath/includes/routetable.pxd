@@ -60,6 +60,9 @@ cdef extern from "routetable.h" nogil:
         uint32_t retry_keys_off
         uint32_t hash_keyed
         uint8_t hash_key[16]
+        uint32_t vips_off[2]
+        uint32_t vips_count[2]
         pes_cid_table cid
 
     int pes_backend_by_key(const pes_route_table *t, uint32_t key)
+    int pes_vip_listed(const pes_route_table *t, int family, const uint8_t *addr)
