@@ -1,11 +1,16 @@
 """Forwarding throughput on a veth pair: pesigitg's engine vs the AF_XDP floor vs nginx.
 
-Two namespaces joined by a veth pair. In ``gen``, BPF_PROG_TEST_RUN in live-frames
-mode (through pesigitg's own loader) transmits QUIC frames with CIDs cycled from a
-table out of ``g0``; a sink XDP program on ``g0`` counts what comes back by
-destination MAC and drops it. In ``lb``, ``l0`` carries pesigitg's XDP program and
-one engine worker process, pinned to another CPU than the generator. The same
-traffic then goes through nginx's UDP stream proxy (``proxy_responses 0``).
+Two namespaces joined by a veth pair. In ``gen``, a generator transmits QUIC frames
+with CIDs cycled from a table out of ``g0``: BPF_PROG_TEST_RUN in live-frames mode
+where the kernel allows it, else an AF_PACKET sendmmsg sender (pesigitg.testing.
+traffic.generator picks, and the run says which). A sink XDP program on ``g0`` counts
+what comes back by destination MAC and drops it. In ``lb``, ``l0`` carries pesigitg's
+XDP program and one engine worker process, pinned to another CPU than the generator.
+The same traffic then goes through nginx's UDP stream proxy (``proxy_responses 0``).
+
+First the generator's own ceiling: the same frames into a sink on ``l0`` that drops
+them at once. A case within 10 % of it is marked: bound by the generator, not by
+pesigitgd.
 
     python benchmarks/veth_forward.py [--frames N] [--size OCTETS] [--png FILE]
 
@@ -38,6 +43,7 @@ from pesigitg._fastpath import (  # noqa: E402
     new_counters,
     read_counters,
 )
+from pesigitg.daemon import worker_messages as wire  # noqa: E402
 from pesigitg.daemon.worker import WorkerProcess, WorkerSpec, start_worker  # noqa: E402
 from pesigitg.ebpf import XdpProgram  # noqa: E402
 from pesigitg.ebpf.attach import ifindex  # noqa: E402
@@ -45,7 +51,12 @@ from pesigitg.routing.quiclb import CidConfig  # noqa: E402
 from pesigitg.routing.retry import RetryKey, RetrySpec  # noqa: E402
 from pesigitg.routing.routes import Backend, Server, compile_routes  # noqa: E402
 from pesigitg.testing.netns import inside, ip, mac_of, namespace, veth_pair  # noqa: E402
-from pesigitg.testing.traffic import Traffic, compile_traffic  # noqa: E402
+from pesigitg.testing.traffic import (  # noqa: E402
+    Generator,
+    Traffic,
+    compile_traffic,
+    generator,
+)
 from tests import frames as f  # noqa: E402
 
 GEN_IP, LB_IP = "10.9.0.2", "10.9.0.1"
@@ -55,6 +66,8 @@ FOUR_PASS = CidConfig(0, 3, 4, KEY)
 SINGLE_PASS = CidConfig(1, 8, 8, KEY)
 CIDS = 4096
 FLOWS = 1_000_000       # the flow table case's working set
+BOUND = 0.99            # a case that forwards this share of what was sent is bound by the
+                        # generator: the path had room for more
 
 
 def backend_mac(n: int) -> bytes:
@@ -68,6 +81,7 @@ class Result:
     rss_before: int = 0
     rss_after: int = 0
     note: str = ""
+    taken: float = 0.0      # the share of the frames sent that came back forwarded
 
 
 # -- the engine worker: pesigitgd's own worker process, pinned -------------------------
@@ -93,15 +107,15 @@ def engine_worker(lb_ns: str, cpu: int, blob: bytes, xdp: XdpProgram, floor: boo
     proc = start_worker(WorkerSpec(0, "l0", 0, cpu, busy_poll=True, floor=floor), xsk, blob,
                         counters)
     try:
-        if not proc.conn.poll(15):
-            raise RuntimeError("the engine worker did not report within 15 s")
-        message = proc.conn.recv()
-        if message[0] != "ready":
-            raise RuntimeError(f"the engine worker failed: {message[1]}")
+        proc.conn.settimeout(15)
+        message = wire.read_message(proc.conn, wire.FROM_WORKER)
+        if message is None or message.kind != wire.Kind.READY:
+            raise RuntimeError("the engine worker failed: "
+                               + (message.reason() if message else "it exited"))
         yield Worker(proc, counters, 0)
     finally:
         with contextlib.suppress(OSError):
-            proc.conn.send(("stop",))
+            proc.conn.sendall(wire.encode(wire.Kind.STOP))
         deadline = time.monotonic() + 10
         while os.waitpid(proc.pid, os.WNOHANG) == (0, 0):
             if time.monotonic() > deadline:
@@ -114,20 +128,44 @@ def engine_worker(lb_ns: str, cpu: int, blob: bytes, xdp: XdpProgram, floor: boo
         xsk.close()
 
 
-def measure(traffic: Traffic, frame: bytes, frames: int, macs: set[int], warmup: int = 0
-            ) -> float:
+@dataclass
+class Bench:
+    """The generator and the sink of the run."""
+    traffic: Traffic
+    gen: Generator
+
+
+def measure(bench: Bench, frames: int, macs: set[int], warmup: int = 0
+            ) -> tuple[float, float]:
+    """(Mpps counted at the sink by the last octet of ``macs`` while the generator sends
+    ``frames`` of what was loaded into it, the share of them counted)."""
     # Warm-up: caches, rings, ARP (and, for the flow cases, every flow seen once).
-    traffic.send(frame, warmup or min(frames // 10, 200_000))
+    bench.gen.send(warmup or min(frames // 10, 200_000))
     time.sleep(0.2)
-    before = traffic.sink_count(macs)
+    before = bench.traffic.sink_count(macs)
     start = time.perf_counter()
-    traffic.send(frame, frames)
+    bench.gen.send(frames)
     seconds = time.perf_counter() - start
     time.sleep(0.2)                                   # let the last batches drain
-    return (traffic.sink_count(macs) - before) / seconds / 1e6
+    counted = bench.traffic.sink_count(macs) - before
+    return counted / seconds / 1e6, counted / frames
 
 
-def engine_case(name: str, traffic: Traffic, xdp: XdpProgram, lb_ns: str, lb_mac: bytes,
+def ceiling(bench: Bench, lb_ns: str, lb_mac: bytes, frame: bytes, frames: int) -> float:
+    """The generator's own rate: its frames into a sink on l0 that drops them at once."""
+    with inside(lb_ns):
+        l0 = ifindex("l0")
+    bench.gen.load(frame, [os.urandom(8) for _ in range(CIDS)], 14 + 20 + 8 + 1)
+    bench.traffic.count_macs(lb_mac)
+    bench.traffic.sink_also(lb_ns, l0)
+    try:
+        return measure(bench, frames, {lb_mac[5]})[0]
+    finally:
+        bench.traffic.sink_also(lb_ns, l0, attach=False)
+        bench.traffic.count_macs(bytes(5))
+
+
+def engine_case(name: str, bench: Bench, xdp: XdpProgram, lb_ns: str, lb_mac: bytes,
                 config: CidConfig | None, frame_template: bytes, frames: int,
                 worker_cpu: int, soak: int = 0, flows: int = 0, flow_entries: int = 0
                 ) -> Result:
@@ -146,34 +184,32 @@ def engine_case(name: str, traffic: Traffic, xdp: XdpProgram, lb_ns: str, lb_mac
         cids = [b"\xe0" + os.urandom(7) for _ in range(CIDS)]        # config 7: unroutable
     else:
         cids = [os.urandom(8) for _ in range(CIDS)]
-    traffic.load_cids(cids, 14 + 20 + 8 + 1)
-    traffic.set_flows(flows, 14 + 12)                  # the IPv4 source address
+    bench.gen.load(frame_template, cids, 14 + 20 + 8 + 1, flows, 14 + 12)  # flow: source
     # In swap mode the frame comes back addressed to its sender, g0.
     macs = set(range(1, BACKENDS + 1)) if config else {frame_template[11]}
     with engine_worker(lb_ns, worker_cpu, routes.blob, xdp, floor=config is None) as worker:
-        # The generator outruns the worker about 4:1: 10 frames per flow reach it.
-        mpps = measure(traffic, frame_template, frames, macs, warmup=10 * flows)
+        # The generator outruns the worker: several frames per flow reach it.
+        mpps, taken = measure(bench, frames, macs, warmup=10 * flows)
         # Resident memory from here on: the worker has touched every UMEM frame by now
         # (the supervisor's pages, counted in its RSS once it uses them).
         worker.rss_at_start = worker.rss()
         # Soak: keep going until the worker itself has forwarded `soak` frames, so
         # the resident-memory reading covers that many packets through the loop.
         while read_counters(worker.counters)["forwarded"] < soak:
-            traffic.send(frame_template, 2_000_000)
+            bench.gen.send(2_000_000)
         rss_after = worker.rss()
         counters = read_counters(worker.counters)
         rss_before = worker.rss_at_start
-    traffic.set_flows(0, 0)
     routed = sum(v for k, v in counters.items() if k.startswith("cid_routed_"))
     note = (f"worker forwarded {counters['forwarded']:,} ({routed:,} by CID), tx_full "
             f"{counters['tx_full']:,}")
     if flows and flow_entries:
         note += (f", flow table of {flow_entries:,}: hits {counters['flow_hits']:,} inserts "
                  f"{counters['flow_inserts']:,} evictions {counters['flow_evictions']:,}")
-    return Result(name, mpps, rss_before, rss_after, note)
+    return Result(name, mpps, rss_before, rss_after, note, taken)
 
 
-def initial_case(name: str, traffic: Traffic, xdp: XdpProgram, lb_ns: str, lb_mac: bytes,
+def initial_case(name: str, bench: Bench, xdp: XdpProgram, lb_ns: str, lb_mac: bytes,
                  g0_mac: bytes, frames: int, worker_cpu: int, retry: bool) -> Result:
     """1200-octet tokenless client Initials (a fresh DCID each, from a table): forwarded
     to the backends by the fallback (retry off), or each answered with a Retry sent
@@ -187,18 +223,17 @@ def initial_case(name: str, traffic: Traffic, xdp: XdpProgram, lb_ns: str, lb_ma
     frame = f.ether(f.ipv4(f.udp(head + os.urandom(1200 - len(head)), 40000, 443),
                            f.PROTO_UDP, src=GEN_IP, dst=LB_IP), f.ETH_P_IP,
                     src=g0_mac, dst=lb_mac)
-    traffic.load_cids([os.urandom(20) for _ in range(CIDS)], 14 + 20 + 8 + 6)  # the DCID
-    traffic.set_flows(0, 0)
+    bench.gen.load(frame, [os.urandom(20) for _ in range(CIDS)], 14 + 20 + 8 + 6)  # DCID
     macs = {g0_mac[5]} if retry else set(range(1, BACKENDS + 1))
     with engine_worker(lb_ns, worker_cpu, routes.blob, xdp, floor=False) as worker:
-        mpps = measure(traffic, frame, frames, macs)
+        mpps, taken = measure(bench, frames, macs)
         counters = read_counters(worker.counters)
     note = (f"worker sent {counters['retry_sent']:,} Retries" if retry else
             f"worker forwarded {counters['forwarded']:,}") + f", tx_full {counters['tx_full']:,}"
-    return Result(name, mpps, note=note)
+    return Result(name, mpps, note=note, taken=taken)
 
 
-def nginx_case(traffic: Traffic, xdp: XdpProgram, lb_ns: str, g0_mac: bytes,
+def nginx_case(bench: Bench, xdp: XdpProgram, lb_ns: str, g0_mac: bytes,
                frame: bytes, frames: int, cpu: int, workdir: Path) -> Result:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.path.exists(nginx):
@@ -222,7 +257,7 @@ stream {{
 }}
 """)
     xdp.set_ports([])   # our program passes everything: the kernel stack gets the UDP
-    traffic.load_cids([os.urandom(8) for _ in range(CIDS)], 14 + 20 + 8 + 1)
+    bench.gen.load(frame, [os.urandom(8) for _ in range(CIDS)], 14 + 20 + 8 + 1)
     proc = subprocess.Popen(["ip", "netns", "exec", lb_ns, "taskset", "-c", str(cpu), nginx,
                              "-c", str(conf), "-e", str(workdir / "nginx-error.log")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -231,12 +266,12 @@ stream {{
         if proc.poll() is not None:
             return Result("nginx UDP proxy", 0.0, note="nginx failed to start: "
                           + (workdir / "nginx-error.log").read_text()[-300:])
-        mpps = measure(traffic, frame, frames, {g0_mac[5]})
+        mpps, taken = measure(bench, frames, {g0_mac[5]})
         rss = sum(p.memory_info().rss for p in psutil.Process(proc.pid).children(recursive=True))
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    return Result("nginx UDP proxy (1 worker)", mpps, rss, rss)
+    return Result("nginx UDP proxy (1 worker)", mpps, rss, rss, taken=taken)
 
 
 def plot(results: list[Result], path: Path) -> bool:
@@ -291,7 +326,11 @@ def main() -> int:
                                f.PROTO_UDP, src=GEN_IP, dst=LB_IP), f.ETH_P_IP,
                         src=g0_mac, dst=lb_mac)
         traffic = Traffic(compile_traffic(workdir), gen_ns, g0_index)
-        with contextlib.closing(traffic), XdpProgram.load() as xdp:
+        gen = generator(traffic, gen_ns, "g0")
+        bench = Bench(traffic, gen)
+        with contextlib.closing(traffic), contextlib.closing(gen), XdpProgram.load() as xdp:
+            print(f"generator: {gen.name}; measuring its own ceiling ...", flush=True)
+            top = ceiling(bench, lb_ns, lb_mac, frame, args.frames)
             with inside(lb_ns):
                 xdp.set_ports([443])
                 xdp.attach("l0")
@@ -300,7 +339,7 @@ def main() -> int:
                      ("MAC swap only (AF_XDP floor)", None)]
             for i, (name, config) in enumerate(cases):
                 print(f"running {name} ...", flush=True)
-                results.append(engine_case(name, traffic, xdp, lb_ns, lb_mac, config, frame,
+                results.append(engine_case(name, bench, xdp, lb_ns, lb_mac, config, frame,
                                            args.frames, args.worker_cpu,
                                            args.soak if i == 0 else 0))
             # The flow table sized at twice the working set (4-way buckets then
@@ -309,29 +348,33 @@ def main() -> int:
                                   (f"fallback, {FLOWS // 10**6}M flows, flow table",
                                    2 * FLOWS)):
                 print(f"running {name} ...", flush=True)
-                results.append(engine_case(name, traffic, xdp, lb_ns, lb_mac, FOUR_PASS,
+                results.append(engine_case(name, bench, xdp, lb_ns, lb_mac, FOUR_PASS,
                                            frame, args.frames, args.worker_cpu,
                                            flows=FLOWS, flow_entries=entries))
             for name, retry in (("1200-octet Initials, forwarded", False),
                                 ("1200-octet Initials, answered with Retries", True)):
                 print(f"running {name} ...", flush=True)
-                results.append(initial_case(name, traffic, xdp, lb_ns, lb_mac, g0_mac,
+                results.append(initial_case(name, bench, xdp, lb_ns, lb_mac, g0_mac,
                                             args.frames // 2, args.worker_cpu, retry))
             if not args.skip_nginx:
                 print("running nginx ...", flush=True)
-                results.append(nginx_case(traffic, xdp, lb_ns, g0_mac, frame,
+                results.append(nginx_case(bench, xdp, lb_ns, g0_mac, frame,
                                           min(args.frames, 2_000_000), args.worker_cpu,
                                           workdir))
             with inside(lb_ns):
                 xdp.detach()
 
-    print(f"\nveth forwarding, {args.size}-octet frames, generator on CPU {args.gen_cpu}, "
-          f"worker on CPU {args.worker_cpu}, {args.frames:,} generated frames per engine case "
-          f"(the generator outruns copy-mode AF_XDP: the rest is dropped before the socket)")
-    print(f"{'case':40} {'Mpps':>7} {'worker RSS before/after (MiB)':>30}  note")
+    print(f"\nveth forwarding, {args.size}-octet frames, generator ({gen.name}) on CPU "
+          f"{args.gen_cpu}, worker on CPU {args.worker_cpu}, {args.frames:,} generated frames "
+          "per engine case (what the path does not take is dropped before the socket)")
+    print(f"generator ceiling (its frames into a sink that drops them at once): {top:.3f} "
+          "Mpps. A case that forwards every frame sent is bound by the generator (and by the "
+          "generator's CPU, which also carries l0's receive path), not by pesigitgd: marked")
+    print(f"{'case':44} {'Mpps':>7} {'taken':>6} {'worker RSS (MiB)':>17}  note")
     for r in results:
         rss = f"{r.rss_before / 2**20:.1f} / {r.rss_after / 2**20:.1f}" if r.rss_before else "-"
-        print(f"{r.case:40} {r.mpps:7.3f} {rss:>30}  {r.note}")
+        bound = " [generator-bound]" if r.taken >= BOUND else ""
+        print(f"{r.case:44} {r.mpps:7.3f} {r.taken:6.0%} {rss:>17}  {r.note}{bound}")
     by = {r.case: r for r in results}
     floor = by["MAC swap only (AF_XDP floor)"].mpps
     four = by["QUIC-LB routing, four-pass"].mpps
