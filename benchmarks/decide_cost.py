@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from pesigitg._fastpath import FlowTable, decide_batch  # noqa: E402
 from pesigitg.routing.quiclb import CidConfig  # noqa: E402
+from pesigitg.routing.route_config import TableOptions  # noqa: E402
 from pesigitg.routing.routes import Backend, Server, compile_routes  # noqa: E402
 from tests import frames as f  # noqa: E402
 
@@ -79,7 +80,7 @@ def measure(label: str, config: CidConfig, kind: str, batch: int, seconds: float
     keyed = kind.endswith("+keyed")
     kind = kind.removesuffix("+keyed")
     routes = compile_routes(bytes(6), [config], backends, servers,
-                            hash_key=HASH_KEY if keyed else None)
+                            TableOptions(hash_key=HASH_KEY if keyed else None))
     buf, lengths = frames_for(config, kind, batch)
     view = memoryview(buf)
     flows = FlowTable(FLOWS) if kind == "flows+table" else None

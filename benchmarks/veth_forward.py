@@ -44,11 +44,11 @@ from pesigitg._fastpath import (  # noqa: E402
     read_counters,
 )
 from pesigitg.daemon import worker_messages as wire  # noqa: E402
+from pesigitg.daemon.steering import Steering  # noqa: E402
 from pesigitg.daemon.worker import WorkerProcess, WorkerSpec, start_worker  # noqa: E402
-from pesigitg.ebpf import XdpProgram  # noqa: E402
 from pesigitg.ebpf.attach import ifindex  # noqa: E402
 from pesigitg.routing.quiclb import CidConfig  # noqa: E402
-from pesigitg.routing.retry import RetryKey, RetrySpec  # noqa: E402
+from pesigitg.routing.route_config import RetryKey, RetrySpec, TableOptions  # noqa: E402
 from pesigitg.routing.routes import Backend, Server, compile_routes  # noqa: E402
 from pesigitg.testing.netns import inside, ip, mac_of, namespace, veth_pair  # noqa: E402
 from pesigitg.testing.traffic import (  # noqa: E402
@@ -97,7 +97,7 @@ class Worker:
 
 
 @contextlib.contextmanager
-def engine_worker(lb_ns: str, cpu: int, blob: bytes, xdp: XdpProgram, floor: bool
+def engine_worker(lb_ns: str, cpu: int, blob: bytes, xdp: Steering, floor: bool
                   ) -> Iterator[Worker]:
     """pesigitgd's own worker on a socket made and registered the way the supervisor does."""
     counters = new_counters(1)
@@ -165,7 +165,7 @@ def ceiling(bench: Bench, lb_ns: str, lb_mac: bytes, frame: bytes, frames: int) 
         bench.traffic.count_macs(bytes(5))
 
 
-def engine_case(name: str, bench: Bench, xdp: XdpProgram, lb_ns: str, lb_mac: bytes,
+def engine_case(name: str, bench: Bench, xdp: Steering, lb_ns: str, lb_mac: bytes,
                 config: CidConfig | None, frame_template: bytes, frames: int,
                 worker_cpu: int, soak: int = 0, flows: int = 0, flow_entries: int = 0
                 ) -> Result:
@@ -176,7 +176,8 @@ def engine_case(name: str, bench: Bench, xdp: XdpProgram, lb_ns: str, lb_mac: by
     backends = [Backend(f"10.9.1.{n}", backend_mac(n)) for n in range(1, BACKENDS + 1)]
     servers = [Server(config.config_id, bytes([n]) * config.server_id_len, f"10.9.1.{n}")
                for n in range(1, BACKENDS + 1)] if config else []
-    routes = compile_routes(lb_mac, configs, backends, servers, flow_entries=flow_entries)
+    routes = compile_routes(lb_mac, configs, backends, servers,
+                            TableOptions(knobs={"flow_entries": flow_entries}))
     if config and not flows:
         cids = [config.encode(bytes([1 + i % BACKENDS]) * config.server_id_len,
                               os.urandom(config.nonce_len), extra=b"") for i in range(CIDS)]
@@ -209,14 +210,15 @@ def engine_case(name: str, bench: Bench, xdp: XdpProgram, lb_ns: str, lb_mac: by
     return Result(name, mpps, rss_before, rss_after, note, taken)
 
 
-def initial_case(name: str, bench: Bench, xdp: XdpProgram, lb_ns: str, lb_mac: bytes,
+def initial_case(name: str, bench: Bench, xdp: Steering, lb_ns: str, lb_mac: bytes,
                  g0_mac: bytes, frames: int, worker_cpu: int, retry: bool) -> Result:
     """1200-octet tokenless client Initials (a fresh DCID each, from a table): forwarded
     to the backends by the fallback (retry off), or each answered with a Retry sent
     back to the generator (retry always)."""
     backends = [Backend(f"10.9.1.{n}", backend_mac(n)) for n in range(1, BACKENDS + 1)]
-    spec = RetrySpec("always", 10, 0, 200, (RetryKey(1, os.urandom(16), os.urandom(12)),))
-    routes = compile_routes(lb_mac, [FOUR_PASS], backends, [], retry=spec if retry else None)
+    spec = RetrySpec("always" if retry else "off", 10, 0, 200)
+    routes = compile_routes(lb_mac, [FOUR_PASS], backends, [], TableOptions(
+        knobs=spec.knobs(), retry_keys=(RetryKey(1, os.urandom(16), os.urandom(12)),)))
     # A 20-octet DCID: the generator writes 20 octets of the CID table there.
     head = (b"\xc3" + (1).to_bytes(4, "big") + b"\x14" + bytes(20) + b"\x08"
             + os.urandom(8) + b"\x00")
@@ -233,7 +235,7 @@ def initial_case(name: str, bench: Bench, xdp: XdpProgram, lb_ns: str, lb_mac: b
     return Result(name, mpps, note=note, taken=taken)
 
 
-def nginx_case(bench: Bench, xdp: XdpProgram, lb_ns: str, g0_mac: bytes,
+def nginx_case(bench: Bench, xdp: Steering, lb_ns: str, g0_mac: bytes,
                frame: bytes, frames: int, cpu: int, workdir: Path) -> Result:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.path.exists(nginx):
@@ -328,7 +330,7 @@ def main() -> int:
         traffic = Traffic(compile_traffic(workdir), gen_ns, g0_index)
         gen = generator(traffic, gen_ns, "g0")
         bench = Bench(traffic, gen)
-        with contextlib.closing(traffic), contextlib.closing(gen), XdpProgram.load() as xdp:
+        with contextlib.closing(traffic), contextlib.closing(gen), Steering.load() as xdp:
             print(f"generator: {gen.name}; measuring its own ceiling ...", flush=True)
             top = ceiling(bench, lb_ns, lb_mac, frame, args.frames)
             with inside(lb_ns):

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from pesigitg._fastpath import PARSE_OUTCOMES, parse_frame
 from pesigitg.routing.quiclb import CidConfig
+from pesigitg.routing.route_config import TableOptions
 from pesigitg.routing.routes import Backend, Server, compile_routes
 from tests import frames as f
 
@@ -45,7 +46,7 @@ BACKENDS = [Backend("10.0.0.1", mac(1)), Backend("10.0.0.2", mac(2)),
             Backend("10.0.0.5", None)]
 SERVERS = [Server(c.config_id, bytes([b]) * c.server_id_len, f"10.0.0.{b}")
            for c in CONFIGS for b in range(1, 6)]
-ROUTES = compile_routes(LB_MAC, CONFIGS, BACKENDS, SERVERS, 5003, vips=(VIP4, VIP6))
+ROUTES = compile_routes(LB_MAC, CONFIGS, BACKENDS, SERVERS, TableOptions(5003, vips=(VIP4, VIP6)))
 
 
 def _quoted4(payload: bytes = b"\x40" + bytes(8), proto: int = f.PROTO_UDP, frag: int = 0

@@ -91,11 +91,11 @@ def differential(count: int, seed: int, keep: int = 10) -> Tally:
 def xdp(count: int, seed: int, keep: int = 10) -> Tally:
     """The XDP program's verdicts against the shared parser's (root), half of them with
     the VIP filter on."""
-    from pesigitg.ebpf import XdpProgram
+    from pesigitg.daemon.steering import Steering
     from tests.corpus import PORTS, VIP4, VIP6, expected_verdict
 
     tally = Tally("XDP program under BPF_PROG_TEST_RUN vs shared parser")
-    program = XdpProgram.load()
+    program = Steering.load()
     try:
         program.set_ports(PORTS)
         started = time.perf_counter()

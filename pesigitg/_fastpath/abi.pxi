@@ -1,6 +1,9 @@
 # The contract's names and numbers for Python, derived from the X-macro lists of
 # bpf/include/pesigitg_abi.h (through includes/abi_names.h), never restated.
 
+from pesigitg._fastpath.includes.routetable cimport PES_KNOB_COUNT, PES_RETRY_MODE_COUNT
+
+
 cdef tuple _names(const pes_name *table, int count):
     return tuple((table[i].name.decode().lower(), table[i].doc.decode()) for i in range(count))
 
@@ -55,5 +58,10 @@ GAUGES = frozenset(pes_family_table[i].name.decode().lower() for i in range(pes_
                    if pes_family_table[i].label == PES_LABEL_GAUGE)
 if len(COUNTER_NAMES) != PES_CNT_COUNT:
     raise ImportError("counter families do not add up to enum pes_counter")
+# The route table's knobs (lb.toml numbers the packet path reads) and the Retry
+# offload's modes, in enum order (routetable.h).
+TABLE_KNOBS = tuple(name for name, _ in _names(pes_knob_table, PES_KNOB_COUNT))
+RETRY_MODES = tuple(name for name, _ in _names(pes_retry_mode_table, PES_RETRY_MODE_COUNT))
+
 # Counters the control plane reads by name (the name from the header, not restated).
 CNT_RETRY_SENT = COUNTER_NAMES[PES_CNT_RETRY_SENT]

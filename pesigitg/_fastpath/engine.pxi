@@ -13,6 +13,11 @@ from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 
 from pesigitg._fastpath.includes.routetable cimport (
     PES_BACKEND_ROUTABLE,
+    PES_KNOB_FLOW_ENTRIES,
+    PES_KNOB_ICMP_FANOUT_RATE,
+    PES_KNOB_RETRY_MODE,
+    PES_KNOB_RETRY_TRANSITION_MS,
+    PES_KNOB_RETRY_TRIGGER,
     PES_RETRY_ALWAYS,
     PES_RETRY_OFF,
 )
@@ -144,7 +149,7 @@ cdef class Engine:
             pes_rng_seed(&self.rng, <const uint8_t *>PyBytes_AS_STRING(seed))
         # Started in mode always: active from the first packet (a transition is for
         # a switch while traffic flows).
-        self.retry_on = table.table.retry_mode == PES_RETRY_ALWAYS
+        self.retry_on = table.table.knobs[PES_KNOB_RETRY_MODE] == PES_RETRY_ALWAYS
         self.retry_gauge = -1
         if counters is None:
             counters = new_counters(1)
@@ -201,9 +206,9 @@ cdef class Engine:
         # A flow table of the size ``table`` asks for (allocated here, under the GIL,
         # never in the loop), kept alive in _flow_tables; NULL for none.
         cdef FlowTable made
-        if table.table.flow_entries == 0:
+        if table.table.knobs[PES_KNOB_FLOW_ENTRIES] == 0:
             return NULL
-        made = FlowTable(table.table.flow_entries)
+        made = FlowTable(table.table.knobs[PES_KNOB_FLOW_ENTRIES])
         self._flow_tables[<size_t>&made.ft] = made
         return &made.ft
 
@@ -217,7 +222,7 @@ cdef class Engine:
         current = <size_t>(self.pend_flows if self.pend_flows != NULL else self.flows)
         pes_spin_unlock(&self.swap_lock)
         have = self._flow_tables[current].entries if current in self._flow_tables else 0
-        wanted = FlowTable.rounded(table.table.flow_entries)
+        wanted = FlowTable.rounded(table.table.knobs[PES_KNOB_FLOW_ENTRIES])
         if wanted and wanted != have:
             made = FlowTable(wanted)      # allocated here, under the GIL, not in the loop
         pes_spin_lock(&self.swap_lock)
@@ -283,6 +288,7 @@ cdef inline void _forward(Engine self, XskSocket x, bint floor) noexcept nogil:
     memset(local, 0, sizeof(local))
     b.floor = floor
     b.local = local
+    b.offload.now_s = 0
     b.offload.rng = &self.rng
     b.offload.admitted = &self._admitted.ft
     b.offload.local = local
@@ -466,22 +472,22 @@ cdef inline int _retry_phase(Engine self, uint64_t *now_s) noexcept nogil:
     cdef timespec ts
     cdef uint64_t now_ns, elapsed, rate
     cdef int on = self.retry_on
-    if t.retry_mode == PES_RETRY_OFF:
+    if t.knobs[PES_KNOB_RETRY_MODE] == PES_RETRY_OFF:
         on = 0
     else:
         clock_gettime(CLOCK_MONOTONIC, &ts)
         now_ns = <uint64_t>ts.tv_sec * NS + <uint64_t>ts.tv_nsec
         clock_gettime(CLOCK_REALTIME, &ts)
         now_s[0] = <uint64_t>ts.tv_sec
-        if t.retry_mode == PES_RETRY_ALWAYS:
+        if t.knobs[PES_KNOB_RETRY_MODE] == PES_RETRY_ALWAYS:
             on = 1
         else:
             elapsed = now_ns - self.window_start_ns
             if elapsed >= NS // 10:
                 rate = <uint64_t>self.window_initials * NS // elapsed
-                if not on and rate > t.retry_trigger:
+                if not on and rate > t.knobs[PES_KNOB_RETRY_TRIGGER]:
                     on = 1
-                elif on and rate * 2 < t.retry_trigger:
+                elif on and rate * 2 < t.knobs[PES_KNOB_RETRY_TRIGGER]:
                     self.calm_windows += 1
                     if self.calm_windows >= 10:
                         on = 0
@@ -491,12 +497,12 @@ cdef inline int _retry_phase(Engine self, uint64_t *now_s) noexcept nogil:
                 self.window_initials = 0
         if on and not self.retry_on:
             self.calm_windows = 0
-            self.transition_until_ns = now_ns + <uint64_t>t.retry_transition_ms * 1000000
+            self.transition_until_ns = now_ns + <uint64_t>t.knobs[PES_KNOB_RETRY_TRANSITION_MS] * 1000000
     self.retry_on = on
     if on != self.retry_gauge:
         self.retry_gauge = on
         pes_atomic_store_u64(&self._cnt[PES_CNT_RETRY_ACTIVE], <uint64_t>on)
-    if t.retry_mode == PES_RETRY_OFF:
+    if t.knobs[PES_KNOB_RETRY_MODE] == PES_RETRY_OFF:
         return PHASE_OFF
     if not on:
         return PHASE_INACTIVE
@@ -660,7 +666,7 @@ cdef inline int _fan_out(Engine self, XskSocket x, pes_batch *b, const uint8_t *
     cdef uint32_t i, n = 0, first = 0, copies = 0, spare, copy_len
     cdef uint8_t *copy
     cdef xdp_desc *desc
-    if not _fan_out_allowed(self, t.icmp_fanout_rate):
+    if not _fan_out_allowed(self, t.knobs[PES_KNOB_ICMP_FANOUT_RATE]):
         return -1
     for i in range(t.n_backends):
         if _routable(&backends[i]):

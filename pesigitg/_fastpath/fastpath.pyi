@@ -72,16 +72,16 @@ STATE_MAC_KNOWN: int
 
 def maglev_fill(offsets: Sequence[int], skips: Sequence[int], size: int) -> bytes: ...
 def pack_route_table(spec: object) -> bytes: ...  # a pesigitg.routing.routes.TableSpec
-RETRY_MODES: dict[str, int]
+RETRY_MODES: tuple[str, ...]
+TABLE_KNOBS: tuple[str, ...]
 
 class RouteTable:
     blob: bytes
     n_backends: int
     maglev_size: int
     if_mac: bytes
-    flow_entries: int
-    icmp_fanout_rate: int
     def __init__(self, blob: bytes) -> None: ...
+    def knob(self, name: str) -> int: ...
     def digest(self) -> str: ...
     def __len__(self) -> int: ...
     def backend(self, index: int) -> tuple[bytes, int, int, int]: ...

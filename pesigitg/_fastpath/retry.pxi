@@ -56,7 +56,12 @@ def gcm_open(bytes key not None, bytes iv not None, bytes aad not None, bytes se
 
 from pesigitg._fastpath.includes.retrywire cimport pes_csum_add, pes_csum_fold, pes_rng, \
     pes_rng_bytes, pes_rng_seed
-from pesigitg._fastpath.includes.routetable cimport PES_RETRY_OFF, pes_retry_key
+from pesigitg._fastpath.includes.routetable cimport (
+    PES_KNOB_RETRY_LIFETIME_S,
+    PES_KNOB_RETRY_MODE,
+    PES_RETRY_OFF,
+    pes_retry_key,
+)
 
 DEF QUIC_V1 = 0x00000001
 DEF QUIC_V2 = 0x6b3343cf
@@ -290,7 +295,7 @@ cdef inline size_t _make_token(const pes_route_table *t, pes_rng *rng, const pes
     cdef uint8_t nonce[12]
     cdef uint8_t aad[64]
     cdef uint8_t body[8 + 1 + 20 + 2]
-    cdef uint64_t expiry = now_s + t.retry_lifetime_s
+    cdef uint64_t expiry = now_s + t.knobs[PES_KNOB_RETRY_LIFETIME_S]
     cdef size_t body_len = 8 + 1 + odcid_len + 2, aad_len, i
     token[0] = <uint8_t>t.retry_newest               # type 0, key sequence
     pes_rng_bytes(rng, token + 1, 12)
@@ -518,7 +523,7 @@ def retry_screen(RouteTable table not None, frame, str phase="active", now=None,
     cdef uint64_t local[PES_CNT_COUNT]
     cdef uint32_t length = len(buf), spare_len = 0, initials = 0
     cdef int act
-    if table.table.retry_mode == PES_RETRY_OFF:
+    if table.table.knobs[PES_KNOB_RETRY_MODE] == PES_RETRY_OFF:
         raise ValueError("the route table's Retry offload is off")
     if admitted is None:
         admitted = FlowTable(PES_RETRY_ADMITTED)

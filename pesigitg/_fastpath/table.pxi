@@ -12,8 +12,10 @@ from pesigitg._fastpath.includes.routetable cimport (
     PES_BACKEND_MAC_KNOWN,
     PES_BACKEND_NONE,
     PES_BACKEND_UP,
-    PES_RETRY_ALWAYS,
-    PES_RETRY_LOAD,
+    PES_KNOB_COUNT,
+    PES_KNOB_FLOW_ENTRIES,
+    PES_KNOB_RETRY_MODE,
+    PES_RETRY_MODE_COUNT,
     PES_RETRY_OFF,
     PES_ROUTE_MAGIC,
     PES_ROUTE_VERSION,
@@ -95,27 +97,21 @@ def maglev_fill(offsets, skips, uint32_t size):
     return out
 
 
-RETRY_MODES = {"off": PES_RETRY_OFF, "always": PES_RETRY_ALWAYS, "load": PES_RETRY_LOAD}
-
-
 def pack_route_table(spec):
-    """Write the blob of ``spec`` (a pesigitg.routing.routes.TableSpec):
-
-    ``if_mac``; ``configs``: CidConfig objects; ``backends``: (mac or None, state bits,
-    key, slot) per backend, keys nonzero and unique, slots below BACKEND_SLOTS (or
-    BACKEND_NONE: not counted) and unique; ``servers``: {config_id: [(server_id,
-    backend_index), ...]}; ``maglev``: bytes from :func:`maglev_fill`; ``flow_entries``:
-    each worker's flow table size (0: none); ``icmp_fanout_rate``: Packets Too Big
-    copied to every backend per second and worker (0: never); ``retry``: a RetrySpec
-    (pesigitg.routing.retry) or None for off; ``hash_key``: 16 octets to key the
-    fallback's hash (SipHash-2-4), or None (FNV-1a, unkeyed); ``vips``: the VIPs
-    (addresses, packed or as text).
+    """Write the blob of ``spec`` (a pesigitg.routing.routes.TableSpec): ``if_mac``;
+    ``configs``: CidConfig objects; ``backends``: (mac or None, state bits, key, slot)
+    per backend, keys nonzero and unique, slots below BACKEND_SLOTS (or BACKEND_NONE:
+    not counted); ``servers``: {config_id: [(server_id, backend_index), ...]};
+    ``maglev``: bytes from :func:`maglev_fill`; ``knobs``: {name: value} for
+    TABLE_KNOBS; ``retry_keys``: the Retry offload's token keys (RetryKey objects);
+    ``hash_key``: 16 octets to key the fallback's hash (SipHash-2-4), or None
+    (FNV-1a, unkeyed); ``vips``: the VIPs (addresses). The inputs were checked where
+    the configuration entered (routing/route_config.py); this checks only what the
+    blob's layout needs.
     """
     if_mac, configs, backends, servers = spec.if_mac, spec.configs, spec.backends, \
         spec.servers
-    maglev, retry, hash_key = spec.maglev, spec.retry, spec.hash_key
-    cdef uint32_t flow_entries = spec.flow_entries
-    cdef uint32_t icmp_fanout_rate = spec.icmp_fanout_rate
+    maglev, hash_key = spec.maglev, spec.hash_key
     cdef uint32_t n_backends = len(backends)
     cdef uint32_t maglev_size = len(maglev) // 2
     cdef uint32_t pos, backends_off, maglev_off, sid_off, keys_off, keys_mask, slot, retry_off
@@ -127,6 +123,7 @@ def pack_route_table(spec):
     cdef pes_backend *be
     cdef pes_sid_entry *entry
     cdef uint8_t *base
+    knobs = [int(spec.knobs.get(name, 0)) for name in TABLE_KNOBS]
     if len(if_mac) != 6:
         raise ValueError(f"interface MAC is {len(if_mac)} octets, expected 6")
     if n_backends > PES_MAX_BACKENDS:
@@ -134,32 +131,8 @@ def pack_route_table(spec):
     if maglev_size == 0:
         raise ValueError("the Maglev table is empty")
     cid = pack_cid_table(configs)
-    sid_lens = {c.config_id: c.server_id_len for c in configs}
-    sorted_servers = {}
-    for config_id, entries in servers.items():
-        if config_id not in sid_lens:
-            raise ValueError(f"servers given for config id {config_id}, which is not configured")
-        ordered = sorted((bytes(sid), idx) for sid, idx in entries)
-        for k, (sid, idx) in enumerate(ordered):
-            if len(sid) != sid_lens[config_id]:
-                raise ValueError(f"server ID {sid.hex()} is {len(sid)} octets, config "
-                                 f"{config_id} uses {sid_lens[config_id]}")
-            if k and ordered[k - 1][0] == sid:
-                raise ValueError(f"server ID {sid.hex()} appears twice in config {config_id}")
-            if not 0 <= idx < n_backends:
-                raise ValueError(f"server {sid.hex()} names backend {idx}, which does not exist")
-        sorted_servers[config_id] = ordered
-
-    keys = [key for _, _, key, _ in backends]
-    if any(not 0 < key <= 0xFFFFFFFF for key in keys) or len(set(keys)) != len(keys):
-        raise ValueError("backend keys must be nonzero, 32-bit and unique")
-    counted = [slot for *_, slot in backends if slot != PES_BACKEND_NONE]
-    if any(not 0 <= slot < PES_BACKEND_SLOTS for slot in counted) or \
-            len(set(counted)) != len(counted):
-        raise ValueError(f"backend slots must be unique and below {PES_BACKEND_SLOTS}")
-    if flow_entries > PES_FLOW_ENTRIES_MAX:
-        raise ValueError(f"a flow table of {flow_entries} entries is over the maximum of "
-                         f"{PES_FLOW_ENTRIES_MAX}")
+    sorted_servers = {config_id: sorted((bytes(sid), idx) for sid, idx in entries)
+                      for config_id, entries in servers.items()}
     keys_mask = 1
     while keys_mask + 1 < 2 * max(n_backends, 1):
         keys_mask = keys_mask * 2 + 1
@@ -183,7 +156,7 @@ def pack_route_table(spec):
         vips_off.append(pos if family else 0)
         pos = _align8(pos + sum(len(v) for v in family))
     retry_off = 0
-    if retry is not None and retry.mode != "off":
+    if knobs[PES_KNOB_RETRY_MODE] != PES_RETRY_OFF:
         if not pes_gcm_supported():
             raise ValueError("the Retry offload needs AES-NI and PCLMULQDQ, which this CPU "
                              "lacks")
@@ -203,8 +176,8 @@ def pack_route_table(spec):
     hdr.maglev_off = maglev_off
     hdr.keys_off = keys_off
     hdr.keys_mask = keys_mask
-    hdr.flow_entries = flow_entries
-    hdr.icmp_fanout_rate = icmp_fanout_rate
+    for i in range(PES_KNOB_COUNT):
+        hdr.knobs[i] = knobs[i]
     if hash_key is not None:
         raw = bytes(hash_key)
         if len(raw) != 16:
@@ -215,13 +188,9 @@ def pack_route_table(spec):
     for i in range(keys_mask + 1):
         slots[i] = PES_BACKEND_NONE
     if retry_off:
-        hdr.retry_mode = RETRY_MODES[retry.mode]
-        hdr.retry_lifetime_s = retry.token_lifetime_s
-        hdr.retry_trigger = retry.load_trigger
-        hdr.retry_transition_ms = retry.transition_ms
         hdr.retry_keys_off = retry_off
-        hdr.retry_newest = max(k.sequence for k in retry.keys)
-        for k in retry.keys:
+        hdr.retry_newest = max(k.sequence for k in spec.retry_keys)
+        for k in spec.retry_keys:
             i = k.sequence
             rk = <pes_retry_key *>(base + retry_off) + i
             raw = bytes(k.key)
@@ -295,7 +264,7 @@ cdef class RouteTable:
         _check_span(t.backends_off, t.n_backends * sizeof(pes_backend), size, "backends")
         _check_span(t.maglev_off, t.maglev_size * 2, size, "Maglev table")
         if (t.keys_mask & (t.keys_mask + 1)) or t.keys_mask + 1 < 2 * t.n_backends \
-                or t.flow_entries > PES_FLOW_ENTRIES_MAX:
+                or t.knobs[PES_KNOB_FLOW_ENTRIES] > PES_FLOW_ENTRIES_MAX:
             raise ValueError("route table has a bad key index size or flow table size")
         _check_span(t.keys_off, (t.keys_mask + 1) * 2, size, "backend keys")
         for i in range(t.keys_mask + 1):
@@ -308,8 +277,8 @@ cdef class RouteTable:
                 raise ValueError(f"backend {i} cannot be found by its key")
             if be.slot >= PES_BACKEND_SLOTS and be.slot != PES_BACKEND_NONE:
                 raise ValueError(f"backend {i} has a bad counter slot")
-        if t.retry_mode > PES_RETRY_LOAD or (t.retry_mode != PES_RETRY_OFF) != \
-                (t.retry_keys_off != 0):
+        if t.knobs[PES_KNOB_RETRY_MODE] >= PES_RETRY_MODE_COUNT or \
+                (t.knobs[PES_KNOB_RETRY_MODE] != PES_RETRY_OFF) != (t.retry_keys_off != 0):
             raise ValueError("route table has a bad Retry offload mode")
         if t.retry_keys_off:
             _check_span(t.retry_keys_off, PES_RETRY_KEYS * sizeof(pes_retry_key), size,
@@ -387,9 +356,9 @@ cdef class RouteTable:
         cdef int i = pes_backend_by_key(self.table, key)
         return None if i < 0 else i
 
-    @property
-    def flow_entries(self):
-        return self.table.flow_entries
+    def knob(self, str name):
+        """The value of knob ``name`` (one of TABLE_KNOBS)."""
+        return self.table.knobs[TABLE_KNOBS.index(name)]
 
     def digest(self):
         """SHA-256 of the blob without what is each balancer's own: its interface MAC
@@ -409,9 +378,6 @@ cdef class RouteTable:
             blob[offset:offset + 2] = bytes(2)
         return hashlib.sha256(bytes(blob)).hexdigest()
 
-    @property
-    def icmp_fanout_rate(self):
-        return self.table.icmp_fanout_rate
 
     def maglev(self):
         """The Maglev lookup table as a list of backend indices (BACKEND_NONE if empty)."""

@@ -223,13 +223,11 @@ def cmd_whoami(args: argparse.Namespace) -> int:
 def _whoami_offline(path: Path, cid: bytes) -> dict[str, Any]:
     from pesigitg.errors import ConfigError
     from pesigitg.routing.route_config import load_route_config
-    from pesigitg.routing.routes import Backend
+    from pesigitg.routing.routes import Backend, check_runnable
     from pesigitg.routing.whoami import explain_cid
 
     try:
         routes = load_route_config(path)
-        from pesigitg.daemon.supervisor import check_runnable
-
         compiled = check_runnable(routes, bytes(6), lambda a: Backend(
             a, bytes(6), True, routes.backend_draining(a)))
     except (ConfigError, ValueError) as exc:

@@ -99,7 +99,8 @@ def render_config(c: dict[str, Any]) -> str:
                      f"{cfg['key']}")
     retry = c["routes"].get("retry", {})
     if retry.get("mode", "off") != "off":
-        lines.append(f"retry offload: {retry['mode']}, keys {retry['key_sequences']}")
+        sequences = sorted(k["sequence"] for k in retry.get("keys", []))
+        lines.append(f"retry offload: {retry['mode']}, keys {sequences}")
     for what, age in c.get("key_ages_days", {}).items():
         lines.append(f"{what} key age: {age:.1f} days")
     lines.append("")

@@ -160,7 +160,7 @@ class HealthChecker:
         self.on_change = on_change
         self.states: dict[str, HealthState] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self.spec = HealthSpec()
+        self.spec = HealthSpec.default()
         self.port = 443
         self.source: Callable[[str], str | None] = lambda address: None
 

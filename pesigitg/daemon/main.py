@@ -26,6 +26,7 @@ from pesigitg.daemon.settings import (
 from pesigitg.errors import CAP_NAMES, CAP_SYS_ADMIN, ConfigError, has_capability
 from pesigitg.paths import RUNTIME_DIR
 from pesigitg.routing.route_config import RouteConfig, load_route_config
+from pesigitg.routing.routes import check_runnable
 
 __all__ = ["daemon_main", "daemon_parser", "load_configuration"]
 
@@ -83,7 +84,6 @@ def daemon_main(argv: list[str] | None = None) -> int:
     args = daemon_parser().parse_args(argv)
     if args.takeover_fd is not None:
         return _take_over(args)
-    from pesigitg.daemon.supervisor import check_runnable
 
     try:
         config, routes, cli = load_configuration(args)
@@ -198,7 +198,7 @@ def _take_over(args: argparse.Namespace) -> int:
     from pesigitg.daemon.faults import fault
     from pesigitg.daemon.handover import Channel, HandoverError, Inheritance
     from pesigitg.daemon.logs import setup_logging
-    from pesigitg.daemon.supervisor import Supervisor, check_runnable
+    from pesigitg.daemon.supervisor import Supervisor
 
     fault("takeover-start")
     channel = Channel.from_fd(args.takeover_fd)

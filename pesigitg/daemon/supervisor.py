@@ -35,7 +35,7 @@ from typing import Any
 from pyroute2 import Ethtool
 
 from pesigitg import __version__
-from pesigitg._fastpath import CNT_RETRY_SENT, COUNTER_NAMES, XskSocket, aesni_supported
+from pesigitg._fastpath import CNT_RETRY_SENT, COUNTER_NAMES, XskSocket
 from pesigitg.daemon.counters import SharedCounters, assign_slots
 from pesigitg.daemon.daemonize import PidFile
 from pesigitg.daemon.drains import Drains, DrainWatch
@@ -54,16 +54,20 @@ from pesigitg.daemon.settings import SETTINGS, DaemonConfig, load_daemon_config,
 from pesigitg.daemon.sources import Sources, choose_sources, interface_candidates
 from pesigitg.daemon.state import RuntimeState, state_path
 from pesigitg.daemon.status import Refused, Request, Response, StatusServer
+from pesigitg.daemon.steering import Steering
 from pesigitg.daemon.tokens_sealed import SealedTokens
 from pesigitg.daemon.worker import WorkerSpec, numa_cpus
 from pesigitg.daemon.workers import WorkerHandle, WorkerPool
-from pesigitg.ebpf import XdpProgram
 from pesigitg.errors import ConfigError
 from pesigitg.routing.route_config import RouteConfig, load_route_config
-from pesigitg.routing.routes import Backend, CompiledRoutes, Server, compile_routes
+from pesigitg.routing.routes import (
+    Backend,
+    CompiledRoutes,
+    check_runnable,
+    compile_route_config,
+)
 
-__all__ = ["StartupError", "Supervisor", "check_runnable", "compile_route_config",
-           "rx_queue_count"]
+__all__ = ["StartupError", "Supervisor", "rx_queue_count"]
 
 log = logging.getLogger("pesigitg")
 
@@ -100,18 +104,6 @@ def rx_queue_count(interface: str) -> tuple[int, str]:
     return max(channels.combined_count + channels.rx_count, 1), kind
 
 
-def check_runnable(routes: RouteConfig, if_mac: bytes = bytes(6),
-                   backend: Callable[[str], Backend] = lambda a: Backend(a, None)
-                   ) -> CompiledRoutes:
-    """What can be verified beyond syntax (``--check``, start, SIGHUP): the CPU has
-    AES-NI when a config has a key, and the route table compiles; returns the table
-    (compiled with the placeholders of ``--check`` when no MACs are given)."""
-    if any(c.key is not None for c in routes.configs) and not aesni_supported():
-        raise ConfigError("this CPU has no AES-NI instructions, which pesigitg needs to "
-                          "decode encrypted QUIC-LB connection IDs", file=str(routes.path))
-    return compile_route_config(routes, if_mac, backend)
-
-
 def choose_probe_sources(config: DaemonConfig, routes: RouteConfig) -> Sources:
     """Where probes and solicitations leave from, for the families of the backends that
     are probed (health checks on) or resolved (no static MAC); SourceError if a
@@ -123,16 +115,6 @@ def choose_probe_sources(config: DaemonConfig, routes: RouteConfig) -> Sources:
                           routes.vips, needing, config.source_addresses)
 
 
-def compile_route_config(routes: RouteConfig, if_mac: bytes,
-                         backend: Callable[[str], Backend],
-                         slots: dict[str, int] | None = None) -> CompiledRoutes:
-    servers = [Server(s.config_id, s.server_id, s.address) for s in routes.servers]
-    return compile_routes(if_mac, routes.configs, [backend(a) for a in routes.addresses],
-                          servers, routes.table_size, routes.flow_table_size,
-                          routes.fanout_per_second, routes.retry, slots, routes.hash_key,
-                          routes.vips)
-
-
 @dataclass
 class Supervisor:
     config: DaemonConfig
@@ -142,7 +124,7 @@ class Supervisor:
     notifier: Notifier = field(default_factory=Notifier)
     pidfile: PidFile | None = None
     log_setup: dict[str, Any] = field(default_factory=dict)   # how to log, for a successor
-    xdp: XdpProgram | None = None
+    xdp: Steering | None = None
     compiled: CompiledRoutes | None = None
     macs: dict[str, bytes | None] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -282,7 +264,7 @@ class Supervisor:
         self.neighbours = await asyncio.to_thread(NeighbourTable, cfg.interface)
         self.if_mac = await asyncio.to_thread(interface_mac, cfg.interface)
         self.sources = await asyncio.to_thread(choose_probe_sources, cfg, self.routes)
-        self.xdp = XdpProgram.load()
+        self.xdp = Steering.load()
         self.xdp.set_ports(cfg.effective_ports)
         self.xdp.set_vips(self.routes.vips)
         await self._resolve_at_start()
@@ -526,7 +508,7 @@ class Supervisor:
         # The running program is kept only if the object installed now is the one it
         # was loaded from (its digest then, not the file's now: an upgrade in place
         # replaces that file).
-        self.xdp = XdpProgram.load(reuse=maps, programs={"xdp": fds["program"]},
+        self.xdp = Steering.load(reuse=maps, programs={"xdp": fds["program"]},
                                    programs_digest=facts["object"])
         same = self.xdp.digest == facts["object"]
         self.xdp_mode = facts["xdp_mode"]

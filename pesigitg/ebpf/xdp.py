@@ -1,23 +1,21 @@
-"""``XdpProgram``: pesigitg's steering program, its maps, and where it is attached.
+"""``XdpProgram``: an XDP program loaded from an object, its maps, and where it is
+attached (through a BPF link, or netlink where the kernel has none).
 
-Map names and the settings variable come from the contract (``bpf/include/
-pesigitg_abi.h``, through the fast path), the counter names from the object's BTF
-enum, compiled from the same header; loading checks the object has every map.
+Generic: what a program's maps and variables mean is its user's business (pesigitg's
+steering program is ``pesigitg.daemon.steering.Steering``). Nothing here imports
+anything of pesigitg but the loader and the error model.
 """
 
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import os
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from enum import IntEnum
-from importlib import resources
 from pathlib import Path
 
-from pesigitg._fastpath import MAPS, SETTINGS_VAR
 from pesigitg.ebpf import attach as nl
 from pesigitg.ebpf import syscall as sc
 from pesigitg.ebpf.btf import Kind
@@ -27,15 +25,11 @@ from pesigitg.ebpf.program import Program
 from pesigitg.ebpf.syscall import prog_name_by_id
 from pesigitg.errors import os_error
 
-__all__ = ["Verdict", "XdpAttachError", "XdpProgram", "installed_object", "register_xsk",
-           "shipped_object"]
+__all__ = ["Verdict", "XdpAttachError", "XdpProgram", "register_xsk"]
 
 log = logging.getLogger("pesigitg.ebpf")
 
 SECTION = "xdp"
-REASON_ENUM = "pes_xdp_reason"
-REASON_PREFIX = "PES_XDP_"
-REASON_COUNT = "PES_XDP_REASONS"
 _XDP_MD = struct.Struct("<IIIIII")  # struct xdp_md, as BPF_PROG_TEST_RUN's ctx
 ENOTSUPP = 524                      # the kernel's own "not supported" (include/linux/errno.h)
 
@@ -60,63 +54,33 @@ def register_xsk(xsks: Map, queue: int, fd: int) -> None:
     xsks.update(struct.pack("<I", queue), struct.pack("<I", fd))
 
 
-def shipped_object() -> Path:
-    """The prebuilt XDP object inside the installed package."""
-    return Path(str(resources.files("pesigitg") / "bpf" / "pesigitg.bpf.o"))
-
-
-OBJECT_VARIABLE = "PESIGITG_XDP_OBJECT"
-
-
-def installed_object() -> Path:
-    """The object the daemon loads: the shipped one, or the file ``$PESIGITG_XDP_OBJECT``
-    names (a developer's build, and the upgrade tests)."""
-    override = os.environ.get(OBJECT_VARIABLE)
-    return Path(override) if override else shipped_object()
-
-
 class XdpProgram:
     """The loaded steering program. Close it (or use ``with``) to release its fds.
 
     Closing does not detach: call :meth:`detach` first (the daemon does on exit).
     """
 
-    def __init__(self, loaded: LoadedObject) -> None:
+    def __init__(self, loaded: LoadedObject, section: str = SECTION) -> None:
         self._loaded = loaded
         try:
-            self.program: Program = loaded.programs[SECTION]
-            btf = loaded.obj.btf
-            if btf is None:
-                raise ValueError(f"{loaded.path}: no BTF, cannot read the counter names")
-            reasons = btf.enum(REASON_ENUM)
-            self.reasons = {name[len(REASON_PREFIX):].lower(): value
-                            for name, value in reasons.items() if name != REASON_COUNT}
-            missing = sorted(set(MAPS.values()) - set(loaded.maps))
-            if missing:
-                raise ValueError(f"{loaded.path}: no map {', '.join(missing)}: the object was "
-                                 "built from another version of pesigitg_abi.h")
-            bss = btf.find(Kind.DATASEC, ".bss")
-            offsets = {btf.type(var).name: off for _, var, off in (bss.members if bss else [])}
-            if SETTINGS_VAR not in offsets:
-                raise ValueError(f"{loaded.path}: no {SETTINGS_VAR} variable in .bss")
-            self._settings_offset = offsets[SETTINGS_VAR]
-        except (KeyError, ValueError):
+            self.program: Program = loaded.programs[section]
+        except KeyError:
             loaded.close()
-            raise
+            raise ValueError(f"{loaded.path}: no program in section {section!r}") from None
         self.ifindex: int | None = None
         self.mode: str | None = None
         self.attach_kind: str | None = None     # "link" or "netlink"
         self.link_fd = -1
 
     @classmethod
-    def load(cls, path: str | Path | None = None, reuse: Mapping[str, int] | None = None,
+    def load(cls, path: str | Path, reuse: Mapping[str, int] | None = None,
              programs: Mapping[str, int] | None = None,
              programs_digest: str | None = None) -> XdpProgram:
-        """Load the object at ``path`` (default: :func:`installed_object`); ``reuse`` and
-        ``programs`` offer a previous process's maps and programs by fd, the programs
-        only if the object read now is the one they came from (``programs_digest``; see
+        """Load the object at ``path``; ``reuse`` and ``programs`` offer a previous
+        process's maps and programs by fd, the programs only if the object read now is
+        the one they came from (``programs_digest``; see
         :func:`pesigitg.ebpf.load_object`)."""
-        return cls(load_object(path or installed_object(), reuse, programs, programs_digest))
+        return cls(load_object(path, reuse, programs, programs_digest))
 
     @property
     def object_path(self) -> Path:
@@ -126,6 +90,24 @@ class XdpProgram:
     def digest(self) -> str:
         """SHA-256 of the object as it was read when this program was loaded."""
         return self._loaded.obj.digest
+
+    def btf_enum(self, name: str) -> dict[str, int]:
+        """An enum of the object's BTF (ValueError when it has no BTF)."""
+        btf = self._loaded.obj.btf
+        if btf is None:
+            raise ValueError(f"{self._loaded.path}: no BTF")
+        return btf.enum(name)
+
+    def global_offset(self, section: str, name: str) -> int:
+        """Where global ``name`` lies in its data section's map value (from BTF, not an
+        assumed declaration order)."""
+        btf = self._loaded.obj.btf
+        datasec = btf.find(Kind.DATASEC, section) if btf is not None else None
+        offsets = {btf.type(var).name: off for _, var, off in datasec.members} \
+            if btf is not None and datasec is not None else {}
+        if name not in offsets:
+            raise ValueError(f"{self._loaded.path}: no variable {name} in {section}")
+        return offsets[name]
 
     def close(self) -> None:
         """Release every fd; a link this process alone holds then detaches."""
@@ -150,82 +132,6 @@ class XdpProgram:
     @property
     def fd(self) -> int:
         return self.program.fd
-
-    # -- configuration -------------------------------------------------------------------
-
-    def set_ports(self, ports: Iterable[int]) -> None:
-        """Steer exactly these UDP destination ports (reconciled in place)."""
-        wanted = set()
-        for port in ports:
-            if not isinstance(port, int) or not 1 <= port <= 65535:
-                raise ValueError(f"port {port!r} is not a UDP port number (1..65535)")
-            wanted.add(port)
-        table = self.map(MAPS["PORTS"])
-        if len(wanted) > table.max_entries:
-            raise ValueError(f"{len(wanted)} ports given, at most {table.max_entries} "
-                             "can be steered")
-        for key in list(table.keys()):
-            if struct.unpack("<H", key)[0] not in wanted:
-                table.delete(key)
-        for port in wanted:
-            table.update(struct.pack("<H", port), b"\x01")
-
-    def ports(self) -> set[int]:
-        return {struct.unpack("<H", key)[0] for key in self.map(MAPS["PORTS"]).keys()}
-
-    def set_vips(self, addrs: Iterable[str | ipaddress.IPv4Address | ipaddress.IPv6Address]
-                 ) -> None:
-        """Steer only datagrams to these addresses; an empty list means any address."""
-        v4: set[bytes] = set()
-        v6: set[bytes] = set()
-        for addr in addrs:
-            try:
-                ip = ipaddress.ip_address(addr)
-            except ValueError:
-                raise ValueError(f"VIP {addr!r} is not an IPv4 or IPv6 address") from None
-            (v4 if ip.version == 4 else v6).add(ip.packed)
-        maps = ((MAPS["VIPS4"], v4, 4), (MAPS["VIPS6"], v6, 6))
-        for name, wanted, family in maps:
-            if len(wanted) > self.map(name).max_entries:
-                raise ValueError(f"{len(wanted)} IPv{family} VIPs given, at most "
-                                 f"{self.map(name).max_entries}")
-        if not v4 and not v6:
-            # Filter off first, so no datagram is refused while the maps empty.
-            self._set_vip_filter(False)
-        for name, wanted, _ in maps:
-            table = self.map(name)
-            for key in list(table.keys()):
-                if key not in wanted:
-                    table.delete(key)
-            for key in wanted:
-                table.update(key, b"\x01")
-        if v4 or v6:
-            self._set_vip_filter(True)
-
-    def vips(self) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-        return {ipaddress.ip_address(key) for name in (MAPS["VIPS4"], MAPS["VIPS6"])
-                for key in self.map(name).keys()}
-
-    def _set_vip_filter(self, on: bool) -> None:
-        bss = self.map(".bss")
-        value = bytearray(bss.lookup(bytes(4)) or bytes(bss.value_size))
-        struct.pack_into("<I", value, self._settings_offset, int(on))
-        bss.update(bytes(4), bytes(value))
-
-    @property
-    def xsks(self) -> Map:
-        """The XSKMAP: one AF_XDP socket per RX queue."""
-        return self.map(MAPS["XSKS"])
-
-    def register_socket(self, queue: int, fd: int) -> None:
-        """Put the AF_XDP socket ``fd`` into the XSKMAP slot of RX queue ``queue``."""
-        register_xsk(self.xsks, queue, fd)
-
-    def counters(self) -> dict[str, int]:
-        """Verdict counters summed over CPUs, by reason name."""
-        table = self.map(MAPS["COUNTERS"])
-        return {name: table.sum_per_cpu(struct.pack("<I", index))
-                for name, index in self.reasons.items()}
 
     # -- attach / detach -----------------------------------------------------------------
 

@@ -106,7 +106,7 @@ def decide(routes: CompiledRoutes, frame: bytes) -> Decision:
 
 
 def _maglev(routes: CompiledRoutes, key: bytes, route: str, unroutable: str) -> Decision:
-    backend = routes.maglev[flow_hash(key, routes.hash_key) % len(routes.maglev)]
+    backend = routes.maglev[flow_hash(key, routes.options.hash_key) % len(routes.maglev)]
     if backend == BACKEND_NONE:
         raise _Drop("no_backend", unroutable)
     return Decision(route, backend, None, unroutable)
@@ -224,7 +224,7 @@ def _icmp_quote(routes: CompiledRoutes, frame: bytes, pos: int, v6: bool,
     # Packet Too Big is copied to every backend only if that packet left from a VIP.
     route = "icmp"
     if too_big:
-        vips = {ipaddress.ip_address(v).packed for v in routes.vips}
+        vips = {ipaddress.ip_address(v).packed for v in routes.options.vips}
         route = "icmp_fanout" if quoted.src in vips else "icmp_not_vip"
     return _maglev(routes, quoted.dst + quoted.src + dport + sport, route, "none")
 

@@ -26,15 +26,17 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["INTEGRITY", "QUIC_V1", "QUIC_V2", "RETRY_MODES", "RetryKey", "RetryKeys",
-           "RetrySpec", "TokenCheck",
-           "TokenState", "initial_type", "open_token", "retry_packet", "seal_token",
-           "verify_integrity"]
+from pesigitg.routing import lbtoml
+from pesigitg.routing.route_config import RetryKey, RetrySpec, load_route_config
+
+__all__ = ["INTEGRITY", "QUIC_V1", "QUIC_V2", "RetryKey", "RetryKeys", "RetrySpec",
+           "TokenCheck", "TokenState", "initial_type", "open_token", "retry_packet",
+           "seal_token", "verify_integrity"]
 
 QUIC_V1, QUIC_V2 = 0x00000001, 0x6B3343CF
 # Retry integrity key and nonce per version (RFC 9001 §5.8, RFC 9369 §3.3.3).
@@ -51,53 +53,12 @@ UTN_LEN, TAG_LEN = 12, 16
 CLOCK_SKEW_S = 2            # the draft: SHOULD allow 2 s of skew
 
 
-@dataclass(frozen=True)
-class RetryKey:
-    """Token key number ``sequence`` (0..127): a 16-octet AES-128-GCM key and a
-    12-octet IV."""
-    sequence: int
-    key: bytes
-    iv: bytes
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.sequence <= 127:
-            raise ValueError(f"key sequence {self.sequence} is outside 0..127")
-        if len(self.key) != 16 or len(self.iv) != 12:
-            raise ValueError("a token key is 16 octets and its IV 12")
-
-    def __repr__(self) -> str:         # never the key material
-        return f"RetryKey(sequence={self.sequence})"
-
-
-RETRY_MODES = ("off", "always", "load")
-
-
-@dataclass(frozen=True)
-class RetrySpec:
-    """lb.toml's ``[retry]``: when the balancer answers tokenless Initials with Retries
-    (``mode``: off, always, or load: above ``load_trigger`` Initials a second per
-    worker, through ``transition_ms`` of Retry-and-forward), how long its tokens live,
-    and the shared token keys."""
-    mode: str = "off"
-    token_lifetime_s: int = 10
-    load_trigger: int = 0
-    transition_ms: int = 200
-    keys: tuple[RetryKey, ...] = ()
-    max_key_age_days: int | None = None
-
-    def describe(self) -> dict[str, Any]:
-        """For /config and SIGUSR2: key sequence numbers, never key material."""
-        return {"mode": self.mode, "token_lifetime_s": self.token_lifetime_s,
-                "load_trigger": self.load_trigger, "transition_ms": self.transition_ms,
-                "key_sequences": sorted(k.sequence for k in self.keys),
-                "max_key_age_days": self.max_key_age_days}
-
-
 class RetryKeys:
     """The shared token keys: the newest (highest sequence) seals, every one opens.
     ``RetryKeys.from_lb_toml(path)`` reads them from pesigitgd's route config."""
 
-    def __init__(self, keys: Iterable[RetryKey], lifetime_s: int = 10) -> None:
+    def __init__(self, keys: Iterable[RetryKey],
+                 lifetime_s: int = lbtoml.default("retry.token_lifetime_s")) -> None:
         self.by_sequence: dict[int, RetryKey] = {}
         for key in keys:
             if key.sequence in self.by_sequence:
@@ -110,10 +71,6 @@ class RetryKeys:
     @classmethod
     def from_lb_toml(cls, path: os.PathLike[str] | str) -> RetryKeys:
         """The ``[retry]`` keys of an lb.toml (validated as pesigitgd validates them)."""
-        from pathlib import Path
-
-        from pesigitg.routing.route_config import load_route_config
-
         retry = load_route_config(Path(path)).retry
         return cls(retry.keys, retry.token_lifetime_s)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -24,14 +24,16 @@ from pesigitg._fastpath import (
     STATE_MAC_KNOWN,
     STATE_UP,
     RouteTable,
+    aesni_supported,
     pack_route_table,
 )
-from pesigitg.routing.maglev import DEFAULT_MAGLEV_SIZE, maglev_table
+from pesigitg.errors import ConfigError
+from pesigitg.routing.maglev import maglev_table
 from pesigitg.routing.quiclb import CidConfig
-from pesigitg.routing.retry import RetrySpec
+from pesigitg.routing.route_config import RetryKey, RouteConfig, TableOptions
 
-__all__ = ["BACKEND_NONE", "Backend", "CompiledRoutes", "Server", "TableSpec", "backend_keys",
-           "compile_routes"]
+__all__ = ["BACKEND_NONE", "Backend", "CompiledRoutes", "Server", "TableOptions", "TableSpec",
+           "backend_keys", "check_runnable", "compile_route_config", "compile_routes"]
 
 
 @dataclass(frozen=True)
@@ -93,11 +95,10 @@ class TableSpec:
     backends: Sequence[tuple[bytes | None, int, int, int]]   # mac, state, key, slot
     servers: Mapping[int, list[tuple[bytes, int]]]           # config id -> (sid, backend)
     maglev: bytes                                            # uint16 backend per slot
-    flow_entries: int = 0
-    icmp_fanout_rate: int = 0
-    retry: RetrySpec | None = None
-    hash_key: bytes | None = field(default=None, repr=False)
-    vips: Sequence[str] = ()
+    knobs: Mapping[str, int]
+    retry_keys: tuple[RetryKey, ...]
+    hash_key: bytes | None
+    vips: Sequence[str]
 
 
 @dataclass
@@ -110,10 +111,7 @@ class CompiledRoutes:
     maglev: list[int]                         # slot -> backend index or BACKEND_NONE
     table: RouteTable
     pool: list[int] = field(default_factory=list)
-    flow_entries: int = 0
-    icmp_fanout_rate: int = 0
-    hash_key: bytes | None = field(default=None, repr=False)   # keys the fallback's hash
-    vips: tuple[str, ...] = ()
+    options: TableOptions = field(default_factory=TableOptions)
 
     @property
     def blob(self) -> bytes:
@@ -127,33 +125,23 @@ class CompiledRoutes:
 
 
 def compile_routes(if_mac: bytes, configs: Sequence[CidConfig], backends: Sequence[Backend],
-                   servers: Sequence[Server], maglev_size: int = DEFAULT_MAGLEV_SIZE,
-                   flow_entries: int = 0, icmp_fanout_rate: int = 0,
-                   retry: RetrySpec | None = None, slots: Mapping[str, int] | None = None,
-                   hash_key: bytes | None = None, vips: Sequence[str] = ()) -> CompiledRoutes:
-    """The table for these backends and servers. ``slots``: each backend's frame
-    counters (default: its index, for the first BACKEND_SLOTS backends)."""
-    index = {}
-    for i, backend in enumerate(backends):
-        if backend.name in index:
-            raise ValueError(f"backend {backend.name} is listed twice")
-        index[backend.name] = i
+                   servers: Sequence[Server], options: TableOptions | None = None,
+                   slots: Mapping[str, int] | None = None) -> CompiledRoutes:
+    """The table for these backends and servers (checked where they entered: lb.toml).
+    ``slots``: each backend's frame counters (default: its index, for the first
+    BACKEND_SLOTS backends)."""
+    options = options or TableOptions()
+    index = {backend.name: i for i, backend in enumerate(backends)}
     routes: dict[tuple[int, bytes], int] = {}
     by_config: dict[int, list[tuple[bytes, int]]] = {}
     for server in servers:
-        if server.backend not in index:
-            raise ValueError(f"server {server.server_id.hex()} of config {server.config_id} "
-                             f"names backend {server.backend}, which is not listed")
         key = (server.config_id, bytes(server.server_id))
-        if key in routes:
-            raise ValueError(f"server ID {server.server_id.hex()} appears twice in config "
-                             f"{server.config_id}")
         routes[key] = index[server.backend]
         by_config.setdefault(server.config_id, []).append((key[1], routes[key]))
     # Sorted by name so the table does not depend on the order of the config file.
     pool = sorted((i for i, b in enumerate(backends) if b.in_fallback_pool),
                   key=lambda i: backends[i].name)
-    pool_table = maglev_table([backends[i].name for i in pool], maglev_size)
+    pool_table = maglev_table([backends[i].name for i in pool], options.maglev_size)
     maglev = [pool[slot] if slot != BACKEND_NONE else BACKEND_NONE for slot in pool_table]
     keys = backend_keys([b.name for b in backends])
     slot_of = slots if slots is not None else {
@@ -161,7 +149,29 @@ def compile_routes(if_mac: bytes, configs: Sequence[CidConfig], backends: Sequen
     blob = pack_route_table(TableSpec(
         if_mac, list(configs), [(b.mac, b.state, keys[b.name], slot_of.get(b.name, BACKEND_NONE))
                                 for b in backends], by_config,
-        array("H", maglev).tobytes(), flow_entries, icmp_fanout_rate, retry, hash_key, vips))
+        array("H", maglev).tobytes(), options.knobs, options.retry_keys, options.hash_key,
+        options.vips))
     return CompiledRoutes(bytes(if_mac), list(configs), list(backends), routes, maglev,
-                          RouteTable(blob), pool, flow_entries, icmp_fanout_rate, hash_key,
-                          tuple(vips))
+                          RouteTable(blob), pool, options)
+
+
+def compile_route_config(routes: RouteConfig, if_mac: bytes,
+                         backend: Callable[[str], Backend],
+                         slots: Mapping[str, int] | None = None) -> CompiledRoutes:
+    """The table of lb.toml ``routes``; ``backend(address)`` says what is known of each
+    backend (its MAC, health, drain)."""
+    servers = [Server(s.config_id, s.server_id, s.address) for s in routes.servers]
+    return compile_routes(if_mac, routes.configs, [backend(a) for a in routes.addresses],
+                          servers, routes.table_options(), slots)
+
+
+def check_runnable(routes: RouteConfig, if_mac: bytes = bytes(6),
+                   backend: Callable[[str], Backend] = lambda a: Backend(a, None)
+                   ) -> CompiledRoutes:
+    """What can be verified beyond syntax (``--check``, start, SIGHUP, pesigitg-ctl's
+    offline checks): the CPU has AES-NI when a config has a key, and the route table
+    compiles; returns the table (compiled with placeholders when no MACs are given)."""
+    if any(c.key is not None for c in routes.configs) and not aesni_supported():
+        raise ConfigError("this CPU has no AES-NI instructions, which pesigitg needs to "
+                          "decode encrypted QUIC-LB connection IDs", file=str(routes.path))
+    return compile_route_config(routes, if_mac, backend)

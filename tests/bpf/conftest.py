@@ -6,14 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from pesigitg.ebpf import XdpProgram
+from pesigitg.daemon.steering import Steering
 
 pytestmark = pytest.mark.root
 
 
 @pytest.fixture(scope="module")
-def xdp() -> Iterator[XdpProgram]:
-    with XdpProgram.load() as program:
+def xdp() -> Iterator[Steering]:
+    with Steering.load() as program:
         program.set_ports([443, 4433])
         yield program
 

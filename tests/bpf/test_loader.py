@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from pesigitg._fastpath import XDP_VERDICTS
+from pesigitg.daemon.steering import shipped_object
 from pesigitg.ebpf import Map, MapType, ObjectError, VerifierError, load_object
 from pesigitg.ebpf.btf import MapDefinition
 from pesigitg.ebpf.program import load_program
-from pesigitg.ebpf.xdp import shipped_object
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGS = Path(__file__).parent / "progs"
@@ -183,7 +183,7 @@ def test_objects_that_are_not_bpf_are_refused(tmp_path):
 
 def test_missing_privileges_name_the_capability():
     # As an unprivileged user, loading must say what is missing instead of "EPERM".
-    code = "from pesigitg.ebpf import XdpProgram; XdpProgram.load()"
+    code = "from pesigitg.daemon.steering import Steering; Steering.load()"
     result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                              sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, check=False)
@@ -204,11 +204,11 @@ def open_fds() -> set[str]:
 
 
 def test_loading_and_closing_leaks_no_file_descriptor():
-    from pesigitg.ebpf import XdpProgram
+    from pesigitg.daemon.steering import Steering
 
     before = open_fds()
     for _ in range(5):
-        with XdpProgram.load() as xdp:
+        with Steering.load() as xdp:
             xdp.set_ports([443])
             assert len(open_fds() - before) >= 7    # BTF, six maps, the program
     assert open_fds() == before

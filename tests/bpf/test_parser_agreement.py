@@ -14,11 +14,11 @@ import ipaddress
 import pytest
 
 from pesigitg._fastpath import parse_frame
-from pesigitg.ebpf import XdpProgram
+from pesigitg.daemon.steering import Steering
 from tests.corpus import PORTS, VIP4, VIP6, XDP_VERDICT, corpus, expected_verdict
 
 
-def verdict(xdp: XdpProgram, frame: bytes) -> str:
+def verdict(xdp: Steering, frame: bytes) -> str:
     before = xdp.counters()
     xdp.test_run(frame)
     after = xdp.counters()

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pesigitg.ebpf import Verdict, XdpProgram
+from pesigitg.daemon.steering import Steering
+from pesigitg.ebpf import Verdict
 from tests import frames as f
 
 STEERED = (Verdict.DROP, "drop_no_socket")
@@ -132,7 +133,7 @@ CASES = [
 ]
 
 
-def run(xdp: XdpProgram, frame: bytes) -> tuple[Verdict, str]:
+def run(xdp: Steering, frame: bytes) -> tuple[Verdict, str]:
     before = xdp.counters()
     verdict, _ = xdp.test_run(frame)
     after = xdp.counters()

@@ -13,14 +13,14 @@ import time
 from collections.abc import Iterator
 
 from pesigitg._fastpath import Engine, XskSocket
-from pesigitg.ebpf import XdpProgram
+from pesigitg.daemon.steering import Steering
 from pesigitg.routing.routes import CompiledRoutes
 from pesigitg.testing.netns import inside, mac_of, namespace, veth_pair
 from tests.netns.peer import PeerSocket
 
 
 class Forwarder:
-    def __init__(self, lb_ns: str, peer_ns: str, xdp: XdpProgram, xsk: XskSocket,
+    def __init__(self, lb_ns: str, peer_ns: str, xdp: Steering, xsk: XskSocket,
                  engine: Engine, peer: PeerSocket, lb_mac: bytes) -> None:
         self.lb_ns, self.peer_ns = lb_ns, peer_ns
         self.xdp, self.xsk, self.engine, self.peer = xdp, xsk, engine, peer
@@ -64,7 +64,7 @@ def forwarder(routes: CompiledRoutes | None = None, ports: tuple[int, ...] = (44
         try:
             if routes is None:
                 raise ValueError("routes are required")
-            with inside(lb_ns), XdpProgram.load() as xdp:
+            with inside(lb_ns), Steering.load() as xdp:
                 xdp.set_ports(ports)
                 xdp.attach("v0")
                 try:

@@ -10,6 +10,7 @@ import pytest
 
 from pesigitg._fastpath import decide_frame
 from pesigitg.routing.quiclb import CidConfig
+from pesigitg.routing.route_config import TableOptions
 from pesigitg.routing.routes import Backend, Server, compile_routes
 from tests import frames as f
 from tests.netns.forwarder import forwarder
@@ -38,7 +39,7 @@ def build_routes(lb_mac: bytes, down: set[int] = frozenset(), extra: bool = Fals
         backends.append(Backend("10.0.0.4", mac(4)))
     servers = [Server(c.config_id, sid(c, n), f"10.0.0.{n}") for c in CONFIGS
                for n in range(1, 4)]
-    return compile_routes(lb_mac, CONFIGS, backends, servers, 5003)
+    return compile_routes(lb_mac, CONFIGS, backends, servers, TableOptions(5003))
 
 
 @pytest.fixture

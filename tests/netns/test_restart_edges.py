@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pesigitg.ebpf.xdp import shipped_object
+from pesigitg.daemon.steering import shipped_object
 from pesigitg.testing.daemon import PESIGITGD, RunningDaemon
 from pesigitg.testing.netns import ip
 from tests.netns.lbtoml import lb_toml

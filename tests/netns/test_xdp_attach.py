@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from pesigitg.ebpf import XdpAttachError, XdpProgram, load_program
+from pesigitg.daemon.steering import Steering
+from pesigitg.ebpf import XdpAttachError, load_program
 from pesigitg.ebpf.attach import XDP_FLAGS_DRV_MODE, attached_xdp, ifindex, set_xdp
 from pesigitg.ebpf.syscall import map_info
 from pesigitg.testing.netns import inside, ip
@@ -25,7 +26,7 @@ def link_xdp(ns: str, dev: str) -> str:
 
 
 def test_attach_native_shows_program_and_named_maps(veth_ns):
-    with XdpProgram.load() as xdp, inside(veth_ns):
+    with Steering.load() as xdp, inside(veth_ns):
         assert xdp.attach("v0") == "native"
         prog_id = xdp.program.id
         shown = link_xdp(veth_ns, "v0")
@@ -53,7 +54,7 @@ def test_attach_native_shows_program_and_named_maps(veth_ns):
 
 
 def test_generic_mode_on_request(veth_ns):
-    with XdpProgram.load() as xdp, inside(veth_ns):
+    with Steering.load() as xdp, inside(veth_ns):
         assert xdp.attach("v0", mode="generic") == "generic"
         assert "xdpgeneric" in link_xdp(veth_ns, "v0")
         xdp.detach()
@@ -63,7 +64,7 @@ def test_generic_mode_on_request(veth_ns):
 def test_foreign_program_is_not_replaced_without_force(veth_ns):
     foreign = load_program(XDP, RETURN_PASS, "GPL", "foreign_xdp")
     try:
-        with XdpProgram.load() as xdp, inside(veth_ns):
+        with Steering.load() as xdp, inside(veth_ns):
             set_xdp(ifindex("v0"), foreign.fd, XDP_FLAGS_DRV_MODE, "attaching foreign")
             with pytest.raises(XdpAttachError, match=r"'foreign_xdp'.*not pesigitg's"):
                 xdp.attach("v0")
@@ -79,7 +80,7 @@ def test_foreign_program_is_not_replaced_without_force(veth_ns):
 def test_netlink_detach_leaves_a_program_that_replaced_ours(veth_ns):
     foreign = load_program(XDP, RETURN_PASS, "GPL", "foreign_xdp")
     try:
-        with XdpProgram.load() as xdp, inside(veth_ns):
+        with Steering.load() as xdp, inside(veth_ns):
             xdp.attach("v0", kind="netlink")
             assert xdp.attach_kind == "netlink"
             set_xdp(ifindex("v0"), foreign.fd, XDP_FLAGS_DRV_MODE, "replacing ours")
@@ -92,7 +93,7 @@ def test_netlink_detach_leaves_a_program_that_replaced_ours(veth_ns):
 def test_a_link_cannot_be_replaced_behind_our_back(veth_ns):
     foreign = load_program(XDP, RETURN_PASS, "GPL", "foreign_xdp")
     try:
-        with XdpProgram.load() as xdp, inside(veth_ns):
+        with Steering.load() as xdp, inside(veth_ns):
             xdp.attach("v0")
             assert xdp.attach_kind == "link"
             with pytest.raises(OSError) as refused:
@@ -106,7 +107,7 @@ def test_a_link_cannot_be_replaced_behind_our_back(veth_ns):
 
 
 def test_a_program_left_by_a_netlink_attachment_is_replaced(veth_ns):
-    with XdpProgram.load() as old, XdpProgram.load() as new, inside(veth_ns):
+    with Steering.load() as old, Steering.load() as new, inside(veth_ns):
         old.attach("v0", kind="netlink")
         new.attach("v0")  # a restart after a crash of a netlink-mode daemon
         attached = attached_xdp(ifindex("v0"))
@@ -116,7 +117,7 @@ def test_a_program_left_by_a_netlink_attachment_is_replaced(veth_ns):
 
 
 def test_a_second_link_holder_is_refused(veth_ns):
-    with XdpProgram.load() as first, XdpProgram.load() as second, inside(veth_ns):
+    with Steering.load() as first, Steering.load() as second, inside(veth_ns):
         first.attach("v0")
         with pytest.raises(XdpAttachError, match="BPF link another process holds"):
             second.attach("v0")
@@ -127,8 +128,8 @@ def test_the_program_detaches_when_the_last_holder_of_its_link_exits(veth_ns):
     child = subprocess.Popen(
         ["ip", "netns", "exec", veth_ns, sys.executable, "-c",
          "import sys, time\n"
-         "from pesigitg.ebpf import XdpProgram\n"
-         "xdp = XdpProgram.load(); xdp.attach('v0'); print(xdp.program.id, flush=True)\n"
+         "from pesigitg.daemon.steering import Steering\n"
+         "xdp = Steering.load(); xdp.attach('v0'); print(xdp.program.id, flush=True)\n"
          "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
         prog_id = int(child.stdout.readline())
@@ -143,15 +144,15 @@ def test_the_program_detaches_when_the_last_holder_of_its_link_exits(veth_ns):
 
 
 def test_a_handed_over_link_keeps_the_program_or_swaps_it_atomically(veth_ns):
-    with XdpProgram.load() as old, inside(veth_ns):
+    with Steering.load() as old, inside(veth_ns):
         old.attach("v0")
         maps = {name: m.fd for name, m in old.maps.items()}
         # The same object: maps and program are reused, the link is only taken over.
-        with XdpProgram.load(reuse=maps, programs={"xdp": old.fd}) as same:
+        with Steering.load(reuse=maps, programs={"xdp": old.fd}) as same:
             assert same.program.id == old.program.id
             same.adopt_attachment(old.ifindex, old.mode, "link", old.link_fd, old.fd)
             # An upgrade: a new program over the same maps replaces it on the link.
-            with XdpProgram.load(reuse=maps) as upgraded:
+            with Steering.load(reuse=maps) as upgraded:
                 assert upgraded.program.id != old.program.id
                 # Every map is the old kernel object (same id), contents and all.
                 assert {n: map_info(m.fd).id for n, m in upgraded.maps.items()} == \
@@ -166,6 +167,6 @@ def test_a_handed_over_link_keeps_the_program_or_swaps_it_atomically(veth_ns):
 
 
 def test_attach_to_a_missing_interface_says_so(veth_ns):
-    with XdpProgram.load() as xdp, inside(veth_ns), \
+    with Steering.load() as xdp, inside(veth_ns), \
             pytest.raises(OSError, match=r"looking up interface nope0.*no such interface"):
         xdp.attach("nope0")

@@ -8,14 +8,14 @@ from collections.abc import Iterator
 import pytest
 
 from pesigitg._fastpath import XskSocket
-from pesigitg.ebpf import XdpProgram
+from pesigitg.daemon.steering import Steering
 from pesigitg.testing.netns import inside
 
 
 @pytest.fixture
-def xdp_on_v0(veth_ns: str) -> Iterator[XdpProgram]:
+def xdp_on_v0(veth_ns: str) -> Iterator[Steering]:
     """The steering program attached to v0; the test runs inside the namespace."""
-    with inside(veth_ns), XdpProgram.load() as xdp:
+    with inside(veth_ns), Steering.load() as xdp:
         xdp.attach("v0")
         try:
             yield xdp

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pesigitg._fastpath import decide_frame
 from pesigitg.routing.decision import decide, flow_hash
 from pesigitg.routing.quiclb import CidConfig
+from pesigitg.routing.route_config import TableOptions
 from pesigitg.routing.routes import Backend, CompiledRoutes, Server, compile_routes
 from tests import frames as f
 from tests.corpus import (
@@ -140,7 +141,8 @@ def test_a_packet_too_big_about_a_short_header_goes_to_every_backend(decider, v6
 def test_a_packet_too_big_quoting_no_vip_is_never_copied_to_every_backend(decider, v6):
     # Anyone can quote any packet: one that did not leave from a VIP goes by hash alone.
     too_big = icmp_about(f.quic_short(bytes(8)), 2 if v6 else 3, 0 if v6 else 4, v6)
-    unlisted = compile_routes(ROUTES.if_mac, ROUTES.configs, ROUTES.backends, SERVERS, 5003)
+    unlisted = compile_routes(ROUTES.if_mac, ROUTES.configs, ROUTES.backends, SERVERS,
+                              TableOptions(5003))
     assert decider(unlisted, too_big) == ("icmp_not_vip", flow_backend(v6), None, "none",
                                           "none")
 
@@ -200,7 +202,7 @@ def test_eight_extension_headers_are_walked_and_an_atomic_fragment_is_whole(deci
 
 def test_no_backend_when_the_pool_is_empty(decider):
     empty = compile_routes(LB_MAC, CONFIGS, [Backend("10.0.0.1", mac(1), up=False)],
-                           [Server(0, b"\x01" * 3, "10.0.0.1")], 5003)
+                           [Server(0, b"\x01" * 3, "10.0.0.1")], TableOptions(5003))
     frame = f.udp4_frame(f.quic_short(cid_for(PLAIN, 1)))
     assert decider(empty, frame) == ("none", None, None, "server_down", "no_backend")
 
@@ -262,7 +264,7 @@ def test_any_cid_of_any_backend_decides_alike(config, backend, nonce, long_heade
 
 
 KEYED = compile_routes(LB_MAC, CONFIGS, [Backend(f"10.0.0.{n}", mac(n)) for n in range(1, 6)],
-                       [], 5003, hash_key=bytes(range(16)))
+                       [], TableOptions(5003, hash_key=bytes(range(16))))
 
 
 def test_a_keyed_fallback_decides_alike_and_differently_from_the_unkeyed_one():
@@ -274,7 +276,7 @@ def test_a_keyed_fallback_decides_alike_and_differently_from_the_unkeyed_one():
     assert _siphash24(bytes(range(16)), b"") == 0x726FDB47DD0E0E31
     assert _siphash24(bytes(range(16)), bytes(range(15))) == 0xA129CA6149BE45E5
     differ = 0
-    unkeyed = compile_routes(LB_MAC, CONFIGS, KEYED.backends, [], 5003)
+    unkeyed = compile_routes(LB_MAC, CONFIGS, KEYED.backends, [], TableOptions(5003))
     for frame in corpus(per_seed=40):
         assert fast(KEYED, frame) == reference(KEYED, frame), frame.hex()
         if fast(KEYED, frame)[1] != fast(unkeyed, frame)[1]:
@@ -288,18 +290,17 @@ def test_two_balancers_with_the_same_configuration_decide_alike():
     own MAC, and every frame gets the same backend."""
     from tests.corpus import corpus
 
-    one = compile_routes(bytes.fromhex("02000000aa01"), CONFIGS, BACKENDS, SERVERS, 5003,
-                         hash_key=bytes(range(16)))
-    two = compile_routes(bytes.fromhex("02000000aa02"), CONFIGS, BACKENDS, SERVERS, 5003,
-                         hash_key=bytes(range(16)))
+    keyed = TableOptions(5003, hash_key=bytes(range(16)))
+    one = compile_routes(bytes.fromhex("02000000aa01"), CONFIGS, BACKENDS, SERVERS, keyed)
+    two = compile_routes(bytes.fromhex("02000000aa02"), CONFIGS, BACKENDS, SERVERS, keyed)
     assert one.blob != two.blob and one.table.digest() == two.table.digest()
     # Counter slots depend on each daemon's history of reloads: bookkeeping, left out.
     slots = {b.name: len(BACKENDS) - n for n, b in enumerate(BACKENDS)}
-    three = compile_routes(bytes.fromhex("02000000aa03"), CONFIGS, BACKENDS, SERVERS, 5003,
-                           slots=slots, hash_key=bytes(range(16)))
+    three = compile_routes(bytes.fromhex("02000000aa03"), CONFIGS, BACKENDS, SERVERS, keyed,
+                           slots=slots)
     assert three.table.digest() == one.table.digest()
     other_key = compile_routes(bytes.fromhex("02000000aa01"), CONFIGS, BACKENDS, SERVERS,
-                               5003, hash_key=bytes(16))
+                               TableOptions(5003, hash_key=bytes(16)))
     assert other_key.table.digest() != one.table.digest()
     for frame in corpus(per_seed=40):
         assert fast(one, frame) == fast(two, frame), frame.hex()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 from pesigitg.daemon.health import MAX_BACKOFF, HealthState, build_probe, is_version_negotiation
@@ -9,7 +10,7 @@ from pesigitg.daemon.sdnotify import Notifier
 from pesigitg.routing.route_config import HealthSpec
 from tests.netns.peer import version_negotiation
 
-SPEC = HealthSpec(interval_ms=1000, rise=2, fall=3)
+SPEC = dataclasses.replace(HealthSpec.default(), interval_ms=1000, rise=2, fall=3)
 
 
 def test_probe_is_a_1200_octet_long_header_with_a_reserved_version():
@@ -33,8 +34,8 @@ def test_only_a_matching_version_negotiation_counts():
 def test_the_first_probe_decides_and_nothing_goes_to_an_unprobed_backend():
     fresh = HealthState()
     assert not fresh.usable(SPEC) and fresh.describe(SPEC) == "down (not probed yet)"
-    assert fresh.usable(HealthSpec(enabled=False))
-    assert fresh.describe(HealthSpec(enabled=False)) == "up (assumed: health checks off)"
+    off = dataclasses.replace(HealthSpec.default(), enabled=False)
+    assert fresh.usable(off) and fresh.describe(off) == "up (assumed: health checks off)"
     assert fresh.record(True, SPEC, "ok", 0) is False         # was assumed up, still up
     assert fresh.usable(SPEC) and fresh.describe(SPEC) == "up (probed)"
     dead = HealthState()

@@ -39,7 +39,7 @@ from pesigitg.routing.retry import (
 from pesigitg.routing.retry import (
     retry_packet as reference_retry,
 )
-from pesigitg.routing.route_config import load_route_config
+from pesigitg.routing.route_config import TableOptions, load_route_config
 from pesigitg.routing.routes import Backend, Server, compile_routes
 from tests import frames as f
 
@@ -124,7 +124,8 @@ def routes(mode: str = "always", keys=(KEY, OLD)):
     return compile_routes(bytes(6), [CidConfig(0, 3, 4)],
                           [Backend("10.0.0.1", bytes([2, 0, 0, 0, 0, 1]))],
                           [Server(0, b"\x01\x01\x01", "10.0.0.1")],
-                          retry=RetrySpec(mode, 10, 100, 200, tuple(keys)))
+                          TableOptions(knobs=RetrySpec(mode, 10, 100, 200).knobs(),
+                                       retry_keys=tuple(keys)))
 
 
 ROUTES = routes()
@@ -338,8 +339,8 @@ def test_the_retry_section_of_lb_toml(tmp_path):
     assert KEY.key.hex() not in repr(retry) and KEY.iv.hex() not in repr(retry)
     bad = {
         'mode = "sometimes"': "retry.mode = 'sometimes': must be one of off, always, load",
-        'mode = "load"\n[[retry.keys]]\nsequence = 1\nkey = "00"\niv = "00"':
-            "retry.load_trigger: missing",
+        f'mode = "load"\n[[retry.keys]]\nsequence = 1\nkey = "{KEY.key.hex()}"\n'
+        f'iv = "{KEY.iv.hex()}"': "retry.load_trigger: missing",
         'mode = "always"': "retry.keys: mode 'always' needs at least one [[retry.keys]]",
         f'mode = "always"\n[[retry.keys]]\nsequence = 1\nkey = "{KEY.key.hex()[:-2]}"\n'
         f'iv = "{KEY.iv.hex()}"': "retry.keys[0].key = (hidden): must be 32 hex digits",

@@ -176,6 +176,8 @@ cdef extern from "abi_names.h" nogil:
     const pes_family pes_family_table[]
     const pes_map_name pes_map_table[]
     const char pes_settings_var[]
+    const pes_name pes_knob_table[]
+    const pes_name pes_retry_mode_table[]
     const int pes_limit_count
     const int pes_family_count
     const int pes_map_count

@@ -5,6 +5,7 @@
 
 #include "pesigitg_abi.h"
 #include "pesigitg_parse.h"
+#include "routetable.h"
 
 #define PES_STR_(x) #x
 #define PES_STR(x) PES_STR_(x)
@@ -57,6 +58,8 @@ static const pes_name pes_drop_table[] = {PES_DROPS(PES_NAME_ENTRY)};
 static const pes_family pes_family_table[] = {PES_COUNTERS(PES_FAMILY_ENTRY)};
 static const pes_map_name pes_map_table[] = {PES_MAPS(PES_MAP_ENTRY)};
 static const char pes_settings_var[] = PES_STR(PES_SETTINGS_VAR);
+static const pes_name pes_knob_table[] = {PES_TABLE_KNOBS(PES_NAME_ENTRY)};
+static const pes_name pes_retry_mode_table[] = {PES_RETRY_MODES(PES_NAME_ENTRY)};
 
 #define PES_COUNT(table) ((int)(sizeof(table) / sizeof((table)[0])))
 static const int pes_limit_count = PES_COUNT(pes_limit_table);

@@ -26,7 +26,7 @@
 #include "gcm.h"
 
 #define PES_ROUTE_MAGIC 0x52534550u /* "PESR" little endian */
-#define PES_ROUTE_VERSION 5u
+#define PES_ROUTE_VERSION 6u
 #define PES_BACKEND_NONE 0xFFFFu /* a Maglev slot with no backend (PES_MAX_BACKENDS + 1) */
 
 enum pes_backend_state {
@@ -47,7 +47,26 @@ typedef struct {
     uint32_t key;           /* nonzero, unique in the table */
 } pes_backend;
 
-enum pes_retry_mode { PES_RETRY_OFF, PES_RETRY_ALWAYS, PES_RETRY_LOAD };
+/* The Retry offload's modes, as lb.toml's [retry] mode names them. */
+#define PES_RETRY_MODES(X)                                                           \
+    X(OFF, "no Retry offload: nothing inspected")                                   \
+    X(ALWAYS, "every worker answers every tokenless Initial")                      \
+    X(LOAD, "a worker answers them while its Initials pass the trigger")
+#define PES_RETRY_MODE_ENUM(name, doc) PES_RETRY_##name,
+enum pes_retry_mode { PES_RETRY_MODES(PES_RETRY_MODE_ENUM) PES_RETRY_MODE_COUNT };
+
+/* lb.toml's numbers the packet path reads, each filled from one key (routing/
+ * route_config.py's schema names which): the packer writes them by name, the loop
+ * reads them by index. A new one is a line here, a row there, and its use. */
+#define PES_TABLE_KNOBS(X)                                                           \
+    X(FLOW_ENTRIES, "each worker's flow table: entries, 0 for none")                \
+    X(ICMP_FANOUT_RATE, "Packets Too Big copied to every backend per second")       \
+    X(RETRY_MODE, "the Retry offload's mode (PES_RETRY_MODES)")                     \
+    X(RETRY_LIFETIME_S, "seconds the tokens the offload makes live")                \
+    X(RETRY_TRIGGER, "mode load: Initials a second per worker that make it active") \
+    X(RETRY_TRANSITION_MS, "Retry and forward for this long while becoming active")
+#define PES_KNOB_ENUM(name, doc) PES_KNOB_##name,
+enum pes_knob { PES_TABLE_KNOBS(PES_KNOB_ENUM) PES_KNOB_COUNT };
 
 /* A token key of the Retry offload: AES-128-GCM key (expanded) and IV. */
 typedef struct {
@@ -77,12 +96,7 @@ typedef struct {
     uint8_t reserved[2];
     uint32_t keys_off;
     uint32_t keys_mask;         /* slots - 1, a power of two minus one */
-    uint32_t flow_entries;      /* each worker's flow table: entries, 0 for none */
-    uint32_t icmp_fanout_rate;  /* Packets Too Big copied to every backend per second */
-    uint32_t retry_mode;        /* enum pes_retry_mode */
-    uint32_t retry_lifetime_s;  /* of the tokens we make */
-    uint32_t retry_trigger;     /* PES_RETRY_LOAD: Initials a second per worker */
-    uint32_t retry_transition_ms;
+    uint32_t knobs[PES_KNOB_COUNT];  /* PES_TABLE_KNOBS */
     uint32_t retry_newest;      /* the key sequence new tokens use */
     uint32_t retry_keys_off;
     uint32_t hash_keyed;        /* the fallback hashes with SipHash-2-4 under hash_key */

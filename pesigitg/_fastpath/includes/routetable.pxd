@@ -27,6 +27,17 @@ cdef extern from "routetable.h" nogil:
         PES_RETRY_OFF
         PES_RETRY_ALWAYS
         PES_RETRY_LOAD
+        PES_RETRY_MODE_COUNT
+
+    # Anonymous here so the values index arrays (the C enum is pes_knob).
+    enum:
+        PES_KNOB_FLOW_ENTRIES
+        PES_KNOB_ICMP_FANOUT_RATE
+        PES_KNOB_RETRY_MODE
+        PES_KNOB_RETRY_LIFETIME_S
+        PES_KNOB_RETRY_TRIGGER
+        PES_KNOB_RETRY_TRANSITION_MS
+        PES_KNOB_COUNT
 
     ctypedef struct pes_retry_key:
         pes_gcm_key gcm
@@ -50,12 +61,7 @@ cdef extern from "routetable.h" nogil:
         uint8_t if_mac[6]
         uint32_t keys_off
         uint32_t keys_mask
-        uint32_t flow_entries
-        uint32_t icmp_fanout_rate
-        uint32_t retry_mode
-        uint32_t retry_lifetime_s
-        uint32_t retry_trigger
-        uint32_t retry_transition_ms
+        uint32_t knobs[6]  # PES_KNOB_COUNT
         uint32_t retry_newest
         uint32_t retry_keys_off
         uint32_t hash_keyed
