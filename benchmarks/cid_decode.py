@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def make_cids(config: CidConfig, count: int) -> np.ndarray:
     return rows
 
 
-def rate(fn, items_per_call: int, seconds: float) -> float:
+def rate(fn: Callable[[], object], items_per_call: int, seconds: float) -> float:
     fn()  # warm up caches and branch predictors
     calls = 0
     start = time.perf_counter()

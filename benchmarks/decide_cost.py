@@ -87,13 +87,15 @@ def measure(label: str, config: CidConfig, kind: str, batch: int, seconds: float
     distinct = FLOWS if kind.startswith("flows") else 0
     # Warm up (with flows: every flow seen once, so the table holds the working set).
     decide_batch(routes.table, view, lengths, STRIDE, max(20, FLOWS // batch + 1 if distinct
-                                                         else 0), flows, distinct)
+                                                         else 0), flows=flows,
+                 distinct=distinct)
     repeat = 50
     best = float("inf")
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         start = time.perf_counter_ns()
-        forwarded = decide_batch(routes.table, view, lengths, STRIDE, repeat, flows, distinct)
+        forwarded = decide_batch(routes.table, view, lengths, STRIDE, repeat, flows=flows,
+                                 distinct=distinct)
         elapsed = time.perf_counter_ns() - start
         if forwarded != batch * repeat:
             raise SystemExit(f"{label}: {forwarded} of {batch * repeat} frames forwarded")

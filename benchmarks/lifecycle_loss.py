@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +58,53 @@ def settled(sink: Traffic, sent: int) -> int:
     return count
 
 
+def events(daemon: RunningDaemon, lb_ns: str) -> list[tuple[str, Callable[[], None]]]:
+    def hup() -> None:
+        mark = daemon.mark()
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log("reloaded: ", after=mark)
+
+    def kill_worker() -> None:
+        worker = daemon.get("/stats")["workers"][0]["pid"]
+        mark = daemon.mark()
+        os.kill(worker, signal.SIGKILL)
+        daemon.wait_log("worker q0 up", after=mark)
+
+    def restart() -> None:
+        done = subprocess.run(["ip", "netns", "exec", lb_ns, CTL, "-s",
+                               str(daemon.status_socket), "restart"],
+                              capture_output=True, text=True, timeout=180)
+        if done.returncode:
+            raise RuntimeError(done.stderr)
+
+    return [("SIGHUP (reload)", hup), ("kill -9 of a worker", kill_worker),
+            ("pesigitg-ctl restart", restart)]
+
+
+@dataclass
+class Round:
+    sent: int
+    lost: int
+    took: float         # seconds the event took
+
+
+def one_round(sink: Traffic, peer_ns: str, stream_frames: list[bytes], rate: int,
+              event: Callable[[], None]) -> Round:
+    """A second of traffic, the event, a second of traffic; what the sink missed."""
+    before = sink.sink_count({1, 2})
+    stream = PacedStream(peer_ns, "v1", stream_frames, rate).start()
+    try:
+        time.sleep(1.0)
+        started = time.monotonic()
+        event()
+        took = time.monotonic() - started
+        time.sleep(1.0)
+    finally:
+        sent = stream.stop()
+    counted = settled(sink, before + sent) - before
+    return Round(sent, sent - counted, took)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=100_000, help="frames/s (default 100k)")
@@ -66,7 +114,7 @@ def main() -> int:
         print("needs root (namespaces, XDP, AF_XDP)", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    results: dict[str, list[tuple[int, int, float]]] = {}
+    results: dict[str, list[Round]] = {}
     with tempfile.TemporaryDirectory(prefix="pesi-loss-") as tmp, \
             namespace("pesi-lb") as lb_ns, namespace("pesi-peer") as peer_ns:
         work = Path(tmp)
@@ -81,44 +129,12 @@ def main() -> int:
         stream_frames = frames(mac_of(peer_ns, "v1"), mac_of(lb_ns, "v0"))
         try:
             daemon.start()
-
-            def hup() -> None:
-                mark = daemon.mark()
-                daemon.signal(signal.SIGHUP)
-                daemon.wait_log("reloaded: ", after=mark)
-
-            def kill_worker() -> None:
-                worker = daemon.get("/stats")["workers"][0]["pid"]
-                mark = daemon.mark()
-                os.kill(worker, signal.SIGKILL)
-                daemon.wait_log("worker q0 up", after=mark)
-
-            def restart() -> None:
-                done = subprocess.run(["ip", "netns", "exec", lb_ns, CTL, "-s",
-                                       str(daemon.status_socket), "restart"],
-                                      capture_output=True, text=True, timeout=180)
-                if done.returncode:
-                    raise RuntimeError(done.stderr)
-
-            events: list[tuple[str, Callable[[], None]]] = [
-                ("SIGHUP (reload)", hup), ("kill -9 of a worker", kill_worker),
-                ("pesigitg-ctl restart", restart)]
-            for name, event in events:
+            for name, event in events(daemon, lb_ns):
                 for _ in range(args.rounds):
-                    before = sink.sink_count({1, 2})
-                    stream = PacedStream(peer_ns, "v1", stream_frames, args.rate).start()
-                    try:
-                        time.sleep(1.0)
-                        started = time.monotonic()
-                        event()
-                        took = time.monotonic() - started
-                        time.sleep(1.0)
-                    finally:
-                        sent = stream.stop()
-                    counted = settled(sink, before + sent) - before
-                    results.setdefault(name, []).append((sent, sent - counted, took))
-                    print(f"{name}: sent {sent:,}, lost {sent - counted:,} "
-                          f"(event took {took * 1000:.0f} ms)", flush=True)
+                    r = one_round(sink, peer_ns, stream_frames, args.rate, event)
+                    results.setdefault(name, []).append(r)
+                    print(f"{name}: sent {r.sent:,}, lost {r.lost:,} "
+                          f"(event took {r.took * 1000:.0f} ms)", flush=True)
         finally:
             daemon.stop()
             sink.close()
@@ -126,8 +142,8 @@ def main() -> int:
           "(veth, copy-mode AF_XDP, one worker):")
     print(f"{'event':24} {'lost per round':>22} {'event took (ms)':>22}")
     for name, rounds in results.items():
-        lost = ", ".join(str(r[1]) for r in rounds)
-        took = ", ".join(f"{r[2] * 1000:.0f}" for r in rounds)
+        lost = ", ".join(str(r.lost) for r in rounds)
+        took = ", ".join(f"{r.took * 1000:.0f}" for r in rounds)
         print(f"{name:24} {lost:>22} {took:>22}")
     return 0
 

@@ -8,11 +8,11 @@ system call goes through :func:`os_error` so the message always names the operat
 from __future__ import annotations
 
 import os
+import traceback
+from pathlib import Path
 
 __all__ = ["CAP_BPF", "CAP_IPC_LOCK", "CAP_NAMES", "CAP_NET_ADMIN", "CAP_NET_RAW",
-           "CAP_PERFMON", "CAP_SYS_ADMIN",
-           "ConfigError",
-           "has_capability",
+           "CAP_PERFMON", "CAP_SYS_ADMIN", "ConfigError", "failure_reason", "has_capability",
            "missing_capability_hint", "os_error"]
 
 # linux/capability.h
@@ -79,3 +79,13 @@ class ConfigError(ValueError):
                 subject += " = (hidden)" if secret else f" = {shown}"
             subject += ":"
         super().__init__(f"{where}:{subject} {message}")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What a failure says: its own words for the errors raised on purpose; for anything
+    else only its kind and place (its text might quote configuration values, or keys)."""
+    if isinstance(exc, (ConfigError, OSError, ValueError, RuntimeError)):
+        return str(exc)
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    place = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+    return f"internal error ({type(exc).__name__}{place}), a bug: please report it"

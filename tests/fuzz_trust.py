@@ -147,11 +147,15 @@ def pipe(count: int, seed: int, keep: int = 10) -> Tally:
         handle.reader, handle.blob, handle.tables_unanswered = wire.MessageReader(), \
             b"table", 1
         got: list[tuple[int, bytes]] = []
-        for kind in pool._replies:
-            pool._replies[kind] = (lambda h, m: got.append((m.kind, m.body)))
-        replies = pool._replies
+        for kind in pool.replies:
+            pool.replies[kind] = (lambda h, m: got.append((m.kind, m.body)))
+        replies = pool.replies
         ready = replies[wire.Kind.READY]
-        replies[wire.Kind.READY] = lambda h, m: (m.ready(), ready(h, m))  # values checked
+        def ready_checked(h: WorkerHandle, m: wire.Message) -> None:
+            m.ready()                   # the values are checked, then handled
+            ready(h, m)
+
+        replies[wire.Kind.READY] = ready_checked
         at = 0
         while at < len(stream) and not handle.refused:
             step = rng.randint(1, 16)

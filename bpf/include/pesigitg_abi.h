@@ -6,8 +6,10 @@
  * fast path (pesigitg._fastpath) or from the XDP object's BTF, never restating them.
  * Adding a drop reason is one line here plus the code that decides it.
  *
- * Values are ABI: counters are indexed by them and survive a restart, so lists are
- * append-only. Compiled by clang -target bpf and by the C compiler of the extension.
+ * The workers' counters carry their names, so a daemon of another version adopts them
+ * by name (daemon/counters.py) and those lists may change in any order; the XDP
+ * verdicts are counted in a map a restart keeps, by value: add verdicts at the end.
+ * Compiled by clang -target bpf and by the C compiler of the extension.
  */
 #ifndef PESIGITG_ABI_H
 #define PESIGITG_ABI_H

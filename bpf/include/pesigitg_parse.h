@@ -1,5 +1,6 @@
 /* The one L2-L4 parser: Ethernet, IPv4 (options) or IPv6 (extension headers), then UDP
- * or an ICMP/ICMPv6 error and the datagram it quotes.
+ * or an ICMP/ICMPv6 error and the datagram it quotes; and the QUIC long header's
+ * version-independent fields, wherever a payload is read (RFC 8999).
  *
  * Compiled into the XDP program and into the fast path, so both read frames by the same
  * rules: a cursor with a bounds check at every step (the verifier's pattern), octet-wise
@@ -24,6 +25,10 @@
  * the same text builds for BPF and for user space without libc's network headers. */
 enum {
     PES_ETH_HLEN = 14,
+    PES_IPV4_HLEN = 20,            /* without options */
+    PES_IPV6_HLEN = 40,
+    PES_UDP_HLEN = 8,
+    PES_ICMP_HLEN = 8,             /* type, code, checksum, and 4 octets of the type's */
     PES_ETH_P_IP = 0x0800,
     PES_ETH_P_IPV6 = 0x86DD,
     PES_PROTO_HOPOPTS = 0,
@@ -119,7 +124,7 @@ PES_INLINE int pes_pull_ipv4(struct pes_cursor *c, struct pes_flow *flow, __u8 *
     const __u8 *ip;
     __u32 opts;
 
-    if (!pes_pull(c, 20, &ip) || (ip[0] >> 4) != 4 || (ip[0] & 0xF) < 5)
+    if (!pes_pull(c, PES_IPV4_HLEN, &ip) || (ip[0] >> 4) != 4 || (ip[0] & 0xF) < 5)
         return PES_PARSE_MALFORMED;
     opts = ((ip[0] & 0xF) - 5) * 4;
     if (opts && !pes_skip(c, opts))
@@ -145,7 +150,7 @@ PES_INLINE int pes_pull_ipv6(struct pes_cursor *c, struct pes_flow *flow, __u8 *
     const __u8 *ip6;
     __u8 next;
 
-    if (!pes_pull(c, 40, &ip6) || (ip6[0] >> 4) != 6)
+    if (!pes_pull(c, PES_IPV6_HLEN, &ip6) || (ip6[0] >> 4) != 6)
         return PES_PARSE_MALFORMED;
     pes_copy_addr(flow->saddr, ip6 + 8, 16);
     pes_copy_addr(flow->daddr, ip6 + 24, 16);
@@ -193,10 +198,10 @@ PES_INLINE int pes_pull_udp(struct pes_cursor *c, struct pes_flow *flow, struct 
     const __u8 *udp;
     __u32 ulen, avail;
 
-    if (!pes_pull(c, 8, &udp))
+    if (!pes_pull(c, PES_UDP_HLEN, &udp))
         return PES_PARSE_MALFORMED;
     ulen = pes_be16(udp + 4);
-    if (ulen < 8)
+    if (ulen < PES_UDP_HLEN)
         return PES_PARSE_MALFORMED;
     flow->sport = pes_be16(udp);
     flow->dport = pes_be16(udp + 2);
@@ -205,7 +210,7 @@ PES_INLINE int pes_pull_udp(struct pes_cursor *c, struct pes_flow *flow, struct 
      * program loaded without CAP_PERFMON, so the XDP object never computes it. */
     avail = (__u32)(c->end - c->pos);
     pkt->payload = c->off;
-    pkt->payload_len = ulen - 8 < avail ? ulen - 8 : avail;
+    pkt->payload_len = ulen - PES_UDP_HLEN < avail ? ulen - PES_UDP_HLEN : avail;
 #else
     (void)avail;
     (void)pkt;
@@ -229,7 +234,7 @@ PES_INLINE int pes_pull_icmp(struct pes_cursor *c, struct pes_pkt *pkt)
     __u8 quoted_proto = 0;
     int rc;
 
-    if (!pes_pull(c, 8, &icmp))
+    if (!pes_pull(c, PES_ICMP_HLEN, &icmp))
         return PES_PARSE_MALFORMED;
     pkt->icmp_type = icmp[0];
     pkt->icmp_code = icmp[1];
@@ -280,6 +285,66 @@ PES_INLINE void pes_cursor_init(struct pes_cursor *c, const void *data, const vo
     c->pos = (const __u8 *)data;
     c->end = (const __u8 *)end;
     c->off = 0;
+}
+
+/* A Packet Too Big: ICMP destination unreachable, fragmentation needed (RFC 1191), or
+ * ICMPv6 Packet Too Big (RFC 4443 3.2). */
+PES_INLINE int pes_packet_too_big(const struct pes_pkt *pkt)
+{
+    if (pkt->family == 4)
+        return pkt->icmp_type == PES_ICMP4_DEST_UNREACH &&
+               pkt->icmp_code == PES_ICMP4_FRAG_NEEDED;
+    return pkt->icmp_type == PES_ICMP6_PACKET_TOO_BIG;
+}
+
+/* QUIC's long header, the fields every version has (RFC 8999 5.1): the form bit, the
+ * version, the DCID length and DCID, the SCID length and SCID; the version's own
+ * fields follow. How much of it a payload holds: */
+enum {
+    PES_QUIC_LONG_FORM = 0x80,
+    PES_LONG_NONE = 0,      /* empty, or a short header */
+    PES_LONG_CUT = 1,       /* a long header cut before the end of its DCID */
+    PES_LONG_DCID = 2,      /* version and DCID, cut before the end of its SCID */
+    PES_LONG_WHOLE = 3,     /* version, DCID and SCID */
+};
+
+struct pes_long_header {
+    __u32 version;          /* 0 when cut before it */
+    __u32 dcid;             /* offsets from where the cursor started */
+    __u32 scid;
+    __u32 rest;             /* what follows the SCID */
+    __u8 first;
+    __u8 dcid_len;
+    __u8 scid_len;
+};
+
+/* Read a long header at the cursor (a UDP payload); returns a PES_LONG_* extent. The
+ * one reader of these fields: the decision's DCID, an ICMP error's quoted SCID and the
+ * Retry offload's Initial all come from here. */
+PES_INLINE int pes_pull_long_header(struct pes_cursor *c, struct pes_long_header *lh)
+{
+    const __u8 *h;
+
+    lh->version = lh->dcid = lh->scid = lh->rest = 0;
+    lh->first = lh->dcid_len = lh->scid_len = 0;
+    if (!pes_pull(c, 1, &h) || !(h[0] & PES_QUIC_LONG_FORM))
+        return PES_LONG_NONE;
+    lh->first = h[0];
+    if (!pes_pull(c, 5, &h))
+        return PES_LONG_CUT;
+    lh->version = ((__u32)h[0] << 24) | ((__u32)h[1] << 16) | ((__u32)h[2] << 8) | h[3];
+    lh->dcid_len = h[4];
+    lh->dcid = c->off;
+    if (!pes_skip(c, lh->dcid_len))
+        return PES_LONG_CUT;
+    if (!pes_pull(c, 1, &h))
+        return PES_LONG_DCID;
+    lh->scid_len = h[0];
+    lh->scid = c->off;
+    if (!pes_skip(c, lh->scid_len))
+        return PES_LONG_DCID;
+    lh->rest = c->off;
+    return PES_LONG_WHOLE;
 }
 
 /* What the XDP program does with an outcome the parser already settles. */

@@ -105,30 +105,33 @@ cdef inline int _route_cid(const pes_route_table *t, const uint8_t *cid, size_t 
     return 1
 
 
+cdef inline int _long_header(const uint8_t *p, size_t len, pes_long_header *lh) noexcept nogil:
+    # The shared reader of the long header's invariant fields over a payload.
+    cdef pes_cursor c
+    pes_cursor_init(&c, p, p + len)
+    return pes_pull_long_header(&c, lh)
+
+
 cdef inline int _quic(const pes_route_table *t, const uint8_t *p, size_t len,
                       const pes_pkt *pkt, pes_decision *d) noexcept nogil:
-    cdef size_t dcid_len
-    cdef uint32_t version
+    cdef pes_long_header lh
+    cdef int extent
     if len == 0:
         return _drop(d, PES_DROP_NOT_QUIC)
-    if p[0] & 0x80:
-        # RFC 8999 §5.1 long header: form, version (4), DCID length, DCID.
-        if len < 6:
-            return _drop(d, PES_DROP_NOT_QUIC)
-        version = (<uint32_t>p[1] << 24) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 8) | p[4]
-        dcid_len = p[5]
-        if 6 + dcid_len > len:
+    extent = _long_header(p, len, &lh)
+    if extent != PES_LONG_NONE:
+        if extent == PES_LONG_CUT:
             return _drop(d, PES_DROP_NOT_QUIC)
         # RFC 9000 §17.2: version 1 CIDs are at most 20 octets.
-        if version == 1 and dcid_len > PES_CID_MAX_LEN:
+        if lh.version == 1 and lh.dcid_len > PES_CID_MAX_LEN:
             return _drop(d, PES_DROP_NOT_QUIC)
-        if dcid_len and _route_cid(t, p + 6, dcid_len, d):
+        if lh.dcid_len and _route_cid(t, p + lh.dcid, lh.dcid_len, d):
             return 1
-        if dcid_len == 0:
+        if lh.dcid_len == 0:
             d.unroutable = PES_UNR_SHORT_CID
         # The client picked this DCID at random and repeats it on every
         # retransmission of its first flight: hashing it needs no state.
-        return _maglev(t, _key_hash(t, p + 6, dcid_len), PES_ROUTE_FALLBACK, d)
+        return _maglev(t, _key_hash(t, p + lh.dcid, lh.dcid_len), PES_ROUTE_FALLBACK, d)
     # RFC 8999 §5.2 short header: the DCID starts at octet 1, its length is the
     # config's (named by the top bits).
     if len < PES_SHORT_HEADER_MIN:
@@ -141,33 +144,22 @@ cdef inline int _quic(const pes_route_table *t, const uint8_t *p, size_t len,
                    PES_ROUTE_FALLBACK, d)
 
 
-cdef inline int _packet_too_big(const pes_pkt *pkt) noexcept nogil:
-    # RFC 1191 (ICMP destination unreachable, fragmentation needed), RFC 4443 §3.2.
-    if pkt.family == 4:
-        return pkt.icmp_type == 3 and pkt.icmp_code == 4
-    return pkt.icmp_type == 2
-
-
 cdef inline int _icmp(const pes_route_table *t, const uint8_t *p, size_t len,
                       const pes_pkt *pkt, pes_decision *d) noexcept nogil:
     # p: the quoted datagram's payload, a packet a backend sent (DSR: VIP -> client).
-    cdef size_t scid_at, scid_len
+    cdef pes_long_header lh
     cdef uint8_t route
-    if len >= 7 and p[0] & 0x80:
-        # RFC 8999 §5.1: ... DCID length, DCID, SCID length, SCID: the backend's CID.
-        scid_at = 6 + <size_t>p[5]
-        if scid_at < len:
-            scid_len = p[scid_at]
-            if scid_len and scid_at + 1 + scid_len <= len and \
-                    _route_cid(t, p + scid_at + 1, scid_len, d):
-                d.route = PES_ROUTE_ICMP_CID
-                return 1
+    if _long_header(p, len, &lh) == PES_LONG_WHOLE and lh.scid_len:
+        # Its source CID is the backend's own.
+        if _route_cid(t, p + lh.scid, lh.scid_len, d):
+            d.route = PES_ROUTE_ICMP_CID
+            return 1
         d.unroutable = PES_UNR_NONE
     # The flow it belongs to is the reversed tuple (client -> VIP), as short headers
     # hash it. Anyone can send a Packet Too Big: one quoting a packet that did not
     # leave from a VIP is none of our backends' business, and is never copied.
     route = PES_ROUTE_ICMP
-    if _packet_too_big(pkt):
+    if pes_packet_too_big(pkt):
         route = PES_ROUTE_ICMP_FANOUT if pes_vip_listed(t, pkt.family, pkt.quoted.saddr) \
             else PES_ROUTE_ICMP_NOT_VIP
     return _maglev(t, _tuple_hash(t, pkt.quoted.daddr, pkt.quoted.saddr,
@@ -265,7 +257,7 @@ cdef tuple _flow_tuple(const pes_flow *f, int family):
 
 
 def decide_batch(RouteTable table not None, uint8_t[::1] frames, uint32_t[::1] lengths,
-                 uint32_t stride, uint64_t repeat, FlowTable flows=None,
+                 uint32_t stride, uint64_t repeat, *, FlowTable flows=None,
                  uint32_t distinct=0):
     """Decide and rewrite every frame of ``frames`` (one per ``stride`` octets, ``lengths``
     each) ``repeat`` times without the GIL, as the loop does; returns frames forwarded.

@@ -1,6 +1,7 @@
 # Types of the compiled packet path (pesigitg/_fastpath/fastpath.pyx and its parts).
 import mmap
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from pesigitg.routing.quiclb import CidConfig
 
@@ -58,8 +59,8 @@ def pack_cid_table(configs: Iterable[CidConfig]) -> bytes: ...
 class CidDecoder:
     def __init__(self, configs: Iterable[CidConfig]) -> None: ...
     def decode(self, cid: bytes) -> tuple[int, bytes] | None: ...
-    def decode_batch(self, cids: memoryview, config_ids: memoryview,
-                     server_ids: memoryview) -> int: ...
+    # Any objects with the buffer protocol (memoryview, bytearray, numpy arrays).
+    def decode_batch(self, cids: Any, config_ids: Any, server_ids: Any) -> int: ...
 
 # table.pxi
 ROUTE_HEADER_SIZE: int
@@ -92,9 +93,9 @@ class RouteTable:
 # decide.pxi
 def decide_frame(table: RouteTable, frame: bytes
                  ) -> tuple[str, int | None, int | None, str, str, bytes | None]: ...
-def parse_frame(frame: bytes) -> tuple[str, dict[str, object]]: ...
+def parse_frame(frame: bytes) -> tuple[str, dict[str, Any]]: ...
 def decide_batch(table: RouteTable, frames: memoryview, lengths: Sequence[int], stride: int,
-                 repeat: int, flows: FlowTable | None = None, distinct: int = 0) -> int: ...
+                 repeat: int, *, flows: FlowTable | None = None, distinct: int = 0) -> int: ...
 
 # flows.pxi
 FLOW_ENTRY_SIZE: int
@@ -117,7 +118,7 @@ def gcm_open(key: bytes, iv: bytes, aad: bytes, sealed: bytes) -> bytes | None: 
 def retry_packet(version: int, dcid: bytes, scid: bytes, odcid: bytes, token: bytes,
                  unused: int = 0) -> bytes: ...
 def retry_screen(table: RouteTable, frame: bytes, phase: str = "active",
-                 now: float | None = None
+                 now: float | None = None, admitted: FlowTable | None = None
                  ) -> tuple[str, bytes | None, str, dict[str, int]]: ...
 
 # xsk.pxi
@@ -175,7 +176,7 @@ class Engine:
     recovered: bool
     table: RouteTable
     flow_entries: int
-    def __init__(self, xsk: XskSocket, table: RouteTable, counters: object = None,
+    def __init__(self, xsk: XskSocket, table: RouteTable, *, counters: object = None,
                  worker: int = 0, batch: int = ..., poll_timeout_ms: int = ...,
                  busy_poll: bool = False, floor: bool = False,
                  backend_counts: object = None) -> None: ...

@@ -6,14 +6,21 @@ One module (uvloop's layout: included parts) so the per-packet calls (parse, dec
 decide, rewrite) are static functions of one C file and inline into the loop. The
 parts, each one concern:
 
-    abi.pxi     names and numbers of bpf/include/pesigitg_abi.h, for Python
-    cid.pxi     QUIC-LB decode (AES-NI), CidDecoder
-    table.pxi   the route-table blob, Maglev fill, RouteTable
-    decide.pxi  the routing decision over the shared parser; test and bench entries
-    flows.pxi   the fallback flow table
-    retry.pxi   the Retry offload: AES-128-GCM, tokens, Retry packets
-    xsk.pxi     the AF_XDP socket
-    engine.pxi  the forwarding loop and its counters
+    abi.pxi           names and numbers of bpf/include/pesigitg_abi.h, for Python
+    cid.pxi           QUIC-LB decode (AES-NI), CidDecoder
+    table.pxi         the route-table blob packed, Maglev fill
+    routetable.pxi    RouteTable: a blob validated
+    decide.pxi        the routing decision over the shared parser; test and bench entries
+    flows.pxi         the fallback flow table
+    gcm.pxi           AES-128-GCM
+    retry.pxi         the Retry offload: when, and what it does with an Initial
+    retry_token.pxi   its tokens, sealed and opened
+    retry_packet.pxi  the Retry packet and the frame that carries it
+    xsk.pxi           the AF_XDP socket
+    xsk_state.pxi     its UMEM state page and rings, checked; the census
+    engine.pxi        the engine: tables, counters, Python API
+    stateful.pxi      what the decision leaves to the worker: flow table, fan-out
+    loop.pxi          the forwarding loop
 
 C declarations live in includes/*.pxd, C shims and layouts in includes/*.h.
 """
@@ -25,6 +32,7 @@ from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy, memset
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
+from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 from posix.unistd cimport close, ftruncate, read, write
 
 from pesigitg._fastpath.includes.abi cimport *
@@ -36,11 +44,20 @@ import time
 
 from pesigitg.errors import os_error
 
+DEF NS = 1000000000
+
 include "abi.pxi"
 include "cid.pxi"
 include "table.pxi"
+include "routetable.pxi"
 include "decide.pxi"
 include "flows.pxi"
+include "gcm.pxi"
 include "retry.pxi"
+include "retry_token.pxi"
+include "retry_packet.pxi"
 include "xsk.pxi"
+include "xsk_state.pxi"
 include "engine.pxi"
+include "stateful.pxi"
+include "loop.pxi"

@@ -17,8 +17,7 @@ from typing import Any
 import psutil
 
 from pesigitg.ctl.client import query
-from pesigitg.daemon.state import read_status_socket
-from pesigitg.paths import RUNTIME_DIR
+from pesigitg.paths import RUNTIME_DIR, read_status_socket
 
 __all__ = ["Instance", "find_instances"]
 
@@ -96,16 +95,23 @@ def _listening_socket(proc: psutil.Process) -> Path | None:
 
 def find_instances(runtime_dir: Path = RUNTIME_DIR) -> list[Instance]:
     by_name: dict[str, Instance] = {}
+    _from_runtime_dir(runtime_dir, by_name)
+    processes = _daemon_processes()
+    _from_processes(processes, by_name)
+    for inst in by_name.values():
+        _ask(inst)
+        _check(inst, processes, runtime_dir)
+    return sorted(by_name.values(), key=lambda i: i.interface)
 
-    def instance(interface: str) -> Instance:
-        return by_name.setdefault(interface, Instance(interface))
 
+def _from_runtime_dir(runtime_dir: Path, by_name: dict[str, Instance]) -> None:
+    """Pidfiles and sockets in the runtime directory, and where state files say."""
     with contextlib.suppress(OSError):
         for path in sorted(runtime_dir.iterdir()):
             match = _NAME.match(path.name)
             if match is None:
                 continue
-            inst = instance(match.group(1))
+            inst = by_name.setdefault(match.group(1), Instance(match.group(1)))
             if match.group(2) == "pid":
                 inst.pidfile = path
                 try:
@@ -120,39 +126,49 @@ def find_instances(runtime_dir: Path = RUNTIME_DIR) -> list[Instance]:
             else:
                 inst.socket = path
                 inst.note("socket", "runtime directory")
-    processes = _daemon_processes()
+
+
+def _from_processes(processes: dict[int, psutil.Process], by_name: dict[str, Instance]
+                    ) -> None:
+    """Running supervisors, named by the socket they listen on (or their pidfile)."""
     for pid, proc in processes.items():
         sock = _listening_socket(proc)
         match = _NAME.match(sock.name) if sock else None
         name = match.group(1) if match else next(
             (i.interface for i in by_name.values() if i.pid == pid), f"pid {pid}")
-        inst = instance(name)
+        inst = by_name.setdefault(name, Instance(name))
         if inst.pid not in (None, pid):
             inst.problems.append(f"pidfile names pid {inst.pid}, the process is pid {pid}")
         inst.pid = pid
         inst.note("pid", "process")
         if sock is not None and inst.socket is None:
             inst.socket = sock
-    for inst in by_name.values():
-        if inst.socket is not None:
-            try:
-                inst.health = json.loads(query(inst.socket, "/health", timeout=2.0))
-                inst.note("health", "socket")
-                if inst.interface.startswith("pid "):      # named by its process so far
-                    inst.interface = str(inst.health.get("interface", inst.interface))
-                version = json.loads(query(inst.socket, "/version", timeout=2.0))
-                if isinstance(version.get("pid"), int):
-                    if inst.pid not in (None, version["pid"]):
-                        inst.problems.append(f"the socket's daemon is pid {version['pid']}")
-                    inst.pid = version["pid"]
-                    inst.note("pid", "socket")
-            except (OSError, ValueError):
-                inst.problems.append(f"stale socket {inst.socket}: nobody answers")
-        if inst.pidfile is not None and not _held(inst.pidfile):
-            inst.problems.append(f"stale pidfile {inst.pidfile}: no running daemon holds it")
-        if inst.pid is not None and inst.pid not in processes:
-            if not psutil.pid_exists(inst.pid):
-                inst.problems.append(f"pid {inst.pid} is not running")
-        elif inst.pid is not None and inst.pidfile is None:
-            inst.problems.append("running without a pidfile in " + str(runtime_dir))
-    return sorted(by_name.values(), key=lambda i: i.interface)
+
+
+def _ask(inst: Instance) -> None:
+    """Its health and pid, from the daemon answering on its socket."""
+    if inst.socket is None:
+        return
+    try:
+        inst.health = json.loads(query(inst.socket, "/health", timeout=2.0))
+        inst.note("health", "socket")
+        if inst.interface.startswith("pid "):      # named by its process so far
+            inst.interface = str(inst.health.get("interface", inst.interface))
+        version = json.loads(query(inst.socket, "/version", timeout=2.0))
+        if isinstance(version.get("pid"), int):
+            if inst.pid not in (None, version["pid"]):
+                inst.problems.append(f"the socket's daemon is pid {version['pid']}")
+            inst.pid = version["pid"]
+            inst.note("pid", "socket")
+    except (OSError, ValueError):
+        inst.problems.append(f"stale socket {inst.socket}: nobody answers")
+
+
+def _check(inst: Instance, processes: dict[int, psutil.Process], runtime_dir: Path) -> None:
+    if inst.pidfile is not None and not _held(inst.pidfile):
+        inst.problems.append(f"stale pidfile {inst.pidfile}: no running daemon holds it")
+    if inst.pid is not None and inst.pid not in processes:
+        if not psutil.pid_exists(inst.pid):
+            inst.problems.append(f"pid {inst.pid} is not running")
+    elif inst.pid is not None and inst.pidfile is None:
+        inst.problems.append("running without a pidfile in " + str(runtime_dir))

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:       # psutil is slow to import; health checks run often
     from pesigitg.ctl.instances import Instance
 
-__all__ = ["duration", "render_config", "render_health", "render_list", "render_stats",
-           "render_status_line", "render_version", "render_whoami", "table"]
+__all__ = ["duration", "render_config", "render_drain", "render_health", "render_list",
+           "render_stats", "render_status_line", "render_version", "render_whoami", "table"]
 
 
 def duration(seconds: float | None) -> str:
@@ -146,3 +146,9 @@ def render_whoami(w: dict[str, Any]) -> str:
     if w.get("offline"):
         lines.append("  (from the file: every server assumed up, health and MACs unknown)")
     return "\n".join(lines)
+
+
+def render_drain(answer: dict[str, Any]) -> str:
+    return (f"{answer['address']}: {'draining' if answer['draining'] else 'not draining'}"
+            + (f" ({answer['source']})" if answer.get("source") else "")
+            + ("" if answer["changed"] else ", as it already was"))

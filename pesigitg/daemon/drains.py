@@ -37,22 +37,21 @@ class Drains:
 
     def change(self, address: str, draining: bool, in_file: bool) -> bool:
         """Drain (or undrain) ``address``; True when that changed anything. An override
-        that agrees with the file is dropped: the file speaks for itself again."""
+        that agrees with the file is dropped: the file speaks for itself again. The
+        caller saves the state."""
         before = self.draining(address, in_file)
         if draining == in_file:
             self.state.drains.pop(address, None)
         else:
             self.state.drains[address] = draining
-        self.state.save()
         return before != draining
 
     def forget_but(self, addresses: set[str]) -> list[str]:
-        """Drop overrides of backends no longer configured; those dropped."""
+        """Drop overrides of backends no longer configured; those dropped (the caller
+        saves the state)."""
         gone = sorted(a for a in self.state.drains if a not in addresses)
         for address in gone:
             del self.state.drains[address]
-        if gone:
-            self.state.save()
         return gone
 
 

@@ -1,132 +1,148 @@
-"""Hitless restart: the running daemon hands its kernel objects to a new process.
+"""Hitless restart, both sides: the running daemon (O) hands its kernel objects to a
+new process (N) started from the code installed now. The messages, the channel and
+the steps are in daemon/handover_wire.py.
 
-The old process (O) starts the new one (N) from the code installed now, with one end
-of a Unix socketpair as ``--takeover-fd``. Messages are a 4-octet length and JSON;
-file descriptors travel with the length (SCM_RIGHTS). The steps:
-
-    N -> O  hello      N has imported its code and validated its configuration
-    O -> N  state      what N takes over, with the fds: the XDP link, program and
-                       maps, each queue's AF_XDP socket and UMEM memfd, the counters
-                       memfd, the pidfile (its lock), the status socket, O's stderr
-    N -> O  ready      N is fully ready: tables compiled, everything adopted
-    O                  stops its workers; frames wait in the RX rings meanwhile
-    O -> N  quiesced
-    N                  starts its workers on the same sockets (each takes its queue
-                       only once O's worker is gone, and finishes any half-published
-                       batch); with a new XDP program, swaps it on the link
-    N -> O  committed  N is the daemon now (systemd: MAINPID=N)
-    O                  exits without detaching or removing anything
-
-At any step N may say ``failed`` with a reason, or die: O then keeps running, or
-restarts its own workers on the same sockets, and the restart command says why.
+O (:func:`hand_over`): start N, give it the state once it says hello, stop our workers
+once it is ready, and return once it has committed; when N fails or dies at any step,
+it is gone and O puts back what N changed (Kernel.take_back) and runs on.
+N (daemon/supervisor.py, with :func:`check_unchanged`, :func:`go_live`, :func:`commit`):
+adopt everything, say ready, start its workers on the same sockets once O's are gone,
+take the attachment over, then commit.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import collections
+import logging
 import os
+import signal
 import socket
-import struct
-from collections.abc import Sequence
-from dataclasses import dataclass
+import subprocess
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-__all__ = ["Channel", "HandoverError", "Inheritance", "TAKEOVER_TIMEOUT"]
+from pesigitg.daemon.daemonize import PidFile
+from pesigitg.daemon.faults import fault
+from pesigitg.daemon.handover_wire import (
+    Channel,
+    HandoverError,
+    Inheritance,
+    Message,
+    PeerGone,
+)
+from pesigitg.daemon.kernel import Kernel
+from pesigitg.daemon.sdnotify import Notifier
 
-TAKEOVER_TIMEOUT = 30.0     # seconds for each step of the other side
-MAX_FDS = 253               # SCM_MAX_FD
-_LEN = struct.Struct("<I")
-MAX_MESSAGE = 64 << 20
+__all__ = ["check_unchanged", "commit", "go_live", "hand_over"]
 
+log = logging.getLogger("pesigitg")
 
-class HandoverError(RuntimeError):
-    """The other side failed, went away, or broke the protocol; the text says which."""
-
-
-class Channel:
-    """One end of the hand-over socketpair."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    @classmethod
-    def from_fd(cls, fd: int) -> Channel:
-        return cls(socket.socket(fileno=fd))
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def send(self, kind: str, body: dict[str, Any] | None = None, fds: Sequence[int] = ()
-             ) -> None:
-        data = json.dumps({"kind": kind, **(body or {})}).encode()
-        if len(fds) > MAX_FDS:
-            raise HandoverError(f"{len(fds)} descriptors to hand over, at most {MAX_FDS}")
-        socket.send_fds(self.sock, [_LEN.pack(len(data))], list(fds))
-        self.sock.sendall(data)
-
-    def recv(self, timeout: float = TAKEOVER_TIMEOUT, expect: Sequence[str] = ()
-             ) -> tuple[str, dict[str, Any], list[int]]:
-        """The next message: ``(kind, body, fds)``. A ``failed`` message, the other side
-        going away, a timeout or an unexpected kind raise HandoverError."""
-        self.sock.settimeout(timeout)
-        try:
-            head, fds, _, _ = socket.recv_fds(self.sock, _LEN.size, MAX_FDS)
-            if not head:
-                raise HandoverError("the other process went away")
-            while len(head) < _LEN.size:
-                more = self.sock.recv(_LEN.size - len(head))
-                if not more:
-                    raise HandoverError("the other process went away")
-                head += more
-            (length,) = _LEN.unpack(head)
-            if length > MAX_MESSAGE:
-                raise HandoverError(f"a message of {length} octets")
-            data = b""
-            while len(data) < length:
-                chunk = self.sock.recv(length - len(data))
-                if not chunk:
-                    raise HandoverError("the other process went away")
-                data += chunk
-        except TimeoutError:
-            raise HandoverError(f"no answer within {timeout:.0f} s") from None
-        except OSError as exc:
-            raise HandoverError(f"the hand-over socket failed: {exc.strerror}") from None
-        body = json.loads(data)
-        kind = body.pop("kind")
-        if kind == "failed":
-            for fd in fds:
-                os.close(fd)
-            raise HandoverError(body.get("reason", "no reason given"))
-        if expect and kind not in expect:
-            for fd in fds:
-                os.close(fd)
-            raise HandoverError(f"expected {' or '.join(expect)}, got {kind}")
-        return kind, body, fds
+STDERR_LINES = 20           # of a successor that dies before it can say why
 
 
-@dataclass
-class Inheritance:
-    """What a daemon hands its successor: facts (JSON) and kernel objects (named fds)."""
-    facts: dict[str, Any]
-    fds: dict[str, int]
+# -- the old daemon's side ----------------------------------------------------------------
 
-    def send(self, channel: Channel) -> None:
-        names = list(self.fds)
-        channel.send("state", {"facts": self.facts, "fds": names},
-                     [self.fds[name] for name in names])
+async def hand_over(argv: Sequence[str], inheritance: Callable[[], Inheritance],
+                    quiesce: Callable[[], Awaitable[None]]) -> int:
+    """Start ``pesigitgd argv`` to take over, give it ``inheritance()`` once it says hello,
+    ``quiesce()`` (stop our workers) once it is ready, and return its pid once it has
+    committed. HandoverError says why not (what it said, or its exit status and last
+    words); the successor is gone by then."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    stderr_r, stderr_w = os.pipe()
+    # Isolated (-I: no working directory, user site or PYTHON* variables on the path)
+    # and from "/": the installed code, whatever directory we were started in.
+    command = [sys.executable, "-I", "-m", "pesigitg.daemon", *argv,
+               "--takeover-fd", str(child.fileno())]
+    try:
+        proc = subprocess.Popen(command, pass_fds=(child.fileno(),),
+                                stdin=subprocess.DEVNULL, stderr=stderr_w, cwd="/")
+    except OSError as exc:
+        parent.close()
+        os.close(stderr_r)
+        raise HandoverError(f"cannot start {command[0]}: {exc.strerror}") from None
+    finally:
+        child.close()
+        os.close(stderr_w)
+    # Its stderr, until it has ours: what it says if it dies before it can tell us.
+    said: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+    threading.Thread(target=_collect, args=(stderr_r, said), daemon=True).start()
+    channel = Channel(parent)
+    try:
+        await asyncio.to_thread(channel.recv, Message.HELLO)
+        await asyncio.to_thread(inheritance().send, channel)
+        await asyncio.to_thread(channel.recv, Message.READY)
+        # From here the new process waits for our workers to be gone.
+        await quiesce()
+        await asyncio.to_thread(channel.send, Message.QUIESCED)
+        await asyncio.to_thread(channel.recv, Message.COMMITTED)
+    except (HandoverError, OSError) as exc:
+        if proc.poll() is None:
+            proc.kill()
+        status = await asyncio.to_thread(proc.wait)
+        tail = "; ".join(line for line in said if line.strip())[-600:]
+        raise HandoverError(str(exc) if status in (0, -signal.SIGKILL) else
+                            f"{exc} (exit status {status}{': ' + tail if tail else ''})"
+                            ) from None
+    finally:
+        channel.close()
+    return proc.pid
 
-    @classmethod
-    def receive(cls, channel: Channel) -> Inheritance:
-        _, body, fds = channel.recv(expect=("state",))
-        names = body.get("fds", [])
-        if len(names) != len(fds):
-            for fd in fds:
-                os.close(fd)
-            raise HandoverError(f"{len(fds)} descriptors came for {len(names)} names")
-        return cls(body["facts"], dict(zip(names, fds, strict=True)))
 
-    def close(self) -> None:
-        """Close the received fds (whoever takes them over duplicated what it keeps)."""
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds = {}
+def _collect(fd: int, lines: collections.deque[str]) -> None:
+    with open(fd, encoding="utf-8", errors="replace") as stream:
+        for line in stream:
+            lines.append(line.rstrip("\n"))
+
+
+# -- the new daemon's side ----------------------------------------------------------------
+
+def check_unchanged(facts: dict[str, Any], now: dict[str, Any]) -> None:
+    """What a restart keeps (interface, status socket, pidfile, XDP mode, queues: None
+    for as many as there are) must be configured as it was: HandoverError names what
+    changed."""
+    was = {**facts, "queues": len(facts["workers"])}
+    now = {**now, "queues": now.get("queues") or was["queues"]}
+    changed = [f"{what} ({was[what]} -> {new})" for what, new in now.items()
+               if was[what] != new and not (what == "xdp_mode" and was[what] == "generic")]
+    if changed:
+        raise HandoverError(f"{', '.join(changed)} changed: a restart keeps those; stop and "
+                            "start the daemon to change them")
+
+
+async def go_live(channel: Channel, kernel: Kernel, inheritance: Inheritance) -> None:
+    """Everything adopted: say ready; once the old daemon's workers are gone (or it is:
+    its workers die with it), start ours on the same sockets and take the attachment
+    over (a program from a new object replaces the old one on the link)."""
+    await asyncio.to_thread(channel.send, Message.READY)
+    try:
+        await asyncio.to_thread(channel.recv, Message.QUIESCED)
+    except PeerGone:
+        log.warning("the previous daemon went away during the hand-over; taking over")
+    facts = inheritance.facts
+    try:
+        fault("before-workers")
+        await kernel.start_workers()
+        kernel.adopt_attachment(facts, inheritance.fds)
+    except BaseException:
+        await kernel.pool.stop_all()        # before the old daemon restarts its own
+        raise
+    fault("after-link-update")
+    if kernel.program_replaced(facts):
+        log.info("the installed XDP object differs from the running one: replaced the "
+                 "program on %s", kernel.interface)
+
+
+async def commit(channel: Channel, pidfile: PidFile, notifier: Notifier) -> None:
+    """Our pid in the pidfile and to systemd (which must know the main process before the
+    old one exits: Type=notify), then committed: the old daemon exits."""
+    pidfile.write()
+    fault("after-pidfile")
+    notifier.main_pid()
+    if notifier.enabled:
+        log.info("told systemd the main process is now pid %d", os.getpid())
+    await asyncio.to_thread(channel.send, Message.COMMITTED, {"pid": os.getpid()})
+    channel.close()

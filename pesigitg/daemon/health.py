@@ -16,12 +16,13 @@ import logging
 import os
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from pesigitg.routing.route_config import HealthSpec
 
-__all__ = ["MAX_BACKOFF", "HealthChecker", "HealthState", "build_probe",
+__all__ = ["MAX_BACKOFF", "HealthChecker", "HealthState", "Probed", "build_probe",
            "is_version_negotiation"]
 
 log = logging.getLogger("pesigitg.daemon.health")
@@ -153,55 +154,44 @@ async def probe(address: str, port: int, timeout: float, source: str | None = No
     return True, result
 
 
-class HealthChecker:
-    """One probing task per backend; reports state changes through ``on_change``."""
+class Probed(Protocol):
+    """What to probe, where results go and delays come from (daemon/model.py's
+    Balancer)."""
 
-    def __init__(self, on_change: Callable[[str, bool], None]) -> None:
+    def expect_probes(self) -> tuple[list[str], list[str]]: ...
+
+    def probe_target(self) -> tuple[int, float, Callable[[str], str | None]]: ...
+
+    def record_probe(self, address: str, up: bool, detail: str, now: float) -> bool: ...
+
+    def probe_delay(self, address: str) -> float: ...
+
+
+class HealthChecker:
+    """One probing task per backend: each result is recorded in ``model``; one that
+    decides something is told to ``on_change``."""
+
+    def __init__(self, model: Probed, on_change: Callable[[str], None]) -> None:
+        self.model = model
         self.on_change = on_change
-        self.states: dict[str, HealthState] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self.spec = HealthSpec.default()
         self.port = 443
+        self.timeout = 0.5
         self.source: Callable[[str], str | None] = lambda address: None
 
-    async def configure(self, addresses: Iterable[str], spec: HealthSpec, port: int,
-                        source: Callable[[str], str | None]) -> None:
-        """(Re)start probing ``addresses`` from ``source(address)``. States of known
-        backends carry over, their back-off reset (a reload is a reason to look again
-        soon); a backend never probed is probed once before this returns (bounded by
-        the timeout), so no traffic goes to one that is not there."""
-        wanted = list(dict.fromkeys(addresses))
-        self.spec, self.port, self.source = spec, port, source
-        for address in list(self._tasks):
-            self._tasks.pop(address).cancel()
-        self.states = {a: self.states.get(a, HealthState()) for a in wanted}
-        for state in self.states.values():
-            state.backoff = 1
-            if not spec.enabled:
-                state.up, state.last_result = True, "health checks disabled"
-        if not spec.enabled:
-            return
-        fresh = [a for a in wanted if not self.states[a].probed]
+    async def configure(self) -> None:
+        """(Re)start probing what the model expects (``expect_probes``), to the port, with
+        the timeout and from the source address it gives (``probe_target``); a backend
+        never probed is probed once before this returns (bounded by the timeout, and not
+        told to ``on_change``: the caller compiles next), so no traffic goes to one that
+        is not there."""
+        self.stop()
+        addresses, fresh = self.model.expect_probes()
+        self.port, self.timeout, self.source = self.model.probe_target()
         await asyncio.gather(*(self._check(a, report=False) for a in fresh))
-        for address in wanted:
+        for address in dict.fromkeys(addresses):
             self._tasks[address] = asyncio.get_running_loop().create_task(
                 self._run(address, wait_first=address in fresh), name=f"health {address}")
-
-    def adopt(self, states: dict[str, HealthState], spec: HealthSpec) -> None:
-        """States a previous daemon measured under ``spec`` (a restart): traffic and
-        probing go on from them."""
-        self.states.update(states)
-        self.spec = spec
-
-    def is_up(self, address: str) -> bool:
-        """Whether traffic may go to ``address`` (an unknown one: yes, it is not
-        checked)."""
-        state = self.states.get(address)
-        return True if state is None else state.usable(self.spec)
-
-    def describe(self, address: str) -> str:
-        state = self.states.get(address)
-        return (state or HealthState()).describe(self.spec)
 
     def stop(self) -> None:
         for task in self._tasks.values():
@@ -209,24 +199,13 @@ class HealthChecker:
         self._tasks.clear()
 
     async def _check(self, address: str, report: bool = True) -> None:
-        """Probe once; log the result if it changed something (and, unless the caller
-        rebuilds anyway, tell ``on_change``)."""
-        state = self.states[address]
-        first = not state.probed
-        up, detail = await probe(address, self.port, self.spec.timeout_ms / 1000,
-                                 self.source(address))
-        changed = state.record(up, self.spec, detail, time.time())
-        if first:
-            log.log(logging.INFO if up else logging.WARNING, "backend %s is %s (first probe): "
-                    "%s", address, "up" if up else "DOWN", detail)
-        elif changed:
-            log.warning("backend %s is %s: %s", address, "up" if state.up else "DOWN", detail)
-        if report and (changed or first):
-            self.on_change(address, state.up)
+        up, detail = await probe(address, self.port, self.timeout, self.source(address))
+        if self.model.record_probe(address, up, detail, time.time()) and report:
+            self.on_change(address)
 
     async def _run(self, address: str, wait_first: bool) -> None:
         if wait_first:
-            await asyncio.sleep(self.states[address].delay(self.spec))
+            await asyncio.sleep(self.model.probe_delay(address))
         while True:
             await self._check(address)
-            await asyncio.sleep(self.states[address].delay(self.spec))
+            await asyncio.sleep(self.model.probe_delay(address))

@@ -13,19 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from pesigitg import __version__
+from pesigitg.daemon.configuration import read_configuration
 from pesigitg.daemon.daemonize import PidFile, PidFileBusy, daemonize
 from pesigitg.daemon.sdnotify import Notifier
-from pesigitg.daemon.settings import (
-    SETTINGS,
-    DaemonConfig,
-    load_daemon_config,
-    merge,
-    parse_value,
-    to_argv,
-)
+from pesigitg.daemon.settings import SETTINGS, DaemonConfig, parse_value, to_argv
 from pesigitg.errors import CAP_NAMES, CAP_SYS_ADMIN, ConfigError, has_capability
 from pesigitg.paths import RUNTIME_DIR
-from pesigitg.routing.route_config import RouteConfig, load_route_config
+from pesigitg.routing.route_config import RouteConfig
 from pesigitg.routing.routes import check_runnable
 
 __all__ = ["daemon_main", "daemon_parser", "load_configuration"]
@@ -67,10 +61,7 @@ def daemon_parser() -> argparse.ArgumentParser:
 def load_configuration(args: argparse.Namespace) -> tuple[DaemonConfig, RouteConfig,
                                                           dict[str, object]]:
     cli = {s.key: getattr(args, s.key) for s in SETTINGS}
-    file_config = load_daemon_config(args.config) if args.config else None
-    config = merge(file_config, cli)
-    assert config.route_config is not None
-    routes = load_route_config(config.route_config)
+    config, routes = read_configuration(args.config, cli)
     return config, routes, cli
 
 
@@ -84,7 +75,6 @@ def daemon_main(argv: list[str] | None = None) -> int:
     args = daemon_parser().parse_args(argv)
     if args.takeover_fd is not None:
         return _take_over(args)
-
     try:
         config, routes, cli = load_configuration(args)
         check_runnable(routes)
@@ -97,9 +87,33 @@ def daemon_main(argv: list[str] | None = None) -> int:
               f"config(s), {len(routes.servers)} server(s) on {len(routes.addresses)} "
               f"backend(s)")
         return EXIT_OK
+    return _run(args, config, routes, cli)
 
+
+class ReadyPipe:
+    """How a daemonized process tells the command that started it whether it came up
+    (daemonize.py); in the foreground, a failure goes to stderr."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def say(self, error: str | None) -> None:
+        if self.fd >= 0:
+            os.write(self.fd, (error or "ok").replace("\n", " ").encode() + b"\n")
+            os.close(self.fd)
+            self.fd = -1
+        elif error:
+            print(error, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self.say("pesigitgd: the daemon failed during start-up")
+
+
+def _run(args: argparse.Namespace, config: DaemonConfig, routes: RouteConfig,
+         cli: dict[str, object]) -> int:
     from pesigitg.daemon.logs import log_destination, open_log_file, setup_logging
-    from pesigitg.daemon.supervisor import Supervisor
+    from pesigitg.daemon.supervisor import Invocation, Supervisor
 
     notifier = Notifier()
     foreground = args.foreground or notifier.enabled
@@ -127,34 +141,20 @@ def daemon_main(argv: list[str] | None = None) -> int:
     if kind == "file":
         print(f"pesigitgd: no syslog at {config.syslog_socket}; logging to {target}",
               file=sys.stderr)
-    ready_fd = -1
+    ready = ReadyPipe(-1 if foreground else daemonize())
     if not foreground:
-        ready_fd = daemonize()
         pidfile.write()
     setup_logging(**log_setup, log_fd=log_fd)
     if pidfile.stale_pid:
         logging.getLogger("pesigitg").info("took over the stale pidfile %s of pid %d",
                                            pidfile.path, pidfile.stale_pid)
-
-    def started(error: str | None) -> None:
-        nonlocal ready_fd
-        if ready_fd >= 0:
-            os.write(ready_fd, (error or "ok").replace("\n", " ").encode() + b"\n")
-            os.close(ready_fd)
-            ready_fd = -1
-        elif error:
-            print(error, file=sys.stderr)
-
-    supervisor = Supervisor(config, routes, cli, argv=successor_argv(args, cli),
-                            notifier=notifier, pidfile=pidfile, log_setup=log_setup)
+    supervisor = Supervisor(config, routes, Invocation(cli, successor_argv(args, cli),
+                                                       pidfile, log_setup, notifier))
     try:
-        code = asyncio.run(supervisor.run(started))
+        return asyncio.run(supervisor.run(ready.say))
     finally:
-        if ready_fd >= 0:
-            os.write(ready_fd, b"pesigitgd: the daemon failed during start-up\n")
-            os.close(ready_fd)
+        ready.close()
         pidfile.release()
-    return code
 
 
 def become(config: DaemonConfig, log_file: Path | None) -> None:
@@ -196,9 +196,9 @@ def _take_over(args: argparse.Namespace) -> int:
     configuration, receive what the old daemon hands over, run. Anything that goes
     wrong is told to the old daemon, which then carries on."""
     from pesigitg.daemon.faults import fault
-    from pesigitg.daemon.handover import Channel, HandoverError, Inheritance
+    from pesigitg.daemon.handover_wire import Channel, HandoverError, Inheritance, Message
     from pesigitg.daemon.logs import setup_logging
-    from pesigitg.daemon.supervisor import Supervisor
+    from pesigitg.daemon.supervisor import Invocation, Supervisor
 
     fault("takeover-start")
     channel = Channel.from_fd(args.takeover_fd)
@@ -207,19 +207,17 @@ def _take_over(args: argparse.Namespace) -> int:
             config, routes, cli = load_configuration(args)
             check_runnable(routes)
         except (ConfigError, ValueError) as exc:
-            channel.send("failed", {"reason": f"the new configuration is invalid: {exc}"})
+            channel.send(Message.FAILED, {"reason": f"the new configuration is invalid: {exc}"})
             return EXIT_FAIL
-        channel.send("hello", {"pid": os.getpid(), "version": __version__})
+        channel.send(Message.HELLO, {"pid": os.getpid(), "version": __version__})
         inheritance = Inheritance.receive(channel)
     except (HandoverError, OSError) as exc:
         print(f"pesigitgd: taking over failed: {exc}", file=sys.stderr)
         return EXIT_FAIL
     setup_logging(**inheritance.facts["log"])
     pidfile = PidFile.adopt(inheritance.fds["pidfile"], config.effective_pidfile)
-    notifier = Notifier()
-    supervisor = Supervisor(config, routes, cli, argv=successor_argv(args, cli),
-                            notifier=notifier, pidfile=pidfile,
-                            log_setup=inheritance.facts["log"])
+    supervisor = Supervisor(config, routes, Invocation(
+        cli, successor_argv(args, cli), pidfile, inheritance.facts["log"], Notifier()))
     try:
         return asyncio.run(supervisor.run(lambda error: None, (channel, inheritance)))
     finally:

@@ -37,7 +37,7 @@ from pesigitg.errors import (
 )
 
 __all__ = ["SUPERVISOR_CAPS", "Account", "apply_filter", "capability_sets", "confine_worker",
-           "lose_privileges", "resolve_account", "switch_user", "system_call_filter"]
+           "lose_privileges", "prctl", "resolve_account", "switch_user", "system_call_filter"]
 
 SUPERVISOR_CAPS = (CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON, CAP_IPC_LOCK)
 
@@ -99,7 +99,7 @@ def _check(rc: int, doing: str) -> None:
         raise os_error(ctypes.get_errno(), doing)
 
 
-def _prctl(option: int, arg: int, doing: str, arg3: int = 0) -> None:
+def prctl(option: int, arg: int, doing: str, arg3: int = 0) -> None:
     _check(_libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(arg3), 0, 0), doing)
 
 
@@ -162,23 +162,23 @@ def switch_user(account: Account, keep: tuple[int, ...] = SUPERVISOR_CAPS) -> No
         last = int(f.read())
     for cap in range(last + 1):
         if cap not in keep:
-            _prctl(PR_CAPBSET_DROP, cap, f"dropping capability {cap} from the bounding set")
-    _prctl(PR_SET_KEEPCAPS, 1, "keeping capabilities across the user switch")
+            prctl(PR_CAPBSET_DROP, cap, f"dropping capability {cap} from the bounding set")
+    prctl(PR_SET_KEEPCAPS, 1, "keeping capabilities across the user switch")
     os.initgroups(account.name, account.gid)
     os.setresgid(account.gid, account.gid, account.gid)
     os.setresuid(account.uid, account.uid, account.uid)
     _capset(keep, f"keeping {len(keep)} capabilities as user {account.name}")
     for cap in keep:
-        _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, "raising an ambient capability", cap)
-    _prctl(PR_SET_KEEPCAPS, 0, "resetting keep-capabilities")
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, "raising an ambient capability", cap)
+    prctl(PR_SET_KEEPCAPS, 0, "resetting keep-capabilities")
 
 
 def lose_privileges() -> None:
     """Every capability gone, for good (no_new_privs: no exec can give one back). Per
     thread: call it in the thread that starts the others."""
-    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, "clearing ambient capabilities")
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, "clearing ambient capabilities")
     _capset((), "dropping every capability")
-    _prctl(PR_SET_NO_NEW_PRIVS, 1, "setting no_new_privs")
+    prctl(PR_SET_NO_NEW_PRIVS, 1, "setting no_new_privs")
 
 
 def system_call_filter(allowed: set[int], otherwise: int,

@@ -9,14 +9,18 @@ dumps always agree. Counter names and their meanings come from the contract
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pesigitg._fastpath import COUNTER_FAMILIES, COUNTER_NAMES, GAUGES
 from pesigitg.daemon.status import prometheus
+from pesigitg.routing.routes import CompiledRoutes
 
-__all__ = ["BackendView", "Report", "Snapshot", "WorkerView"]
+__all__ = ["BackendView", "KernelView", "Report", "Snapshot", "WorkerView"]
+
+log = logging.getLogger("pesigitg")
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,19 @@ class BackendView:
 
 
 @dataclass(frozen=True)
+class KernelView:
+    """What the kernel objects say of themselves (daemon/kernel.py), for a snapshot."""
+    workers: list[WorkerView] = field(default_factory=list)
+    xdp_attached: bool = False
+    xdp_mode: str | None = None
+    xdp_attach: str | None = None       # "link" or "netlink"
+    xdp_counters: dict[str, int] = field(default_factory=dict)
+    steering: dict[str, list[Any]] = field(default_factory=dict)  # the XDP maps' ports, VIPs
+    backend_counts: dict[int, tuple[int, int]] = field(default_factory=dict)  # per slot
+    handing_over: bool = False          # workers stopped for a successor's
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """The daemon's state at one moment, everything a report shows."""
     version: str
@@ -74,6 +91,7 @@ class Snapshot:
     handing_over: bool = False          # a restart: the successor takes the queues over
     retry_keys: list[dict[str, Any]] = field(default_factory=list)  # KeyUse.describe()
     key_warnings: list[str] = field(default_factory=list)   # keys near their token limit
+    table: CompiledRoutes | None = None     # the route table the workers have
 
     @property
     def pool(self) -> list[str]:
@@ -238,6 +256,16 @@ class Report:
                          f"restarts {w.restarts}): {_fmt(w.counters)}")
         lines.append(f"stats xdp: {_fmt(s.xdp_counters)}")
         return lines
+
+    def log_stats(self) -> None:
+        """SIGUSR1, ``POST /dump-stats``."""
+        for line in self.stats_lines():
+            log.info("%s", line)
+
+    def log_config(self) -> None:
+        """SIGUSR2, ``POST /dump-config``."""
+        for line in self.config_lines():
+            log.info("%s", line)
 
     def config_lines(self) -> list[str]:
         config = self.config()

@@ -6,6 +6,7 @@ socket named by $NOTIFY_SOCKET (``@`` means the abstract namespace).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -70,3 +71,11 @@ class Notifier:
 
     def watchdog(self) -> None:
         self.send(watchdog=1)
+
+    async def keep_alive(self) -> None:
+        """WATCHDOG=1 every half WATCHDOG_USEC, for as long as the event loop runs."""
+        interval = self.watchdog_interval
+        assert interval is not None
+        while True:
+            self.watchdog()
+            await asyncio.sleep(interval)

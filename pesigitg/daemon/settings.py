@@ -28,8 +28,8 @@ from pesigitg.configfile import read_config_file
 from pesigitg.errors import ConfigError
 from pesigitg.paths import RUNTIME_DIR
 
-__all__ = ["SETTINGS", "DaemonConfig", "Setting", "load_daemon_config", "merge", "parse_value",
-           "to_argv"]
+__all__ = ["SETTINGS", "DaemonConfig", "Setting", "keep_restart_settings", "load_daemon_config",
+           "merge", "parse_value", "to_argv"]
 
 IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 DECIMAL = re.compile(r"^[0-9]{1,10}$")
@@ -295,3 +295,17 @@ def to_argv(cli: dict[str, object]) -> list[str]:
         for one in value if setting.repeat else [value]:  # type: ignore[attr-defined]
             argv += [setting.flags[-1], str(one)]
     return argv
+
+
+def keep_restart_settings(new: DaemonConfig, running: DaemonConfig
+                          ) -> tuple[DaemonConfig, list[str]]:
+    """``new`` with the running value of every setting a reload cannot change, and a
+    warning for each that was changed."""
+    warnings, kept = [], {}
+    for setting in SETTINGS:
+        old, wanted = getattr(running, setting.field), getattr(new, setting.field)
+        if setting.restart and wanted != old:
+            warnings.append(f"{setting.key} changed from {old} to {wanted}: that needs a "
+                            f"restart; keeping {old}")
+            kept[setting.field] = old
+    return replace(new, **kept), warnings

@@ -18,14 +18,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["RuntimeState", "key_fingerprint", "read_status_socket", "state_path"]
+__all__ = ["RuntimeState", "key_fingerprint"]
 
 log = logging.getLogger("pesigitg.state")
-
-
-def state_path(pidfile: Path) -> Path:
-    """The state file that goes with ``pidfile``."""
-    return pidfile.with_name(pidfile.name.removesuffix(".pid") + ".state")
 
 
 def key_fingerprint(key: bytes) -> str:
@@ -98,14 +93,3 @@ class RuntimeState:
         keep = {key_fingerprint(k) for k in keys}
         self.keys_seen = {f: t for f, t in self.keys_seen.items() if f in keep}
         self.keys_warned &= keep
-
-
-def read_status_socket(pidfile: Path) -> Path | None:
-    """Where the daemon of ``pidfile`` answers, from its state file (None: unknown)."""
-    try:
-        fd = os.open(state_path(pidfile), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, encoding="utf-8") as f:
-            socket = json.load(f).get("status_socket")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return Path(socket) if isinstance(socket, str) and socket.startswith("/") else None

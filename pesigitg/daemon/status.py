@@ -1,8 +1,10 @@
 """The status socket: ``METHOD <path>`` on a Unix socket, one request per connection.
 
-Reads (``GET``) answer JSON (``/metrics``: Prometheus text). State changes (``POST``)
-are refused unless the peer (SO_PEERCRED) is root, the daemon's own user or in the
-socket's group, and each is logged with the peer's uid and pid. A request line that
+What it serves is a table of :class:`Endpoint` rows (daemon/api.py has the daemon's).
+Reads (``GET``) answer JSON (``/metrics``: Prometheus text). An endpoint that writes
+(changes the daemon's state, ``POST``) is refused unless the peer (SO_PEERCRED) is
+root, the daemon's own user or in the socket's group, and each is logged with the
+peer's uid and pid. A request line that
 ends in ``HTTP/1.x`` gets an HTTP/1.0 response, so ``curl --unix-socket`` works too.
 Requests are bounded in size and time; anything malformed gets an error answer, never
 a crash. A connection has one deadline for its whole request (not one per line: a
@@ -29,7 +31,8 @@ from typing import Any
 
 from pesigitg.daemon.daemonize import check_runtime_dir
 
-__all__ = ["Peer", "Refused", "Request", "Response", "StatusServer", "prometheus"]
+__all__ = ["Endpoint", "Peer", "Refused", "Request", "Response", "StatusServer",
+           "prometheus"]
 
 log = logging.getLogger("pesigitg.status")
 
@@ -77,7 +80,17 @@ class Response:
     after: Callable[[], None] | None = field(default=None, repr=False)  # once sent
 
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Any, Request], Awaitable[Response]]     # (the control, the request)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One row of the status socket's table."""
+    method: str                 # "GET" or "POST"
+    path: str
+    doc: str                    # for ``GET /`` and the man page
+    handler: Handler
+    writes: bool = False        # changes the daemon's state: only for the socket's group
 
 _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
             405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
@@ -86,14 +99,14 @@ _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
 
 
 class StatusServer:
-    """Serves ``routes``: {(method, path): handler}; ``docs`` describes them for ``GET /``."""
+    """Serves ``endpoints``, each handler called with ``control`` and the request."""
 
-    def __init__(self, path: Path, routes: dict[tuple[str, str], Handler],
-                 docs: dict[str, str], group: int | None = None) -> None:
+    def __init__(self, path: Path, endpoints: Iterable[Endpoint], control: Any = None,
+                 group: int | None = None) -> None:
         self.path = path
         self.group = group
-        self.routes = routes
-        self.docs = docs
+        self.control = control
+        self.endpoints = {(e.method, e.path): e for e in endpoints}
         self._server: asyncio.base_events.Server | None = None
         self._listener: socket.socket | None = None
         self._answering: dict[asyncio.Task[None], asyncio.StreamWriter] = {}  # being served
@@ -159,11 +172,16 @@ class StatusServer:
             if waiting:
                 await asyncio.wait(waiting, timeout=CLOSE_GRACE)
             # Whatever is still open (a client that sends nothing, or reads nothing) is
-            # cut: Python >= 3.12.1's wait_closed would wait for it.
+            # cut: Python >= 3.12.1's wait_closed would wait for it. Its socket is closed
+            # once the loop has run the abort, before its task ends: wait for that.
+            cut = []
             for task, writer in list(self._answering.items()):
                 if task is not current and not task.done():
                     writer.transport.abort()
                     task.cancel()
+                    cut.append(task)
+            if cut:
+                await asyncio.wait(cut, timeout=CLOSE_GRACE)
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
             self._server = None
@@ -186,21 +204,21 @@ class StatusServer:
         return peer.gid == group or group in _groups(peer.pid)
 
     async def _answer(self, request: Request) -> Response:
-        handler = self.routes.get((request.method, request.path))
-        if handler is None:
-            if any(path == request.path for _, path in self.routes):
+        endpoint = self.endpoints.get((request.method, request.path))
+        if endpoint is None:
+            if any(path == request.path for _, path in self.endpoints):
                 raise Refused(405, f"method {request.method} not allowed on {request.path}")
-            if request.method not in {m for m, _ in self.routes}:
+            if request.method not in {m for m, _ in self.endpoints}:
                 raise Refused(405, f"method {request.method} not supported")
             raise Refused(404, f"no such endpoint: {request.path}")
-        if request.method != "GET":
+        if endpoint.writes:
             if not self._allowed(request.peer):
                 log.warning("refused %s %s from %s: not root nor in the socket's group",
                             request.method, request.path, request.peer)
                 raise Refused(403, "only root or members of the socket's group may "
                                    "change the daemon's state")
             log.info("%s %s from %s", request.method, request.path, request.peer)
-        return await handler(request)
+        return await endpoint.handler(self.control, request)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -236,7 +254,8 @@ class StatusServer:
             response = await self._answer(Request(parts[0], path, query,
                                                   _peer(writer.get_extra_info("socket"))))
         except Refused as refused:
-            response = Response({"error": refused.message, "endpoints": sorted(self.docs),
+            response = Response({"error": refused.message,
+                                 "endpoints": sorted({p for _, p in self.endpoints}),
                                  **({"retry": True} if refused.retry else {})},
                                 refused.status)
         except Exception:  # a bug must not take the daemon down: answer and log it

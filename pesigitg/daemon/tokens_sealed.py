@@ -57,12 +57,13 @@ class SealedTokens:
         self._saved_at = 0.0
         self._warned: set[str] = set()
 
-    def update(self, retry: RetrySpec, total_sent: int, now: float) -> None:
+    def update(self, retry: RetrySpec, total_sent: int, now: float) -> bool:
         """Add the Retries sent since the last call to the newest key's count (the
-        first call only sets where counting starts)."""
+        first call only sets where counting starts); True when the counts are due to be
+        saved (:meth:`prune`, then the state file)."""
         last, self._last_total = self._last_total, total_sent
         if last is None or total_sent <= last or not retry.keys:
-            return
+            return False
         newest = max(retry.keys, key=lambda k: k.sequence)
         fingerprint = key_fingerprint(newest.key)
         counts = self.state.tokens_sealed
@@ -71,16 +72,15 @@ class SealedTokens:
         if use.warning() and fingerprint not in self._warned:
             self._warned.add(fingerprint)
             log.warning("%s", use.warning())
-        if now - self._saved_at >= SAVE_EVERY:
-            self.save(retry, now)
+        return now - self._saved_at >= SAVE_EVERY
 
-    def save(self, retry: RetrySpec, now: float) -> None:
-        """Write the counts (those of keys no longer configured are forgotten)."""
+    def prune(self, retry: RetrySpec, now: float) -> None:
+        """Before the state is saved: the counts of keys no longer configured are
+        forgotten, and the next save is due SAVE_EVERY from ``now``."""
         configured = {key_fingerprint(k.key) for k in retry.keys}
         self.state.tokens_sealed = {f: n for f, n in self.state.tokens_sealed.items()
                                     if f in configured}
         self._saved_at = now
-        self.state.save()
 
     def uses(self, retry: RetrySpec) -> list[KeyUse]:
         counts = self.state.tokens_sealed

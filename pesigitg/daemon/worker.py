@@ -30,12 +30,12 @@ from pathlib import Path
 
 from pesigitg._fastpath import Engine, RouteTable, XskSocket
 from pesigitg.daemon import worker_messages as wire
+from pesigitg.daemon.counters import SharedCounters
 from pesigitg.daemon.privileges import confine_worker, lose_privileges
 
 __all__ = ["WorkerProcess", "WorkerSpec", "numa_cpus", "start_worker"]
 
 PR_SET_PDEATHSIG = 1
-TO_WORKER = frozenset({wire.Kind.TABLE, wire.Kind.STOP})
 LOCK_WAIT = 10.0        # seconds a worker waits for the previous owner of its queue
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -89,10 +89,10 @@ def numa_cpus(interface: str) -> list[int]:
     return local or allowed
 
 
-def start_worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object,
-                 backend_counts: object = None) -> WorkerProcess:
-    """Fork a worker for ``xsk`` (already bound and registered); it reports READY or
-    FAILED on its pipe."""
+def start_worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: SharedCounters
+                 ) -> WorkerProcess:
+    """Fork a worker for ``xsk`` (already bound and registered), counting in its block
+    of ``counters``; it reports READY or FAILED on its pipe."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     supervisor = os.getpid()
     pid = os.fork()
@@ -100,7 +100,7 @@ def start_worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object
         status = 70
         try:
             parent.close()
-            _worker(spec, xsk, blob, counters, backend_counts, child, supervisor)
+            _worker(spec, xsk, blob, counters, child, supervisor)
             status = 0
         finally:
             os._exit(status)
@@ -109,8 +109,8 @@ def start_worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object
     return WorkerProcess(pid, os.pidfd_open(pid), parent)
 
 
-def _worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object,
-            backend_counts: object, conn: socket.socket, supervisor: int) -> None:
+def _worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: SharedCounters,
+            conn: socket.socket, supervisor: int) -> None:
     # Die with the supervisor, even when it is killed; and it may already be gone.
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != supervisor:
@@ -128,9 +128,9 @@ def _worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object,
         if spec.cpu is not None:
             os.sched_setaffinity(0, {spec.cpu})
         _own_queue(xsk)
-        engine = Engine(xsk, RouteTable(blob), counters, worker=spec.index, batch=spec.batch,
-                        busy_poll=spec.busy_poll, floor=spec.floor,
-                        backend_counts=backend_counts)
+        engine = Engine(xsk, RouteTable(blob), counters=counters.buffer, worker=spec.index,
+                        batch=spec.batch, busy_poll=spec.busy_poll, floor=spec.floor,
+                        backend_counts=counters.backend_block(spec.index))
         # From here on it holds all it needs: no capability, no new privilege, and only
         # the system calls of its loop and its pipe (privileges.py).
         lose_privileges()
@@ -144,7 +144,7 @@ def _worker(spec: WorkerSpec, xsk: XskSocket, blob: bytes, counters: object,
     try:
         while True:
             try:
-                message = wire.read_message(conn, TO_WORKER)
+                message = wire.read_message(conn, wire.TO_WORKER)
             except (OSError, wire.WorkerMessageError):
                 break           # the supervisor is gone (or broken): do not outlive it
             if message is None or message.kind == wire.Kind.STOP:

@@ -21,8 +21,9 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["FROM_WORKER", "MAX_REASON", "MAX_TABLE", "Kind", "Message", "MessageReader",
-           "WorkerMessageError", "encode", "failed", "ready", "read_message", "rejected"]
+__all__ = ["FROM_WORKER", "MAX_REASON", "MAX_TABLE", "TO_WORKER", "Kind", "Message",
+           "MessageReader", "WorkerMessageError", "encode", "failed", "ready", "read_message",
+           "rejected"]
 
 _HEAD = struct.Struct("<BI")            # kind, body octets
 _READY = struct.Struct("<BiBB")         # zero-copy, CPU (-1: none), recovered, repaired
@@ -43,6 +44,7 @@ class Kind(enum.IntEnum):
 
 
 FROM_WORKER = frozenset({Kind.READY, Kind.FAILED, Kind.SWAPPED, Kind.REJECTED})
+TO_WORKER = frozenset({Kind.TABLE, Kind.STOP})
 # The body size each kind allows: (least, most).
 _BODY = {Kind.TABLE: (1, MAX_TABLE), Kind.STOP: (0, 0), Kind.READY: (_READY.size, _READY.size),
          Kind.FAILED: (0, MAX_REASON), Kind.SWAPPED: (0, 0), Kind.REJECTED: (0, MAX_REASON)}

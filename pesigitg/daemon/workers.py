@@ -76,7 +76,7 @@ class WorkerPool:
         self.counters = counters
         self.table = table
         self.replacing = True       # False while stopping: exits are then expected
-        self._replies: dict[wire.Kind, Callable[[WorkerHandle, wire.Message], None]] = {
+        self.replies: dict[wire.Kind, Callable[[WorkerHandle, wire.Message], None]] = {
             wire.Kind.READY: self._ready, wire.Kind.FAILED: self._failed,
             wire.Kind.SWAPPED: self._swapped, wire.Kind.REJECTED: self._rejected}
 
@@ -90,8 +90,7 @@ class WorkerPool:
         """Fork ``handle``'s worker; ``waited``: someone awaits ``handle.ready``."""
         loop = asyncio.get_running_loop()
         blob = self.table()
-        handle.process = start_worker(handle.spec, handle.xsk, blob, self.counters.buffer,
-                                      self.counters.backend_block(handle.spec.index))
+        handle.process = start_worker(handle.spec, handle.xsk, blob, self.counters)
         handle.blob, handle.started, handle.pending = blob, time.monotonic(), None
         handle.ready = loop.create_future() if waited else None
         handle.reader, handle.said_ready, handle.tables_unanswered = wire.MessageReader(), \
@@ -134,7 +133,7 @@ class WorkerPool:
         try:
             for message in handle.reader.feed(data):
                 self._turn(handle, message.kind)
-                self._replies[message.kind](handle, message)
+                self.replies[message.kind](handle, message)
         except wire.WorkerMessageError as exc:
             self._refuse(handle, str(exc))
 

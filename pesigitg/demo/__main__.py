@@ -3,7 +3,7 @@
 import sys
 
 try:
-    from pesigitg.demo.scenario import main
+    from pesigitg.demo.main import main
 except ImportError as exc:     # the aioquic extra is missing
     print(f"the demo needs aioquic ({exc}): pip install 'pesigitg[aioquic]'", file=sys.stderr)
     sys.exit(1)

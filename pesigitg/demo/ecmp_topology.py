@@ -39,20 +39,20 @@ class EcmpTopology(Network):
                     for n in range(1, balancers + 1)]
 
     def _build(self) -> None:
-        self._fabric([self.router, *self.lbs, *self.backends])
-        self._netns(self.client.ns)
+        self.fabric([self.router, *self.lbs, *self.backends])
+        self.make_netns(self.client.ns)
         ip("link", "add", self.client.dev, "type", "veth", "peer", "name", self.uplink.dev,
            ns=self.client.ns)
         ip("link", "set", self.uplink.dev, "netns", self.router.ns, ns=self.client.ns)
-        self._configure(self.client)
-        self._configure(self.uplink)
+        self.configure(self.client)
+        self.configure(self.uplink)
         self.run(self.router, "sysctl", "-q", "-p",
                  str(CONTRIB / "sysctl" / "90-pesigitg-router.conf"), quiet=True)
         for host in (self.client, *self.backends):
             for version in self.families:
                 ip(*(["-6"] if version == 6 else []), "route", "add", "default", "via",
                    address(version, ROUTER, host.subnet), "dev", host.dev, ns=host.ns)
-        self._dsr_backends()
+        self.dsr_backends()
 
     def router_address(self, version: int) -> str:
         """The router's address on the fabric: the balancers' BGP peer."""

@@ -7,17 +7,14 @@ a client that changes port, address and connection ID keeps its backend; a drain
 backend keeps its connections and gets no new ones; a dead backend is taken out by
 health checks; a reload under live connections breaks none of them.
 
-``python -m pesigitg.demo`` (``make demo``) runs it and narrates; the e2e tests run
-the same steps and assert on their results.
+``python -m pesigitg.demo`` (``make demo``, demo/main.py) runs it and narrates; the
+e2e tests run the same steps and assert on their results.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -32,12 +29,13 @@ from typing import Any
 
 from pesigitg.demo.certs import write_self_signed
 from pesigitg.demo.h3client import H3Client, client_configuration, connect
+from pesigitg.demo.narration import expect
 from pesigitg.demo.topology import Host, Network, Topology, version_of
 from pesigitg.routing.quiclb import CidConfig
 from pesigitg.testing.daemon import RunningDaemon
 from pesigitg.testing.netns import inside
 
-__all__ = ["Demo", "StepFailed", "demo_environment", "main", "narrate"]
+__all__ = ["FAMILIES", "Demo", "demo_environment"]
 
 KEY = "fdf726a9893ec05c0632d3956680baf0"
 # The Retry offload's token key, shared by pesigitgd and the backends (lb.toml [retry]).
@@ -46,15 +44,6 @@ CONFIG = CidConfig(2, 3, 4, bytes.fromhex(KEY), encode_length=True)   # four-pas
 SERVER_NAME = "quic.demo"
 UdpSocket = socket.socket       # (the name "socket" is a method of Demo's)
 HEALTH = {"interval_ms": 300, "timeout_ms": 200, "rise": 2, "fall": 2}
-
-
-class StepFailed(AssertionError):
-    """A behaviour the demo shows did not hold."""
-
-
-def expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise StepFailed(message)
 
 
 def server_id_of(h3: H3Client) -> str:
@@ -159,12 +148,13 @@ class Demo:
     def role_of(self, address: str) -> str:
         return next(b.role for b in self.net.backends if b.address == address)
 
-    def reload(self) -> None:
+    def reload(self) -> str:
+        """lb.toml written again and SIGHUP: the daemon's log line saying the outcome."""
         assert self.daemon is not None
         mark = self.daemon.mark()
         self.write_routes()
         self.daemon.signal(signal.SIGHUP)
-        self.daemon.wait_log("reloaded: |reload failed", after=mark)
+        return self.daemon.wait_log("reloaded: |reload failed", after=mark)
 
     # -- the client -----------------------------------------------------------------------
 
@@ -250,20 +240,24 @@ class Demo:
         self.say("   the connection kept working and stayed on its backend")
         return steps
 
-    async def reload_under_load(self, connections: int = 10) -> None:
+    async def reload_under_load(self, connections: int = 10) -> tuple[list[str], list[str]]:
+        """A reload that changes lb.toml ([health] interval_ms) while ``connections``
+        connections are open: the backend answering each, before and after."""
         self.say(f"\n{self.step()}. Reload with {connections} live connections")
         clients = [await self.connect() for _ in range(connections)]
         try:
             before = [await self.ask(h3) for h3 in clients]
             self.health_interval = HEALTH["interval_ms"] + 100
-            self.reload()
+            outcome = self.reload()
             after = [await self.ask(h3) for h3 in clients]
         finally:
             for h3 in clients:
                 h3.close_all()
+        expect("reloaded: " in outcome, f"the reload failed: {outcome}")
         expect(before == after, "a connection changed backend across the reload")
         self.say(f"   SIGHUP applied; all {connections} connections answered again by the "
                  "same backends")
+        return before, after
 
     async def other_family(self, connections: int = 12) -> Counter[str]:
         """The other family's VIP, served by the same daemon at the same time (the
@@ -364,58 +358,3 @@ def demo_environment(say: Callable[[str], None] = print, family: str = "4",
             yield demo
         finally:
             demo.stop()
-
-
-async def run_all(demo: Demo) -> None:
-    await demo.spread()
-    await demo.migration()
-    await demo.reload_under_load()
-    if len(demo.net.families) > 1:
-        await demo.other_family()
-    await demo.drain()
-    await demo.failure()
-
-
-def narrate(intro: str, steps: Callable[[], None]) -> int:
-    """A demo's whole run: root checked, ``intro`` printed, ``steps`` run (they build
-    and remove their network themselves); a failed step is said, exit status 1."""
-    if os.geteuid() != 0:
-        print("the demo needs root: it creates network namespaces and attaches XDP",
-              file=sys.stderr)
-        return 1
-    print(intro)
-    try:
-        steps()
-    except (StepFailed, AssertionError, OSError, subprocess.CalledProcessError,
-            TimeoutError, RuntimeError) as exc:
-        print(f"\nDEMO FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print("\nAll steps passed; everything the demo created has been removed.")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pesigitg.demo",
-                                     description="pesigitg's end-to-end demo")
-    parser.add_argument("--family", choices=sorted(FAMILIES), default="dual",
-                        help="dual (default): IPv4 steps, then the IPv6 VIP of the same "
-                             "daemon; 6: everything over IPv6, backends probed and resolved "
-                             "(NDP) over IPv6; 4: IPv4 only; mixed: both VIPs, backends "
-                             "known by IPv6 and IPv4 addresses")
-    family = parser.parse_args(argv).family
-
-    def steps() -> None:
-        with demo_environment(family=family) as demo:
-            print(f"VIPs {', '.join(demo.net.vips.values())}; backends " + ", ".join(
-                f"{b.role}={b.address} (server ID {demo.server_ids()[b.role]})"
-                for b in demo.net.backends))
-            asyncio.run(run_all(demo))
-            demo.counters()
-
-    status = narrate("pesigitg demo: a client, pesigitgd and three HTTP/3 backends (aioquic) "
-                     "in network namespaces,\nDirect Server Return, QUIC-LB four-pass "
-                     "config, health checks on.", steps)
-    if status == 0 and family == "dual":
-        print("IPv6 only, backends probed and resolved over IPv6: "
-              "python -m pesigitg.demo --family 6 (make demo-ipv6)")
-    return status

@@ -64,7 +64,7 @@ class Host:
 
 class Network:
     """What the demo's networks share: namespaces removed on close (also after a
-    failure), the bridge (``_fabric``), backends prepared for Direct Server Return, and
+    failure), the bridge (``fabric``), backends prepared for Direct Server Return, and
     VIPs in subnet ``vip_subnet``. ``backend_families`` says by which family's address
     pesigitgd knows each backend (default: the first family)."""
 
@@ -102,25 +102,25 @@ class Network:
     def _build(self) -> None:
         raise NotImplementedError
 
-    def _netns(self, name: str) -> None:
+    def make_netns(self, name: str) -> None:
         add_namespace(name)
         self._stack.callback(ip, "netns", "del", name, check=False)
         ip("link", "set", "lo", "up", ns=name)
 
-    def _fabric(self, hosts: list[Host]) -> None:
+    def fabric(self, hosts: list[Host]) -> None:
         """The bridge, and ``hosts`` on it."""
-        self._netns(self.switch)
+        self.make_netns(self.switch)
         ip("link", "add", "br0", "type", "bridge", ns=self.switch)
         ip("link", "set", "br0", "up", ns=self.switch)
         for host in hosts:
-            self._netns(host.ns)
+            self.make_netns(host.ns)
             port = f"p-{host.role}"
             ip("link", "add", host.dev, "type", "veth", "peer", "name", port, ns=host.ns)
             ip("link", "set", port, "netns", self.switch, ns=host.ns)
             ip("link", "set", port, "master", "br0", "up", ns=self.switch)
-            self._configure(host)
+            self.configure(host)
 
-    def _configure(self, host: Host) -> None:
+    def configure(self, host: Host) -> None:
         """Up, addressed in every family, checksums filled in by the sender."""
         ip("link", "set", host.dev, "up", ns=host.ns)
         for version in self.families:
@@ -133,7 +133,7 @@ class Network:
         self.run(host, "ethtool", "-K", host.dev, "tx", "off", quiet=True)
         host.mac = mac_of(host.ns, host.dev)
 
-    def _dsr_backends(self) -> None:
+    def dsr_backends(self) -> None:
         if not (CONTRIB / "dsr-backend.sh").exists():
             raise FileNotFoundError(f"{CONTRIB / 'dsr-backend.sh'} is missing: the demo runs "
                                     "from a source checkout (make demo)")
@@ -164,8 +164,8 @@ class Topology(Network):
         self.lb = Host("lb", f"{self.tag}-lb", "l0", 2, families, first)
 
     def _build(self) -> None:
-        self._fabric([self.client, self.lb, *self.backends])
+        self.fabric([self.client, self.lb, *self.backends])
         for version, vip in self.vips.items():
             ip("addr", "add", f"{vip}/{32 if version == 4 else 128}", "dev", self.lb.dev,
                *(["nodad"] if version == 6 else []), ns=self.lb.ns)
-        self._dsr_backends()
+        self.dsr_backends()

@@ -45,7 +45,7 @@ class Map:
     """A BPF map owned by this process (the fd closes with :meth:`close`)."""
 
     def __init__(self, fd: int, name: str, map_type: int, key_size: int, value_size: int,
-                 max_entries: int, map_flags: int = 0) -> None:
+                 max_entries: int, *, map_flags: int = 0) -> None:
         self.fd = fd
         self.name = name
         self.map_type = map_type
@@ -80,14 +80,15 @@ class Map:
         else:
             fd = sc.bpf(sc.BPF_MAP_CREATE, attr, doing)
         return cls(fd, definition.name, definition.map_type, definition.key_size,
-                   definition.value_size, definition.max_entries, definition.map_flags)
+                   definition.value_size, definition.max_entries,
+                   map_flags=definition.map_flags)
 
     @classmethod
     def adopt(cls, fd: int, name: str) -> Map:
         """A map another process created, by a duplicate of its fd (info from the kernel)."""
         info = sc.map_info(fd)
         return cls(os.dup(fd), name, info.type, info.key_size, info.value_size,
-                   info.max_entries, info.map_flags)
+                   info.max_entries, map_flags=info.map_flags)
 
     def matches(self, definition: MapDefinition) -> bool:
         """Whether this map can stand in for ``definition`` (same type, sizes, flags)."""

@@ -82,8 +82,6 @@ def _read(path: Path, elf: ELFFile) -> BpfObject:
     symtab = elf.get_section_by_name(".symtab")
     if not isinstance(symtab, SymbolTableSection):
         raise ObjectError(f"{path}: no symbol table")
-    sections = {i: s.name for i, s in enumerate(elf.iter_sections())}
-
     license_sec = elf.get_section_by_name("license")
     if license_sec is None:
         raise ObjectError(f"{path}: no license section (SEC(\"license\"))")
@@ -91,14 +89,12 @@ def _read(path: Path, elf: ELFFile) -> BpfObject:
 
     btf_sec = elf.get_section_by_name(".BTF")
     btf = Btf(btf_sec.data()) if btf_sec is not None else None
-
     data: dict[str, tuple[bytes, int]] = {}
     for name in DATA_SECTIONS:
         sec = elf.get_section_by_name(name)
         if sec is not None and sec["sh_size"]:
             contents = b"" if sec["sh_type"] == "SHT_NOBITS" else sec.data()
             data[name] = (contents, sec["sh_size"])
-
     if btf is not None:
         symbols = {s.name: s["st_value"] for s in symtab.iter_symbols()
                    if s["st_info"]["type"] == "STT_OBJECT"}
@@ -106,11 +102,21 @@ def _read(path: Path, elf: ELFFile) -> BpfObject:
             sec = elf.get_section_by_name(name)
             if sec is not None:
                 btf.fixup_datasec(name, sec["sh_size"], symbols)
+    programs = _programs(path, elf, symtab)
+    _relocations(path, elf, symtab, programs)
+    if not programs:
+        raise ObjectError(f"{path}: no program sections")
+    maps = btf.map_definitions() if btf is not None else []
+    return BpfObject(path, license, programs, maps, data, btf)
 
+
+def _programs(path: Path, elf: ELFFile, symtab: SymbolTableSection
+              ) -> dict[str, ProgramSection]:
+    """Every executable section with code: one program each, of a known type."""
     programs: dict[str, ProgramSection] = {}
     for index, sec in enumerate(elf.iter_sections()):
         if sec["sh_type"] != "SHT_PROGBITS" or not sec["sh_flags"] & 0x4 or not sec["sh_size"]:
-            continue  # only executable sections with code
+            continue
         prog_type = BPF_PROG_TYPES.get(sec.name.split("/")[0])
         if prog_type is None:
             if sec.name == ".text":
@@ -123,7 +129,13 @@ def _read(path: Path, elf: ELFFile) -> BpfObject:
             raise ObjectError(f"{path}: section {sec.name} holds {len(funcs)} functions, "
                               "expected exactly one")
         programs[sec.name] = ProgramSection(sec.name, funcs[0], prog_type, sec.data())
+    return programs
 
+
+def _relocations(path: Path, elf: ELFFile, symtab: SymbolTableSection,
+                 programs: dict[str, ProgramSection]) -> None:
+    """The map and data references of each program (R_BPF_64_64 only)."""
+    sections = {i: s.name for i, s in enumerate(elf.iter_sections())}
     for rel_sec in elf.iter_sections():
         if not isinstance(rel_sec, RelocationSection):
             continue
@@ -138,8 +150,3 @@ def _read(path: Path, elf: ELFFile) -> BpfObject:
             programs[target].relocations.append(Relocation(
                 rel["r_offset"] // BPF_INSN_SIZE, sym.name,
                 sections.get(sym["st_shndx"], ""), sym["st_value"]))
-
-    if not programs:
-        raise ObjectError(f"{path}: no program sections")
-    maps = btf.map_definitions() if btf is not None else []
-    return BpfObject(path, license, programs, maps, data, btf)

@@ -15,6 +15,7 @@ import struct
 from collections.abc import Mapping
 from enum import IntEnum
 from pathlib import Path
+from typing import Self
 
 from pesigitg.ebpf import attach as nl
 from pesigitg.ebpf import syscall as sc
@@ -116,7 +117,7 @@ class XdpProgram:
             self.link_fd = -1
         self._loaded.close()
 
-    def __enter__(self) -> XdpProgram:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -97,7 +97,7 @@ def _aad(client: str, first: int, utn: bytes, rscid: bytes | None) -> bytes:
 
 
 def seal_token(key: RetryKey, client: str, port: int, odcid: bytes, rscid: bytes,
-               expiry: int, utn: bytes | None = None) -> bytes:
+               expiry: int, *, utn: bytes | None = None) -> bytes:
     """A type-0 (Retry) token for a client at ``client``:``port`` whose Initial had
     DCID ``odcid``, answered by a Retry with source CID ``rscid``."""
     utn = os.urandom(UTN_LEN) if utn is None else utn

@@ -26,8 +26,8 @@ from pesigitg.daemon.privileges import (
     PR_SET_NO_NEW_PRIVS,
     SECCOMP_RET_ERRNO,
     SECCOMP_RET_KILL_PROCESS,
-    _prctl,
     apply_filter,
+    prctl,
     resolve_account,
     switch_user,
     system_call_filter,
@@ -110,7 +110,7 @@ def confine_as(unit: Path, user: str | None) -> None:
     name = user or settings["User"][-1]
     switch_user(resolve_account(name), keep=ambient)
     if settings.get("NoNewPrivileges", ["no"])[-1] == "yes":
-        _prctl(PR_SET_NO_NEW_PRIVS, 1, "setting no_new_privs")
+        prctl(PR_SET_NO_NEW_PRIVS, 1, "setting no_new_privs")
     if "SystemCallFilter" in settings:
         code = settings.get("SystemCallErrorNumber", [""])[-1]
         otherwise = (SECCOMP_RET_ERRNO | getattr(errno, code)) if code else \

@@ -49,8 +49,17 @@ def test_a_migrating_client_keeps_its_backend(demo):
 
 
 def test_a_reload_under_live_connections_breaks_none(demo):
-    asyncio.run(demo.reload_under_load(connections=8))
-    assert demo.daemon.get("/health")["status"] == "ok"
+    mark = demo.daemon.mark()
+    before, after = asyncio.run(demo.reload_under_load(connections=8))
+    # Every connection answered after the reload, each by the backend it had before.
+    assert len(after) == 8 and after == before and all(after)
+    # The reload applied the new lb.toml (not kept the old one), with no worker lost.
+    demo.daemon.wait_log("reloaded: ", after=mark)
+    assert demo.daemon.get("/config")["routes"]["health"]["interval_ms"] == \
+        demo.health_interval
+    health = demo.daemon.get("/health")
+    assert health["status"] == "ok" and health["workers"]["alive"] == \
+        health["workers"]["expected"]
 
 
 def test_a_draining_backend_keeps_its_connections_and_gets_no_new_ones(demo):

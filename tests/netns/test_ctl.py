@@ -14,6 +14,7 @@ import stat
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pyte
 import pytest
@@ -63,7 +64,7 @@ def ctl(daemon: RunningDaemon, *args: str, json_out: bool = False
                           capture_output=True, text=True, timeout=150)
 
 
-def ctl_json(daemon: RunningDaemon, *args: str) -> object:
+def ctl_json(daemon: RunningDaemon, *args: str) -> Any:
     done = ctl(daemon, *args, json_out=True)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -342,6 +343,7 @@ def test_reload_stop_and_dumps_wait_for_their_effect(lab, daemons):
     pid = daemon.pid
     stop = ctl(daemon, "stop")
     assert stop.returncode == 0 and stop.stdout.strip() == f"stopped: pid {pid}"
+    assert daemon.proc is not None
     assert not Path(f"/proc/{pid}").exists() or daemon.proc.poll() is not None
     assert daemon.proc.wait(10) == 0
 

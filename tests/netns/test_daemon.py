@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import stat
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -79,7 +81,7 @@ def test_daemon_mode_detaches_holds_the_pidfile_and_logs_to_syslog(lab, daemons)
         assert started.returncode == 0, started.stderr
         pid = daemon.pid
         assert os.path.exists(f"/proc/{pid}") and pid != started.returncode
-        messages = []
+        messages: list[str] = []
         while not any("started:" in m for m in messages):
             messages.append(syslog.recv(4096).decode())
         assert any(m.startswith("<30>pesigitgd[v0]: ") for m in messages)   # daemon.info
@@ -104,7 +106,10 @@ def test_a_stale_pidfile_is_taken_over(lab, daemons):
     daemon.pidfile.write_text("999999\n")
     daemon.start()
     daemon.wait_log("took over the stale pidfile .* of pid 999999")
-    assert daemon.pid == daemon.proc.pid or os.path.exists(f"/proc/{daemon.pid}")
+    # The pidfile names the running daemon now, and it holds its lock.
+    assert daemon.proc is not None and daemon.pid == daemon.proc.pid
+    with pytest.raises(BlockingIOError), open(daemon.pidfile) as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def test_refuses_to_leave_rx_queues_without_a_socket(lab, daemons):
@@ -232,7 +237,7 @@ def test_hup_with_invalid_config_keeps_old_routes(lab, daemons):
 def test_hup_applies_drain_and_new_servers_and_keeps_state(lab, daemons):
     daemon = make(lab, daemons).start()
     assert sorted(pool(daemon)) == ["10.9.0.11", "10.9.0.12"]
-    servers = [STATIC[0], dict(STATIC[1], draining=True),
+    servers: list[dict[str, Any]] = [STATIC[0], dict(STATIC[1], draining=True),
                {"sid": "030303", "address": "10.9.0.13", "mac": MAC3.hex(":")}]
     daemon.routes.write_text(lb_toml(servers))
     mark = daemon.mark()
@@ -295,7 +300,7 @@ def test_a_killed_worker_is_replaced_at_once_on_the_same_socket(lab, daemons):
 
 def test_a_worker_that_keeps_dying_is_replaced_with_growing_delays(lab, daemons):
     daemon = make(lab, daemons).start()
-    delays = []
+    delays: list[float] = []
     while not delays or delays[-1] < 0.4:
         pid = daemon.get("/stats")["workers"][0]["pid"]
         mark = daemon.mark()
@@ -329,21 +334,21 @@ def test_systemd_notify_protocol(lab, daemons):
 
     try:
         # No -f: NOTIFY_SOCKET alone must keep it in the foreground.
-        daemon.proc = subprocess.Popen(daemon.command(), stderr=subprocess.DEVNULL,
-                                       env={**os.environ, "NOTIFY_SOCKET": str(notify),
-                                            "WATCHDOG_USEC": "400000"})
+        daemon.proc = proc = subprocess.Popen(
+            daemon.command(), stderr=subprocess.DEVNULL, text=True,
+            env={**os.environ, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "400000"})
         ready = next_message("READY")
         assert ready["READY"] == "1" and ready["STATUS"].startswith("v0: 1/1 workers")
-        assert daemon.proc.poll() is None and int(ready["MAINPID"]) == daemon.pid
+        assert proc.poll() is None and int(ready["MAINPID"]) == daemon.pid
         assert next_message("WATCHDOG")["WATCHDOG"] == "1"
         before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         daemon.signal(signal.SIGHUP)
         reloading = next_message("RELOADING")
         assert int(reloading["MONOTONIC_USEC"]) >= before
         assert next_message("READY")["READY"] == "1"
-        daemon.proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)
         assert next_message("STOPPING")["STOPPING"] == "1"
-        assert daemon.proc.wait(15) == 0
+        assert proc.wait(15) == 0
     finally:
         listener.close()
 

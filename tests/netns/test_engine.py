@@ -33,7 +33,8 @@ def sid(config: CidConfig, n: int) -> bytes:
     return bytes([n]) * config.server_id_len
 
 
-def build_routes(lb_mac: bytes, down: set[int] = frozenset(), extra: bool = False):
+def build_routes(lb_mac: bytes, down: frozenset[int] | set[int] = frozenset(),
+                 extra: bool = False):
     backends = [Backend(f"10.0.0.{n}", mac(n), up=n not in down) for n in range(1, 4)]
     if extra:
         backends.append(Backend("10.0.0.4", mac(4)))
@@ -48,6 +49,13 @@ def lb():
     with forwarder(build_routes(LB_MAC_PLACEHOLDER)) as fw:
         fw.routes = build_routes(fw.lb_mac)
         fw.engine.swap_table(fw.routes.table)
+        # Until the loop has adopted it and counted the swap: a test that compares
+        # counters before and after a frame must not see this one move.
+        deadline = time.monotonic() + 5
+        while fw.engine.table is not fw.routes.table or \
+                fw.engine.counters()["table_swaps"] == 0:
+            assert time.monotonic() < deadline, "the loop never adopted the table"
+            time.sleep(0.005)
         yield fw
 
 

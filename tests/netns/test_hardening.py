@@ -25,7 +25,7 @@ CTL = str(PESIGITGD).replace("pesigitgd", "pesigitg-ctl")
 
 def messages(listener, until: str) -> list[dict[str, str]]:
     """Notify messages up to the first that has ``until``."""
-    seen = []
+    seen: list[dict[str, str]] = []
     while not seen or until not in seen[-1]:
         seen.append(dict(line.split("=", 1)
                          for line in listener.recv(4096).decode().splitlines()))
@@ -62,7 +62,7 @@ def test_daemon_mode_refuses_to_start_when_it_cannot_log_anywhere(lab, daemons):
     assert not daemon.pidfile.exists()
 
 
-def log_file_start(lab, daemons, log_file, *args: str):  # type: ignore[no-untyped-def]
+def log_file_start(lab, daemons, log_file, *args: str):
     daemon = make(lab, daemons, extra_conf=f"log_file = {log_file}\n")
     return daemon, subprocess.run(daemon.command("--syslog-socket", str(lab.workdir / "no.sock"),
                                                  *args), capture_output=True, text=True,
@@ -141,6 +141,11 @@ def test_a_failed_reload_changes_nothing_and_says_ready_again(lab, daemons, brea
 
 
 # -- signals during start-up --------------------------------------------------------------
+
+def read_all(sock: socket.socket) -> bytes:
+    """Everything until the other side closes."""
+    return b"".join(iter(lambda: sock.recv(4096), b""))
+
 
 def blocks_sighup(pid: int) -> bool:
     with open(f"/proc/{pid}/status") as status:
@@ -258,8 +263,7 @@ def test_connections_beyond_the_cap_are_told_so_and_the_rest_are_cut_at_the_dead
             client.connect(str(daemon.status_socket))
             client.settimeout(30)
             clients.append(client)
-        answers = [json.loads(b"".join(iter(lambda c=c: c.recv(4096), b"")))["error"]
-                   for c in clients]
+        answers = [json.loads(read_all(c))["error"] for c in clients]
     finally:
         for client in clients:
             client.close()

@@ -110,6 +110,7 @@ def test_restart_mid_stream_loses_no_frame_and_keeps_the_counters(lab, daemons, 
         time.sleep(0.4)
     finally:
         sent = stream.stop()
+    assert daemon.proc is not None
     assert daemon.pid != old and daemon.proc.wait(10) == 0     # the old one exited, 0
     assert settled(traffic, sent) == sent, "frames lost across the restart"
     stats = daemon.get("/stats")

@@ -56,7 +56,7 @@ def xdp(daemon) -> dict[str, int]:
     return daemon.get("/stats")["xdp"]
 
 
-def with_vips(lab, daemons, servers, vips=(LB4, LB6)):  # type: ignore[no-untyped-def]
+def with_vips(lab, daemons, servers, vips=(LB4, LB6)):
     """A daemon whose lb.toml lists ``vips``: Packets Too Big quoting them fan out."""
     daemon = make(lab, daemons, servers)
     listed = ", ".join(f'"{v}"' for v in vips)

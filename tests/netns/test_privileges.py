@@ -80,7 +80,7 @@ def test_the_worker_filter_refuses_files_sockets_exec_and_fork():
             sleeper = threading.Thread(target=os.read, args=(release_r, 1))
             sleeper.start()
             confine_worker()
-            tried = {}
+            tried: dict[str, object] = {}
             for name, attempt in (("open", lambda: os.open("/etc/hostname", os.O_RDONLY)),
                                   ("socket", socket.socket),
                                   ("exec", lambda: os.execv("/bin/true", ["true"])),
@@ -215,7 +215,7 @@ def test_only_root_the_daemon_and_the_socket_group_may_change_its_state(
     assert daemon.get("/health")["status"] in ("ok", "degraded")
 
 
-def start_logging_to_a_file(readable_dir, lab, daemons):  # type: ignore[no-untyped-def]
+def start_logging_to_a_file(readable_dir, lab, daemons):
     """As root with user = nobody, in daemon mode without syslog: (daemon, the log
     file, what pesigitgd said)."""
     run = readable_dir / "run"

@@ -86,7 +86,7 @@ def test_daemon_mode_with_relative_paths_keeps_them_after_changing_directory(lab
 
 # -- the program an upgrade installs ----------------------------------------------------
 
-def link_program(lab) -> int:  # type: ignore[no-untyped-def]
+def link_program(lab) -> int:
     """The id of the XDP program on v0."""
     shown = ip("-d", "link", "show", "dev", "v0", ns=lab.lb_ns)
     match = re.search(r"prog/xdp id (\d+)", shown)
@@ -106,7 +106,7 @@ def objects(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
     return shipped, other
 
 
-def installed(lab, daemons, objects, **env: str) -> tuple[RunningDaemon, Path]:  # type: ignore[no-untyped-def]
+def installed(lab, daemons, objects, **env: str) -> tuple[RunningDaemon, Path]:
     """A daemon loading its XDP object from a file the test can replace, as an
     upgrade in place replaces the installed one."""
     path = lab.workdir / "pesigitg.bpf.o"
@@ -165,7 +165,7 @@ def restart_under_way(daemon: RunningDaemon) -> subprocess.Popen[str]:
     return proc
 
 
-def nothing_left(lab) -> None:  # type: ignore[no-untyped-def]
+def nothing_left(lab) -> None:
     deadline = time.monotonic() + 15
     while ip("netns", "pids", lab.lb_ns).split():
         assert time.monotonic() < deadline, "processes left in the namespace"
@@ -193,7 +193,7 @@ def test_a_stop_during_a_restart_stops_the_new_daemon_and_undoes_nothing_it_hold
     nothing_left(lab)                            # the new daemon stopped too
     assert not xdp_attached(lab), "detached by nobody"
     assert not daemon.pidfile.exists() and not daemon.status_socket.exists()
-    assert daemon.proc.wait(10) == 0
+    assert daemon.proc is not None and daemon.proc.wait(10) == 0
 
 
 def test_a_drain_asked_during_a_restart_is_kept_by_the_new_daemon(lab, daemons):

@@ -9,6 +9,7 @@ import os
 import struct
 import threading
 import time
+from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidTag
@@ -109,9 +110,9 @@ def test_tokens_that_fail_are_dropped_and_counted(lab, daemons):
     key = RetryKey(7, KEY, IV)
     rscid, odcid, now = b"\xe5" * 8, os.urandom(8), int(time.time())
 
-    def token(**kw) -> bytes:
-        args = {"client": CLIENT4, "port": 50000, "odcid": odcid, "rscid": rscid,
-                "expiry": now + 30} | kw
+    def token(**kw: Any) -> bytes:
+        args: dict[str, Any] = {"client": CLIENT4, "port": 50000, "odcid": odcid,
+                                "rscid": rscid, "expiry": now + 30} | kw
         return seal_token(key, **args)
 
     cases = {

@@ -34,7 +34,7 @@ class _Touch:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self):
         return (os.system, (f"touch {self.path}",))
 
 
@@ -56,7 +56,7 @@ def worker_pipe(ns: str, pid: int) -> socket.socket:
     raise AssertionError(f"worker {pid} holds no Unix socket")
 
 
-def worker(daemon) -> dict:  # type: ignore[no-untyped-def]
+def worker(daemon) -> dict:
     return daemon.get("/stats")["workers"][0]
 
 

@@ -132,6 +132,7 @@ def test_the_program_detaches_when_the_last_holder_of_its_link_exits(veth_ns):
          "xdp = Steering.load(); xdp.attach('v0'); print(xdp.program.id, flush=True)\n"
          "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
+        assert child.stdout is not None
         prog_id = int(child.stdout.readline())
         assert f"prog/xdp id {prog_id}" in link_xdp(veth_ns, "v0")
         child.kill()                    # no detach, no cleanup: a crash
@@ -150,6 +151,7 @@ def test_a_handed_over_link_keeps_the_program_or_swaps_it_atomically(veth_ns):
         # The same object: maps and program are reused, the link is only taken over.
         with Steering.load(reuse=maps, programs={"xdp": old.fd}) as same:
             assert same.program.id == old.program.id
+            assert old.ifindex is not None and old.mode is not None
             same.adopt_attachment(old.ifindex, old.mode, "link", old.link_fd, old.fd)
             # An upgrade: a new program over the same maps replaces it on the link.
             with Steering.load(reuse=maps) as upgraded:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from pesigitg._fastpath import XskSocket
 from pesigitg.daemon.steering import Steering
-from pesigitg.testing.netns import inside
+from pesigitg.testing.netns import inside, mac_of
+from tests import frames as f
 
 
 @pytest.fixture
@@ -63,11 +66,28 @@ def test_zero_copy_on_request_fails_clearly_where_the_driver_lacks_it(xdp_on_v0)
         XskSocket("v0", 0, zero_copy=True)
 
 
-def test_a_queue_can_be_rebound_right_after_its_socket_closes(xdp_on_v0):
-    # A worker restart: the kernel releases the old socket asynchronously.
-    for _ in range(3):
-        with XskSocket("v0", 0, frame_count=1024, fill_size=1024) as xsk:
-            xdp_on_v0.register_socket(0, xsk.fd)
+def test_a_queue_can_be_rebound_right_after_its_socket_closes_and_receives(veth_ns,
+                                                                          xdp_on_v0):
+    # A worker restart: the kernel releases the old socket asynchronously, and the new
+    # socket must get the queue, and its frames, at once.
+    xdp_on_v0.set_ports([443])
+    frame = f.ether(f.ipv4(f.udp(b"\x40" + bytes(40), 40000, 443), f.PROTO_UDP,
+                           src="10.9.0.2", dst="10.9.0.1"), f.ETH_P_IP,
+                    src=mac_of(veth_ns, "v1"), dst=mac_of(veth_ns, "v0"))
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sender:
+        sender.bind(("v1", 0))
+        for _ in range(3):
+            with XskSocket("v0", 0, frame_count=1024, fill_size=1024) as xsk:
+                xdp_on_v0.register_socket(0, xsk.fd)
+                assert (xsk.queue, xsk.mode) == (0, "copy")
+                sender.send(frame)
+                deadline = time.monotonic() + 5
+                while xsk.census()["rx"] == 0 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert xsk.census()["rx"] == 1
+                assert xdp_on_v0.counters()["redirect_udp"] >= 1
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"frame_size": 3000}, "frame_size 3000 is not a power of two"),
     ({"frame_size": 1024}, "frame_size 1024 must be 2048 or 4096"),

@@ -40,6 +40,7 @@ def test_every_cid_the_server_issues_names_it(tmp_path, config):
 
         server = await serve("127.0.0.1", 0, configuration=server_config, cid_config=config,
                              server_id=server_id, create_protocol=track)
+        assert server._transport is not None
         port = server._transport.get_extra_info("sockname")[1]
         client_config = QuicConfiguration(is_client=True, alpn_protocols=["test"],
                                           verify_mode=ssl.CERT_NONE)

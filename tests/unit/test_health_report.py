@@ -9,9 +9,10 @@ import dataclasses
 import json
 import socket
 import threading
+from typing import Any
 
 from pesigitg.daemon.report import BackendView, Report, Snapshot, WorkerView
-from pesigitg.daemon.status import Request, Response, StatusServer
+from pesigitg.daemon.status import Endpoint, Request, Response, StatusServer
 
 
 def snapshot(alive: list[bool], handing_over: bool = False) -> Snapshot:
@@ -23,7 +24,7 @@ def snapshot(alive: list[bool], handing_over: bool = False) -> Snapshot:
                     {"configs": []}, [], [backend], handing_over=handing_over)
 
 
-def health(s: Snapshot) -> dict[str, object]:
+def health(s: Snapshot) -> dict[str, Any]:
     return Report(lambda: s).health()
 
 
@@ -55,13 +56,13 @@ def test_stopping_the_status_socket_answers_the_requests_it_accepted(tmp_path):
     path = tmp_path / "status.sock"
     listening = threading.Event()
 
-    async def slow(request: Request) -> Response:
+    async def slow(control: object, request: Request) -> Response:
         started.set()
         await asyncio.sleep(0.2)
         return Response({"status": "ok"})
 
     async def daemon() -> None:
-        server = StatusServer(path, {("GET", "/health"): slow}, {})
+        server = StatusServer(path, [Endpoint("GET", "/health", "", slow)])
         server.bind()
         await server.serve()
         listening.set()
@@ -90,7 +91,7 @@ def test_stopping_the_status_socket_cuts_a_client_that_never_finishes_its_reques
     listening, closed = threading.Event(), threading.Event()
 
     async def daemon() -> None:
-        server = StatusServer(path, {}, {})
+        server = StatusServer(path, [])
         server.bind()
         await server.serve()
         listening.set()

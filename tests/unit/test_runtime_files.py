@@ -38,7 +38,7 @@ def test_runtime_files_in_a_directory_others_can_write_are_refused(tmp_path, mod
     with pytest.raises(OSError, match=f"{shared}, which other users can write \\(mode "
                                       f"{mode:04o}"):
         PidFile(shared / "pesigitgd.pid").acquire()
-    server = StatusServer(shared / "status.sock", {}, {})
+    server = StatusServer(shared / "status.sock", [])
     with pytest.raises(OSError, match=r"the status socket .* which other users can write"):
         server.bind()
     assert not any(shared.iterdir())
@@ -54,12 +54,12 @@ def test_a_status_socket_path_that_is_not_a_socket_is_left_alone(tmp_path, plant
     else:
         path.symlink_to(target)
     with pytest.raises(OSError, match="exists and is not a socket"):
-        StatusServer(path, {}, {}).bind()
+        StatusServer(path, []).bind()
     assert path.is_symlink() == (planted == "link") and target.read_text() == "keep me\n"
 
 
 def test_the_status_socket_is_created_0660_without_a_window(tmp_path):
-    server = StatusServer(tmp_path / "status.sock", {}, {})
+    server = StatusServer(tmp_path / "status.sock", [])
     server.bind()
     try:
         assert (Path(tmp_path / "status.sock").stat().st_mode & 0o777) == 0o660

@@ -107,9 +107,20 @@ cdef extern from "pesigitg_parse.h" nogil:
 
     enum:
         PES_ETH_HLEN
+        PES_IPV4_HLEN
+        PES_IPV6_HLEN
+        PES_UDP_HLEN
+        PES_ICMP_HLEN
+        PES_ETH_P_IP
+        PES_ETH_P_IPV6
         PES_PROTO_UDP
         PES_PROTO_ICMP
         PES_PROTO_ICMPV6
+        PES_QUIC_LONG_FORM
+        PES_LONG_NONE
+        PES_LONG_CUT
+        PES_LONG_DCID
+        PES_LONG_WHOLE
 
     struct pes_cursor:
         const uint8_t *pos
@@ -133,8 +144,19 @@ cdef extern from "pesigitg_parse.h" nogil:
         uint32_t payload
         uint32_t payload_len
 
+    struct pes_long_header:
+        uint32_t version
+        uint32_t dcid
+        uint32_t scid
+        uint32_t rest
+        uint8_t first
+        uint8_t dcid_len
+        uint8_t scid_len
+
     void pes_cursor_init(pes_cursor *c, const void *data, const void *end)
     int pes_parse_frame(pes_cursor *c, pes_pkt *pkt)
+    int pes_pull_long_header(pes_cursor *c, pes_long_header *lh)
+    int pes_packet_too_big(const pes_pkt *pkt)
     int pes_parse_drop(int outcome)
     int pes_parse_xdp_verdict(int outcome)
 

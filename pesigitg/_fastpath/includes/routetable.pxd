@@ -61,7 +61,7 @@ cdef extern from "routetable.h" nogil:
         uint8_t if_mac[6]
         uint32_t keys_off
         uint32_t keys_mask
-        uint32_t knobs[6]  # PES_KNOB_COUNT
+        uint32_t knobs[PES_KNOB_COUNT]
         uint32_t retry_newest
         uint32_t retry_keys_off
         uint32_t hash_keyed

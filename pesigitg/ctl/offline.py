@@ -1,15 +1,52 @@
-"""``pesigitg-ctl backend-config SERVER_ID -r lb.toml``: what a backend needs to issue
-connection IDs pesigitgd routes to it, for every config that lists the server ID. It
-prints key material, so it reads the file, never asks the daemon."""
+"""What pesigitg-ctl answers from lb.toml alone, without a daemon (routing only, never
+the daemon's modules): ``whoami CID -r lb.toml``, and ``backend-config SERVER_ID -r
+lb.toml``, what a backend needs to issue connection IDs pesigitgd routes to it, for
+every config that lists the server ID (it prints key material, so it reads the file,
+never asks the daemon)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from pesigitg.routing.route_config import RouteConfig
+from pesigitg.ctl.client import DaemonError
+from pesigitg.errors import ConfigError
+from pesigitg.routing.route_config import RouteConfig, load_route_config
+from pesigitg.routing.routes import Backend, check_runnable
+from pesigitg.routing.whoami import explain_cid
 
-__all__ = ["backend_config", "render_backend_config"]
+__all__ = ["backend_config", "backend_config_of", "render_backend_config", "whoami_offline"]
+
+
+def _load(path: Path) -> RouteConfig:
+    try:
+        return load_route_config(path)
+    except (ConfigError, OSError, ValueError) as exc:
+        raise DaemonError(str(exc)) from None
+
+
+def whoami_offline(path: Path, cid: bytes) -> dict[str, Any]:
+    """What the packet path would do with ``cid`` under lb.toml at ``path``, every server
+    assumed up with a MAC."""
+    routes = _load(path)
+    try:
+        compiled = check_runnable(routes, bytes(6), lambda a: Backend(
+            a, bytes(6), True, routes.backend_draining(a)))
+    except (ConfigError, ValueError) as exc:
+        raise DaemonError(str(exc)) from None
+    answer = explain_cid(compiled, cid, {a: "up (assumed)" for a in routes.addresses})
+    answer["offline"] = True
+    return answer
+
+
+def backend_config_of(path: Path, server_id: bytes) -> dict[str, Any]:
+    """:func:`backend_config` of lb.toml at ``path``; DaemonError when no config lists
+    ``server_id``."""
+    config = backend_config(_load(path), server_id)
+    if not config["configs"]:
+        raise DaemonError(f"no config in {path} lists server ID {server_id.hex()}")
+    return config
 
 
 def backend_config(routes: RouteConfig, server_id: bytes) -> dict[str, Any]:
