@@ -18,9 +18,10 @@ from pesigitg.routing.routes import Backend, Server, compile_routes
 from tests import frames as f
 
 KEY = bytes.fromhex("8f95f09245765f80256934e50c66207f")
+KEY2 = bytes.fromhex("3c1a9e0f7b52d4e6a8c0f2143658709a")   # one lane's key need not be another's
 PLAIN = CidConfig(0, 3, 4)
 SINGLE = CidConfig(1, 8, 8, KEY)
-FOUR_ODD = CidConfig(2, 3, 4, KEY)
+FOUR_ODD = CidConfig(2, 3, 4, KEY2)
 FOUR_LONG_SID = CidConfig(3, 10, 5, KEY)
 CONFIGS = [PLAIN, SINGLE, FOUR_ODD, FOUR_LONG_SID]
 VIP4, VIP6 = "198.51.100.1", "2001:db8:1::1"

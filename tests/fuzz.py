@@ -18,6 +18,7 @@ import argparse
 import importlib.machinery
 import importlib.util
 import ipaddress
+import itertools
 import random
 import sys
 import time
@@ -88,6 +89,40 @@ def differential(count: int, seed: int, keep: int = 10) -> Tally:
     return tally
 
 
+def batched(count: int, seed: int, path: str, keep: int = 10) -> Tally:
+    """The loop's batch function (keyed CIDs' AES together) on AES path ``path`` against
+    the reference, in batches of 64 that mix every mode, key and kind of frame: the
+    corpus shuffled, and a keyed CID of every config in each batch."""
+    from pesigitg._fastpath import decide_frames_together, set_aes_path
+    from pesigitg.routing.decision import decide
+    from tests import frames as f
+    from tests.corpus import CONFIGS, ROUTES, cid_for
+
+    tally = Tally(f"batches on the {path} AES path vs reference decision")
+    rng = random.Random(seed)
+    keyed = [f.udp4_frame(f.quic_short(cid_for(c, 1 + n % 3, nonce=n)))
+             for n, c in enumerate(CONFIGS * 2)]
+    set_aes_path(path)
+    started = time.perf_counter()
+    corpus = frames(count, seed)
+    try:
+        while batch := list(itertools.islice(corpus, 64 - len(keyed))):
+            batch += keyed
+            rng.shuffle(batch)
+            for frame_, fast in zip(batch, decide_frames_together(ROUTES.table, batch),
+                                    strict=True):
+                tally.tried += 1
+                reference = decide(ROUTES, frame_).as_tuple()
+                if fast[:5] != reference:
+                    tally.mismatches.append(f"{frame_.hex()}: fast {fast[:5]}, reference "
+                                            f"{reference}" if len(tally.mismatches) < keep
+                                            else "")
+    finally:
+        set_aes_path(None)
+    tally.seconds = time.perf_counter() - started
+    return tally
+
+
 def xdp(count: int, seed: int, keep: int = 10) -> Tally:
     """The XDP program's verdicts against the shared parser's (root), half of them with
     the VIP filter on."""
@@ -132,11 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.fastpath:
         _load_fastpath(args.fastpath)
-    from pesigitg._fastpath import fastpath
+    from pesigitg._fastpath import aes_paths_available, fastpath
 
     print(f"fuzzing the fast path in {fastpath.__file__}, seed {args.seed}", flush=True)
     tallies = [differential(args.frames, args.seed)]
     print(tallies[-1].line(), flush=True)
+    for path in aes_paths_available():
+        tallies.append(batched(args.frames // 4, args.seed + 2, path))
+        print(tallies[-1].line(), flush=True)
     if args.xdp:
         tallies.append(xdp(args.xdp, args.seed + 1))
         print(tallies[-1].line(), flush=True)

@@ -6,6 +6,8 @@ the AF_XDP socket and the forwarding engine.
 """
 
 from pesigitg._fastpath.fastpath import (
+    AES_PATH_ENV,
+    AES_PATHS,
     BACKEND_COUNTS_SIZE,
     BACKEND_NONE,
     BACKEND_SIZE,
@@ -73,11 +75,14 @@ from pesigitg._fastpath.fastpath import (
     aes128_decrypt_block,
     aes128_encrypt_block,
     aes128_expand,
+    aes_path,
+    aes_paths_available,
     aesni_supported,
     check_geometry,
     counters_size,
     decide_batch,
     decide_frame,
+    decide_frames_together,
     gcm_open,
     gcm_seal,
     gcm_supported,
@@ -90,11 +95,13 @@ from pesigitg._fastpath.fastpath import (
     retry_packet,
     retry_screen,
     sanitize_state_page,
+    set_aes_path,
     state_page_geometry,
 )
 
 __all__ = [
-    "BACKEND_COUNTS_SIZE", "BACKEND_NONE", "BACKEND_SIZE", "BACKEND_SLOTS", "CID_CONFIGS",
+    "AES_PATHS", "AES_PATH_ENV", "BACKEND_COUNTS_SIZE", "BACKEND_NONE", "BACKEND_SIZE",
+    "BACKEND_SLOTS", "CID_CONFIGS",
     "CID_CONFIG_SIZE", "CID_MAX_LEN", "CNT_RETRY_SENT",
     "COUNTERS_SIZE", "COUNTER_FAMILIES", "COUNTER_NAMES", "DEFAULT_BATCH",
     "DEFAULT_FRAME_COUNT", "DEFAULT_FRAME_SIZE", "DEFAULT_POLL_TIMEOUT_MS", "DEFAULT_RING_SIZE",
@@ -107,9 +114,11 @@ __all__ = [
     "SERVER_ID_MIN", "SETTINGS_VAR", "SHORT_HEADER_MIN", "SID_ENTRY_SIZE", "STATE_DRAINING",
     "STATE_MAC_KNOWN", "STATE_UP", "TABLE_KNOBS", "TOO_SHORT", "UNROUTABLE", "UNROUTABLE_REASONS",
     "XDP_VERDICTS", "XSK_SLOTS", "CidDecoder", "Engine", "FlowTable", "RouteTable", "XskSocket",
-    "aes128_decrypt_block", "aes128_encrypt_block", "aes128_expand", "aesni_supported",
-    "check_geometry", "counters_size", "decide_batch", "decide_frame", "gcm_open", "gcm_seal",
+    "aes128_decrypt_block", "aes128_encrypt_block", "aes128_expand", "aes_path",
+    "aes_paths_available", "aesni_supported",
+    "check_geometry", "counters_size", "decide_batch", "decide_frame",
+    "decide_frames_together", "gcm_open", "gcm_seal",
     "gcm_supported", "maglev_fill", "new_counters",
     "pack_cid_table", "pack_route_table", "parse_frame", "read_counters", "retry_packet",
-    "retry_screen", "sanitize_state_page", "state_page_geometry",
+    "retry_screen", "sanitize_state_page", "set_aes_path", "state_page_geometry",
 ]

@@ -1,8 +1,10 @@
 # QUIC-LB connection-ID decoder for the packet path (draft-ietf-quic-load-balancers-21).
 #
 # The same decisions as pesigitg.routing.quiclb, over a packed C table and without the
-# GIL. CidDecoder and its batch entry point exist for tests and benchmarks; the
-# forwarding loop calls cid_decode directly (inlined: one module).
+# GIL. cid_locate finds a CID's config and decodes plaintext at once; keyed CIDs wait
+# for the AES of their whole batch (cidbatch.h), on the path chosen here once: the
+# fastest this CPU has, or the one PESIGITG_AES_PATH forces. CidDecoder and its batch
+# entry point exist for tests and benchmarks; the forwarding loop goes through decide.pxi.
 
 from pesigitg._fastpath.includes.aesni cimport (
     pes_aes128_decrypt,
@@ -11,7 +13,17 @@ from pesigitg._fastpath.includes.aesni cimport (
     pes_aes128_key,
     pes_aesni_supported,
 )
-from pesigitg._fastpath.includes.fourpass cimport pes_four_pass_decrypt
+from pesigitg._fastpath.includes.cidbatch cimport (
+    PES_AES_AESNI,
+    PES_AES_SCALAR,
+    PES_AES_VAES,
+    pes_cid_best_path,
+    pes_cid_decrypt_batch,
+    pes_cid_job,
+    pes_cid_job_load,
+    pes_sid_copy,
+    pes_vaes_supported,
+)
 from pesigitg._fastpath.includes.cidtable cimport (
     PES_CID_FOUR_PASS,
     PES_CID_NO_CONFIG,
@@ -23,6 +35,8 @@ from pesigitg._fastpath.includes.cidtable cimport (
     pes_cid_table,
 )
 
+DEF CID_CHUNK = 256     # rows decoded together (cidbatch.h's PES_CID_BATCH_MAX)
+
 CID_CONFIG_SIZE = sizeof(pes_cid_config)
 NO_CONFIG = PES_CID_NO_CONFIG
 TOO_SHORT = PES_CID_TOO_SHORT
@@ -31,9 +45,55 @@ _MODES = {"plaintext": PES_CID_PLAINTEXT, "single_pass": PES_CID_SINGLE_PASS,
           "four_pass": PES_CID_FOUR_PASS}
 
 
+AES_PATHS = ("scalar", "aesni", "vaes")
+AES_PATH_ENV = "PESIGITG_AES_PATH"
+
+
 def aesni_supported():
     """True when this CPU has AES-NI; keyed configs cannot be decoded without it."""
     return bool(pes_aesni_supported())
+
+
+def aes_paths_available():
+    """The AES paths this CPU can run, slowest first (see :data:`AES_PATHS`)."""
+    if not pes_aesni_supported():
+        return ("scalar",)
+    return AES_PATHS if pes_vaes_supported() else AES_PATHS[:2]
+
+
+cdef int _aes_path = pes_cid_best_path()
+
+
+def aes_path():
+    """The path keyed CIDs are decoded on: one of :data:`AES_PATHS`."""
+    return AES_PATHS[_aes_path]
+
+
+def set_aes_path(name=None):
+    """Decode keyed CIDs on path ``name`` (None: the fastest this CPU has). Raises
+    ValueError for a name that is not a path or that this CPU cannot run."""
+    global _aes_path
+    if name is None:
+        _aes_path = pes_cid_best_path()
+        return
+    if name not in AES_PATHS:
+        raise ValueError(f"AES path {name!r} is not one of {', '.join(AES_PATHS)}")
+    if name not in aes_paths_available():
+        raise ValueError(f"AES path {name!r} needs instructions this CPU does not have "
+                         f"(it has {', '.join(aes_paths_available())})")
+    _aes_path = AES_PATHS.index(name)
+
+
+def _aes_path_from_environment():
+    forced = os.environ.get(AES_PATH_ENV)
+    if forced:
+        try:
+            set_aes_path(forced)
+        except ValueError as err:
+            raise ImportError(f"{AES_PATH_ENV}={forced}: {err}") from None
+
+
+_aes_path_from_environment()
 
 
 def _require_aesni():
@@ -99,13 +159,15 @@ def pack_cid_table(configs):
 
 # -- decoding (§5.3 plaintext, §5.4 single pass, §5.5 four pass) ------------------------
 
-cdef inline int cid_decode(const pes_cid_table *table, const uint8_t *cid, size_t avail,
-                           uint8_t *sid_out) noexcept nogil:
-    # The server ID of cid (avail octets readable) into sid_out (PES_SERVER_ID_MAX
-    # octets); returns the config id, or a negative pes_cid_result.
+cdef inline int cid_locate(const pes_cid_table *table, const uint8_t *cid, size_t avail,
+                           uint8_t *sid_out, pes_cid_job *job) noexcept nogil:
+    # The config id of cid (avail octets readable), or a negative pes_cid_result. A
+    # plaintext server ID is copied to sid_out (PES_SERVER_ID_MAX octets) at once; for a
+    # keyed config job is loaded (conf, cid, block; else job.conf is NULL) and the server
+    # ID is for pes_cid_decrypt_batch to write into job.sid.
     cdef int config_id
     cdef const pes_cid_config *conf
-    cdef uint8_t plain[16]
+    job.conf = NULL
     if avail < 1:
         return PES_CID_TOO_SHORT
     config_id = cid[0] >> 5
@@ -118,13 +180,22 @@ cdef inline int cid_decode(const pes_cid_table *table, const uint8_t *cid, size_
         return PES_CID_TOO_SHORT
     if conf.mode == PES_CID_PLAINTEXT:
         memcpy(sid_out, cid + 1, conf.server_id_len)
-    elif conf.mode == PES_CID_SINGLE_PASS:
-        pes_aes128_decrypt(&conf.key, cid + 1, plain)
-        memcpy(sid_out, plain, conf.server_id_len)
     else:
-        pes_four_pass_decrypt(&conf.key, cid + 1, conf.server_id_len + conf.nonce_len,
-                              conf.server_id_len, conf.nonce_len, sid_out)
+        job.conf = conf
+        job.cid = cid
+        pes_cid_job_load(job, cid, avail)
     return config_id
+
+
+cdef inline int cid_decode(const pes_cid_table *table, const uint8_t *cid, size_t avail,
+                           uint8_t *sid_out) noexcept nogil:
+    # cid_locate and, for a keyed config, its AES: one CID alone.
+    cdef pes_cid_job job
+    cdef int rc = cid_locate(table, cid, avail, sid_out, &job)
+    if job.conf != NULL:
+        pes_cid_decrypt_batch(&job, 1, _aes_path)
+        pes_sid_copy(sid_out, job.sid, job.conf.server_id_len)
+    return rc
 
 
 cdef class CidDecoder:
@@ -161,7 +232,6 @@ cdef class CidDecoder:
         cdef Py_ssize_t n = cids.shape[0]
         cdef Py_ssize_t width = cids.shape[1]
         cdef Py_ssize_t i
-        cdef int rc
         cdef Py_ssize_t ok = 0
         if config_ids.shape[0] < n or server_ids.shape[0] < n:
             raise ValueError("output buffers have fewer rows than the input")
@@ -171,9 +241,29 @@ cdef class CidDecoder:
             config_ids[:n] = PES_CID_TOO_SHORT
             return 0
         with nogil:
-            for i in range(n):
-                rc = cid_decode(self._t, &cids[i, 0], width, &server_ids[i, 0])
-                config_ids[i] = rc
-                if rc >= 0:
-                    ok += 1
+            for i in range(0, n, CID_CHUNK):
+                ok += _decode_rows(self._t, cids[i:i + CID_CHUNK], config_ids[i:],
+                                   server_ids[i:])
         return ok
+
+
+cdef Py_ssize_t _decode_rows(const pes_cid_table *t, const uint8_t[:, ::1] cids,
+                             int8_t[::1] config_ids, uint8_t[:, ::1] server_ids
+                             ) noexcept nogil:
+    # As the forwarding loop decodes a batch (at most CID_CHUNK rows): every row located,
+    # the keyed ones' AES together, then their server IDs copied out.
+    cdef pes_cid_job jobs[CID_CHUNK]
+    cdef Py_ssize_t i, j, n_jobs = 0, ok = 0
+    cdef int rc
+    for i in range(cids.shape[0]):
+        rc = cid_locate(t, &cids[i, 0], cids.shape[1], &server_ids[i, 0], &jobs[n_jobs])
+        config_ids[i] = rc
+        if jobs[n_jobs].conf != NULL:
+            jobs[n_jobs].frame = <uint32_t>i
+            n_jobs += 1
+        if rc >= 0:
+            ok += 1
+    pes_cid_decrypt_batch(jobs, <int>n_jobs, _aes_path)
+    for j in range(n_jobs):
+        pes_sid_copy(&server_ids[jobs[j].frame, 0], jobs[j].sid, jobs[j].conf.server_id_len)
+    return ok

@@ -24,8 +24,6 @@ from pesigitg._fastpath.includes.system cimport (
     pollfd,
 )
 
-DEF MAX_BATCH = 256
-
 # One batch's state, passed by pointer to every step of the loop (as Katran passes its
 # packet description): the TX and fill slots it reserved and used, its counters, and
 # what the Retry offload works with.
@@ -46,7 +44,6 @@ COUNTERS_SIZE = sizeof(pes_counters)
 # One worker's per-backend counts: frames forwarded, then frames CID-routed, per slot.
 BACKEND_COUNTS_SIZE = 2 * PES_BACKEND_SLOTS * sizeof(uint64_t)
 
-DEFAULT_BATCH = 64
 DEFAULT_POLL_TIMEOUT_MS = 100
 
 
@@ -90,6 +87,8 @@ cdef class Engine:
     cdef dict _flow_tables
     cdef pes_flow_table *flows
     cdef pes_flow_table *pend_flows
+    cdef pes_decided decided        # the batch being decided (loop.pxi, batch.pxi)
+    cdef pes_batch *b_now           # its pes_batch, on _forward's stack while it runs
     cdef FlowTable _admitted        # 4-tuples a valid Retry token came from (offload)
     cdef uint64_t fanout_tat        # GCRA: when the next fan-out is due, ns
     # The Retry offload: random numbers, and the load mode's window and state.

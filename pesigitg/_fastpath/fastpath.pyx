@@ -7,11 +7,11 @@ decide, rewrite) are static functions of one C file and inline into the loop. Th
 parts, each one concern:
 
     abi.pxi           names and numbers of bpf/include/pesigitg_abi.h, for Python
-    cid.pxi           QUIC-LB decode (AES-NI), CidDecoder
+    cid.pxi           QUIC-LB decode (AES-NI; keyed CIDs of a batch together), CidDecoder
     table.pxi         the route-table blob packed, Maglev fill
     routetable.pxi    RouteTable: a blob validated
-    decide.pxi        the routing decision over the shared parser; test and bench entries
     flows.pxi         the fallback flow table
+    decide.pxi        the routing decision over the shared parser, frame and batch
     gcm.pxi           AES-128-GCM
     retry.pxi         the Retry offload: when, and what it does with an Initial
     retry_token.pxi   its tokens, sealed and opened
@@ -21,6 +21,8 @@ parts, each one concern:
     engine.pxi        the engine: tables, counters, Python API
     stateful.pxi      what the decision leaves to the worker: flow table, fan-out
     loop.pxi          the forwarding loop
+    batch.pxi         one batch through the decision, for the loop and the benchmark
+    decide_entries.pxi  the decision's entries for tests and benchmarks
 
 C declarations live in includes/*.pxd, C shims and layouts in includes/*.h.
 """
@@ -45,13 +47,15 @@ import time
 from pesigitg.errors import os_error
 
 DEF NS = 1000000000
+DEF MAX_BATCH = 256       # frames decided together at most (cidbatch.h allows 256)
+DEFAULT_BATCH = 64
 
 include "abi.pxi"
 include "cid.pxi"
 include "table.pxi"
 include "routetable.pxi"
-include "decide.pxi"
 include "flows.pxi"
+include "decide.pxi"
 include "gcm.pxi"
 include "retry.pxi"
 include "retry_token.pxi"
@@ -61,3 +65,5 @@ include "xsk_state.pxi"
 include "engine.pxi"
 include "stateful.pxi"
 include "loop.pxi"
+include "batch.pxi"
+include "decide_entries.pxi"

@@ -1,8 +1,8 @@
 # The forwarding loop, without the GIL from Engine.run until Engine.stop (engine.pxi).
 #
 # Per batch: completions and dropped frames back to the fill ring (or to the stash
-# when it is short of spares), RX, decide, the Retry offload, the flow table for
-# fallback frames, rewrite, TX (plus copies from the stash for a Packet Too Big that
+# when it is short of spares), RX, decide (the whole batch together), the Retry
+# offload, the flow table for fallback frames, rewrite, TX (plus copies from the stash for a Packet Too Big that
 # goes to every backend: stateful.pxi), then one journaled publication of the four
 # ring indices and the stash, and the counters. A table handed over is adopted at a
 # batch boundary.
@@ -22,6 +22,7 @@ cdef inline void _forward(Engine self, XskSocket x, bint floor) noexcept nogil:
     memset(local, 0, sizeof(local))
     b.floor = floor
     b.local = local
+    self.b_now = &b
     b.offload.now_s = 0
     b.offload.rng = &self.rng
     b.offload.admitted = &self._admitted.ft
@@ -114,17 +115,12 @@ cdef inline void _completions(XskSocket x, pes_batch *b, uint32_t comp_idx, uint
 
 cdef inline void _frames(Engine self, XskSocket x, pes_batch *b, uint32_t rx_idx, uint32_t n
                          ) noexcept nogil:
-    # The received frames: decided, offered to the Retry offload, and emitted; those the
-    # flow table decides are finished after the batch's others.
-    cdef uint32_t later[MAX_BATCH]
-    cdef pes_decision later_d[MAX_BATCH]
-    cdef uint64_t later_fp[MAX_BATCH]
-    cdef uint32_t i, n_def = 0
-    cdef uint64_t fp
+    # The received frames, decided and emitted (batch.pxi; this engine is the sink).
+    cdef pes_decided *f = &self.decided
+    cdef pes_decision floor
+    cdef uint32_t i
     cdef xdp_desc *rx_desc
-    cdef pes_decision d
-    cdef pes_pkt pkt
-    cdef int act
+    f.n = 0
     for i in range(n):
         rx_desc = pes_ring_desc(&x.rx, rx_idx + i)
         if rx_desc.addr >= x.umem_len or \
@@ -135,23 +131,15 @@ cdef inline void _frames(Engine self, XskSocket x, pes_batch *b, uint32_t rx_idx
         b.local[PES_CNT_RX] += 1
         if b.floor:
             swap_macs(x.umem + rx_desc.addr)
-            d.route, d.unroutable, d.drop = PES_ROUTE_NONE, PES_UNR_NONE, PES_DROP_NONE
-        elif decide(self.cur, x.umem + rx_desc.addr, rx_desc.len, &d, &pkt):
-            if b.offload.phase != PHASE_OFF:
-                act = _offload(x, b, rx_desc, &d, &pkt)
-                if act == RETRY_SEND:
-                    continue            # the frame went back as a Retry
-            if d.drop == PES_DROP_NONE and self.flows != NULL:
-                fp = _flow_fp(self.flows, &d, &pkt)
-                if fp:
-                    # The flow table's bucket is on its way into the cache; finish
-                    # this frame after the batch's others (its miss overlaps theirs).
-                    later[n_def], later_d[n_def], later_fp[n_def] = i, d, fp
-                    n_def += 1
-                    continue
-        _emit(self, x, b, rx_desc, &d, 0)
-    for i in range(n_def):
-        _emit(self, x, b, pes_ring_desc(&x.rx, rx_idx + later[i]), &later_d[i], later_fp[i])
+            floor.route, floor.unroutable, floor.drop = PES_ROUTE_NONE, PES_UNR_NONE, \
+                PES_DROP_NONE
+            _emit(self, x, b, rx_desc, &floor, 0)
+            continue
+        f.frame[f.n], f.len[f.n], f.slot[f.n] = x.umem + rx_desc.addr, rx_desc.len, rx_idx + i
+        f.n += 1
+    if f.n:
+        f.t, f.ft = self.cur, self.flows
+        decide_frames(self, f)
 
 
 cdef inline void _recycle(XskSocket x, pes_batch *b, const xdp_desc *desc) noexcept nogil:

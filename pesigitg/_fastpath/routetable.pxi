@@ -174,7 +174,10 @@ cdef _check_configs(const pes_route_table *t, Py_ssize_t size):
         if (conf.mode > PES_CID_FOUR_PASS or conf.server_id_len < 1
                 or conf.server_id_len > PES_SERVER_ID_MAX or conf.nonce_len < PES_NONCE_MIN
                 or conf.server_id_len + conf.nonce_len > PES_PLAINTEXT_MAX
-                or conf.cid_len != 1 + conf.server_id_len + conf.nonce_len):
+                or conf.cid_len != 1 + conf.server_id_len + conf.nonce_len
+                # §5.4, §5.5: one AES block exactly for single-pass, four-pass otherwise
+                or (conf.mode != PES_CID_PLAINTEXT and (conf.mode == PES_CID_SINGLE_PASS)
+                    != (conf.server_id_len + conf.nonce_len == 16))):
             raise ValueError(f"config id {c} has inconsistent lengths or mode")
         _check_span(t.sids_off[c], t.sids_count[c] * sizeof(pes_sid_entry), size,
                     f"servers of config {c}")

@@ -16,8 +16,14 @@ signal.pthread_sigmask(signal.SIG_BLOCK, STARTUP_BLOCKED)
 
 
 def main() -> int:
-    from pesigitg.daemon.main import daemon_main
-
+    try:
+        from pesigitg.daemon.main import daemon_main
+    except ImportError as exc:
+        # The packet path refuses a PESIGITG_AES_PATH it cannot honour when it loads.
+        if "PESIGITG_AES_PATH" not in str(exc):
+            raise
+        print(f"pesigitgd: {exc}", file=sys.stderr)
+        return 1
     return daemon_main()
 
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pesigitg.routing.quiclb import CidConfig
-from tests.conftest import _fastpath_decode, _reference_decode
+from tests.conftest import _fastpath_decode, _reference_decode, aes_paths, batch_decoder
 from tests.unit.quiclb_vectors import ALL
 
 KEY = bytes.fromhex("fdf726a9893ec05c0632d3956680baf0")
@@ -82,6 +82,26 @@ def test_fast_path_equals_reference_and_decode_inverts_encode(case):
     assert config.decode(cid) == (sid, nonce)
     assert _fastpath_decode([config], cid) == (config.config_id, sid)
     assert _reference_decode([config], cid) == (config.config_id, sid)
+    for path in aes_paths():
+        assert batch_decoder(path)([config], cid) == (config.config_id, sid)
+
+
+@pytest.mark.parametrize("path", aes_paths())
+@pytest.mark.parametrize("keyed", [False, True])
+def test_every_length_the_draft_allows_round_trips_in_a_batch(path, keyed):
+    """Every (server_id_len, nonce_len) of §3, in one mixed batch of all of them: a
+    config per length pair (config ids reused), each CID in groups of every size."""
+    import random
+
+    rng = random.Random(f"{path}{keyed}")
+    pairs = [(s, n) for s in range(1, 16) for n in range(4, 20 - s)]
+    for start in range(0, len(pairs), 7):
+        configs = [CidConfig(i, s, n, rng.randbytes(16) if keyed else None)
+                   for i, (s, n) in enumerate(pairs[start:start + 7])]
+        for config in configs:
+            sid = rng.randbytes(config.server_id_len)
+            cid = config.encode(sid, rng.randbytes(config.nonce_len))
+            assert batch_decoder(path)(configs, cid) == (config.config_id, sid)
 
 
 @settings(max_examples=600, deadline=None)
@@ -89,3 +109,29 @@ def test_fast_path_equals_reference_and_decode_inverts_encode(case):
 def test_arbitrary_bytes_decode_the_same_in_both_and_never_crash(case, junk):
     config, _sid, _nonce = case
     assert _fastpath_decode([config], junk) == _reference_decode([config], junk)
+
+
+@pytest.mark.parametrize("path", aes_paths())
+@pytest.mark.parametrize(("sid_len", "nonce_len"), [(3, 4), (10, 5), (8, 8), (6, 13)])
+def test_batches_of_one_config_decode_at_every_size(path, sid_len, nonce_len):
+    """One config in use (the decode's fast case: keys and constants set up once):
+    every batch size from 1 to 40, so whole groups of 8 and 16 and every remainder."""
+    import random
+
+    import numpy as np
+
+    from pesigitg._fastpath import SERVER_ID_MAX, CidDecoder
+    from tests.conftest import forced_aes_path
+
+    rng = random.Random(sid_len * 100 + nonce_len)
+    config = CidConfig(5, sid_len, nonce_len, rng.randbytes(16))
+    decoder = CidDecoder([config])
+    for size in range(1, 41):
+        sids = [rng.randbytes(sid_len) for _ in range(size)]
+        rows = b"".join(config.encode(sid, rng.randbytes(nonce_len)) for sid in sids)
+        cids = np.frombuffer(rows, dtype=np.uint8).reshape(size, config.cid_len)
+        config_ids = np.empty(size, dtype=np.int8)
+        server_ids = np.zeros((size, SERVER_ID_MAX), dtype=np.uint8)
+        with forced_aes_path(path):
+            assert decoder.decode_batch(cids, config_ids, server_ids) == size
+        assert [bytes(row[:sid_len]) for row in server_ids] == sids

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -116,3 +118,41 @@ def test_batch_of_random_rows_never_crashes_and_matches_single_decodes(count, wi
             assert batch.config_ids[i] < 0
         else:
             assert single == (batch.config_ids[i], batch.server_id(i, len(single[1])))
+
+
+def test_an_aes_path_can_be_forced_and_a_wrong_one_is_refused():
+    available = fast.aes_paths_available()
+    assert available[0] == "scalar" and fast.aes_path() == available[-1]
+    for path in available:
+        fast.set_aes_path(path)
+        assert fast.aes_path() == path
+    fast.set_aes_path(None)
+    assert fast.aes_path() == available[-1]
+    with pytest.raises(ValueError, match="'aes256' is not one of scalar, aesni, vaes"):
+        fast.set_aes_path("aes256")
+
+
+@pytest.mark.parametrize("value", ["scalar", "aes-ni"])
+def test_the_environment_forces_the_path_or_says_what_is_wrong(value):
+    """PESIGITG_AES_PATH is read when the module loads: a daemon started with a wrong
+    value stops with the variable, the value and the choices, not a traceback deep in
+    the packet path."""
+    run = subprocess.run(
+        [sys.executable, "-c", "from pesigitg._fastpath import aes_path; print(aes_path())"],
+        env={**os.environ, fast.AES_PATH_ENV: value}, capture_output=True, text=True,
+        check=False)
+    if value == "scalar":
+        assert run.returncode == 0 and run.stdout.strip() == "scalar"
+    else:
+        assert run.returncode != 0
+        assert "PESIGITG_AES_PATH=aes-ni: AES path 'aes-ni' is not one of scalar, aesni, " \
+               "vaes" in run.stderr
+
+
+def test_the_daemon_names_a_wrong_aes_path_and_exits():
+    run = subprocess.run(
+        [sys.executable, "-m", "pesigitg.daemon", "--check", "-c", "contrib/lb.toml"],
+        env={**os.environ, fast.AES_PATH_ENV: "vaes512"}, capture_output=True, text=True,
+        check=False)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.startswith("pesigitgd: PESIGITG_AES_PATH=vaes512: AES path 'vaes512'")

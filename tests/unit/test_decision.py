@@ -9,12 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pesigitg._fastpath import decide_frame
+from pesigitg._fastpath import decide_frame, decide_frames_together
 from pesigitg.routing.decision import decide, flow_hash
 from pesigitg.routing.quiclb import CidConfig
 from pesigitg.routing.route_config import TableOptions
 from pesigitg.routing.routes import Backend, CompiledRoutes, Server, compile_routes
 from tests import frames as f
+from tests.conftest import aes_paths, forced_aes_path
 from tests.corpus import (
     BACKENDS,
     CONFIGS,
@@ -40,9 +41,43 @@ def reference(routes: CompiledRoutes, frame: bytes) -> tuple:
     return decide(routes, frame).as_tuple()
 
 
-@pytest.fixture(params=["fastpath", "reference"])
+def _companions() -> list[bytes]:
+    """Frames of every kind around the one under test in a batch: CIDs of every config
+    (so of every mode and both keys) to several servers, over both families, long and
+    short headers, and frames that fall back."""
+    out = []
+    for n, config in enumerate(CONFIGS * 3):
+        cid = cid_for(config, 1 + n % 3, nonce=n)
+        out.append(f.udp4_frame(f.quic_short(cid)) if n % 2 else
+                   f.udp6_frame(f.quic_short(cid)))
+        if n % 4 == 0:
+            out.append(f.udp4_frame(f.quic_long(cid)))
+    out.append(f.udp4_frame(f.quic_short(b"\xe0" + bytes(7))))
+    return out
+
+
+COMPANIONS = _companions()
+
+
+def batched(path: str) -> Decide:
+    """The frame decided in the middle of a batch on AES path ``path``, the loop's own
+    batch function; every other frame of the batch must decide as it does alone."""
+    def decide_in_batch(routes: CompiledRoutes, frame: bytes) -> tuple:
+        frames = [*COMPANIONS[:9], frame, *COMPANIONS[9:]]
+        with forced_aes_path(path):
+            got = decide_frames_together(routes.table, frames)
+        assert got == [decide_frame(routes.table, other) for other in frames]
+        return got[9][:5]
+    return decide_in_batch
+
+
+@pytest.fixture(params=["fastpath", "reference", *(f"batch-{p}" for p in aes_paths())])
 def decider(request: pytest.FixtureRequest) -> Decide:
-    return fast if request.param == "fastpath" else reference
+    if request.param == "fastpath":
+        return fast
+    if request.param == "reference":
+        return reference
+    return batched(request.param.removeprefix("batch-"))
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.mode}-{c.config_id}")

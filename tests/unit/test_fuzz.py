@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from tests.fuzz import differential
+import pytest
+
+from tests.conftest import aes_paths
+from tests.fuzz import batched, differential
 
 
 def test_the_fast_path_decides_every_fuzzed_frame_as_the_reference_does():
     tally = differential(200_000, seed=20261126)
     assert tally.tried == 200_000
+    assert not tally.mismatches, [m for m in tally.mismatches if m]
+
+
+@pytest.mark.parametrize("path", aes_paths())
+def test_batches_mixing_every_mode_decide_as_the_reference_does_on_every_aes_path(path):
+    tally = batched(50_000, seed=20261208, path=path)
+    assert tally.tried > 50_000
     assert not tally.mismatches, [m for m in tally.mismatches if m]
 
 

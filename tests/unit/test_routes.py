@@ -6,7 +6,13 @@ from collections import Counter
 
 import pytest
 
-from pesigitg._fastpath import BACKEND_NONE, RouteTable
+from pesigitg._fastpath import (
+    BACKEND_NONE,
+    CID_CONFIG_SIZE,
+    CID_CONFIGS,
+    ROUTE_HEADER_SIZE,
+    RouteTable,
+)
 from pesigitg.routing.maglev import is_prime, maglev_table
 from pesigitg.routing.quiclb import CidConfig
 from pesigitg.routing.route_config import TableOptions
@@ -99,3 +105,19 @@ def test_route_table_refuses_corrupt_blobs():
     corrupt[maglev_off:maglev_off + 2] = (7).to_bytes(2, "little")
     with pytest.raises(ValueError, match="Maglev slot 0 names backend 7"):
         RouteTable(bytes(corrupt))
+
+
+@pytest.mark.parametrize(("sid_len", "nonce_len", "wrong_mode"), [(8, 8, 3), (3, 4, 2)])
+def test_route_table_refuses_a_keyed_mode_that_does_not_fit_the_lengths(sid_len, nonce_len,
+                                                                         wrong_mode):
+    """Single-pass is one AES block exactly (§5.4) and four-pass anything else (§5.5):
+    the batch decode loads 16 octets for the one and masks halves for the other."""
+    config = CidConfig(1, sid_len, nonce_len, bytes(16))
+    blob = bytearray(compile_routes(MAC, [config], [Backend("a", MAC)],
+                                    [Server(1, b"s" * sid_len, "a")], SMALL).blob)
+    mode = ROUTE_HEADER_SIZE - CID_CONFIGS * CID_CONFIG_SIZE + 1 * CID_CONFIG_SIZE
+    assert blob[mode] in (2, 3) and blob[mode + 1:mode + 3] == bytes([sid_len, nonce_len])
+    RouteTable(bytes(blob))
+    blob[mode] = wrong_mode
+    with pytest.raises(ValueError, match="config id 1 has inconsistent lengths or mode"):
+        RouteTable(bytes(blob))

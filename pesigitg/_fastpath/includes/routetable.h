@@ -124,6 +124,42 @@ static inline int pes_backend_by_key(const pes_route_table *t, uint32_t key)
     return -1;
 }
 
+/* A server ID of len octets (1..PES_SERVER_ID_MAX, 16 readable at sid) as one
+ * big-endian number: memcmp's order, in two loads instead of a call per probe. */
+static inline unsigned __int128 pes_sid_number(const uint8_t *sid, size_t len)
+{
+    uint64_t hi, lo;
+    unsigned __int128 n;
+    memcpy(&hi, sid, 8);
+    memcpy(&lo, sid + 8, 8);
+    n = ((unsigned __int128)__builtin_bswap64(hi) << 64) | __builtin_bswap64(lo);
+    return n & ~(~(unsigned __int128)0 >> (8 * len));
+}
+
+/* The backend index of config_id's server sid (16 octets readable, the first
+ * server_id_len of them the server ID), or -1: a binary search of its sorted entries. */
+static inline int pes_find_server(const pes_route_table *t, int config_id, const uint8_t *sid)
+{
+    const pes_sid_entry *entries =
+        (const pes_sid_entry *)((const uint8_t *)t + t->sids_off[config_id]);
+    size_t len = t->cid.conf[config_id].server_id_len;
+    unsigned __int128 want = pes_sid_number(sid, len);
+    int lo = 0, hi = (int)t->sids_count[config_id] - 1;
+
+    while (lo <= hi) {
+        int mid = (lo + hi) >> 1;
+        unsigned __int128 have = pes_sid_number(entries[mid].server_id, len);
+
+        if (have == want)
+            return entries[mid].backend;
+        if (have < want)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return -1;
+}
+
 /* Whether ``addr`` (4 or 16 octets, by family) is a VIP: a binary search. */
 static inline int pes_vip_listed(const pes_route_table *t, int family, const uint8_t *addr)
 {

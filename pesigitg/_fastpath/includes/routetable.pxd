@@ -71,4 +71,5 @@ cdef extern from "routetable.h" nogil:
         pes_cid_table cid
 
     int pes_backend_by_key(const pes_route_table *t, uint32_t key)
+    int pes_find_server(const pes_route_table *t, int config_id, const uint8_t *sid)
     int pes_vip_listed(const pes_route_table *t, int family, const uint8_t *addr)
