@@ -48,7 +48,23 @@ cdef inline void decide_frames(frame_sink sink, pes_decided *b) noexcept nogil:
         else:
             forwarded += settled
     if n_jobs:
-        pes_cid_decrypt_batch(b.jobs, <int>n_jobs, _aes_path)
+        forwarded += _decide_keyed(sink, t, b, n_jobs, &n_later)
+    for j in range(n_later):
+        i = b.later[j]
+        forwarded += _finish(sink, t, b, i, &b.d[i], b.fp[i])
+    if frame_sink is DecideBench:
+        sink.forwarded += forwarded
+
+
+cdef inline uint32_t _decide_keyed(frame_sink sink, const pes_route_table *t, pes_decided *b,
+                                   uint32_t n_jobs, uint32_t *n_later) noexcept nogil:
+    # The frames whose keyed CIDs wait in b.jobs: their AES together, then each one
+    # decided and settled; returns how many _settle forwarded (the benchmark's count).
+    cdef uint32_t i, j, forwarded = 0
+    cdef int settled
+    cdef pes_decision d
+    cdef pes_pkt pkt
+    pes_cid_decrypt_batch(b.jobs, <int>n_jobs, _aes_path)
     for j in range(n_jobs):
         i = b.jobs[j].frame
         _undecided(&d)
@@ -60,15 +76,11 @@ cdef inline void decide_frames(frame_sink sink, pes_decided *b) noexcept nogil:
             _decide_fallback(t, &b.jobs[j], &d, &pkt)
         settled = _settle(sink, t, b, i, &d, &pkt)
         if settled == LATER:
-            b.later[n_later] = i
-            n_later += 1
+            b.later[n_later[0]] = i
+            n_later[0] += 1
         else:
             forwarded += settled
-    for j in range(n_later):
-        i = b.later[j]
-        forwarded += _finish(sink, t, b, i, &b.d[i], b.fp[i])
-    if frame_sink is DecideBench:
-        sink.forwarded += forwarded
+    return forwarded
 
 
 cdef inline int _settle(frame_sink sink, const pes_route_table *t, pes_decided *b,
@@ -90,12 +102,12 @@ cdef inline int _settle(frame_sink sink, const pes_route_table *t, pes_decided *
 
 cdef inline void _arrive(frame_sink sink, pes_decided *b, uint32_t i) noexcept nogil:
     # The benchmark's traffic: frame i from the next of its distinct flows (its IPv4
-    # source address), written as the frame arrives, as a NIC's would be.
+    # source address), written as the frame arrives, as a NIC's would be. (sink.seq,
+    # the batch's first flow, is only read here: decide_batch moves it on.)
     cdef uint32_t flow
     if frame_sink is DecideBench:
         if sink.distinct:
-            flow = <uint32_t>(sink.seq % sink.distinct)
-            sink.seq += 1
+            flow = <uint32_t>((sink.seq + i) % sink.distinct)
             memcpy(b.frame[i] + 26, &flow, 4)
 
 

@@ -36,6 +36,7 @@ from pesigitg._fastpath.includes.cidtable cimport (
 )
 
 DEF CID_CHUNK = 256     # rows decoded together (cidbatch.h's PES_CID_BATCH_MAX)
+DEF CID_KEYED = 8       # cid_locate: config id + this, the AES still to run
 
 CID_CONFIG_SIZE = sizeof(pes_cid_config)
 NO_CONFIG = PES_CID_NO_CONFIG
@@ -163,11 +164,12 @@ cdef inline int cid_locate(const pes_cid_table *table, const uint8_t *cid, size_
                            uint8_t *sid_out, pes_cid_job *job) noexcept nogil:
     # The config id of cid (avail octets readable), or a negative pes_cid_result. A
     # plaintext server ID is copied to sid_out (PES_SERVER_ID_MAX octets) at once; for a
-    # keyed config job is loaded (conf, cid, block; else job.conf is NULL) and the server
-    # ID is for pes_cid_decrypt_batch to write into job.sid.
+    # keyed config the result is CID_KEYED + the config id, job is loaded (conf, cid,
+    # block) and the server ID is for pes_cid_decrypt_batch to write into job.sid. (The
+    # answer is in the result, not in job: a store and its load back would sit on
+    # every frame's path.)
     cdef int config_id
     cdef const pes_cid_config *conf
-    job.conf = NULL
     if avail < 1:
         return PES_CID_TOO_SHORT
     config_id = cid[0] >> 5
@@ -180,11 +182,11 @@ cdef inline int cid_locate(const pes_cid_table *table, const uint8_t *cid, size_
         return PES_CID_TOO_SHORT
     if conf.mode == PES_CID_PLAINTEXT:
         memcpy(sid_out, cid + 1, conf.server_id_len)
-    else:
-        job.conf = conf
-        job.cid = cid
-        pes_cid_job_load(job, cid, avail)
-    return config_id
+        return config_id
+    job.conf = conf
+    job.cid = cid
+    pes_cid_job_load(job, cid, avail)
+    return CID_KEYED + config_id
 
 
 cdef inline int cid_decode(const pes_cid_table *table, const uint8_t *cid, size_t avail,
@@ -192,9 +194,10 @@ cdef inline int cid_decode(const pes_cid_table *table, const uint8_t *cid, size_
     # cid_locate and, for a keyed config, its AES: one CID alone.
     cdef pes_cid_job job
     cdef int rc = cid_locate(table, cid, avail, sid_out, &job)
-    if job.conf != NULL:
+    if rc >= CID_KEYED:
         pes_cid_decrypt_batch(&job, 1, _aes_path)
         pes_sid_copy(sid_out, job.sid, job.conf.server_id_len)
+        rc -= CID_KEYED
     return rc
 
 
@@ -257,10 +260,11 @@ cdef Py_ssize_t _decode_rows(const pes_cid_table *t, const uint8_t[:, ::1] cids,
     cdef int rc
     for i in range(cids.shape[0]):
         rc = cid_locate(t, &cids[i, 0], cids.shape[1], &server_ids[i, 0], &jobs[n_jobs])
-        config_ids[i] = rc
-        if jobs[n_jobs].conf != NULL:
+        if rc >= CID_KEYED:
+            rc -= CID_KEYED
             jobs[n_jobs].frame = <uint32_t>i
             n_jobs += 1
+        config_ids[i] = rc
         if rc >= 0:
             ok += 1
     pes_cid_decrypt_batch(jobs, <int>n_jobs, _aes_path)

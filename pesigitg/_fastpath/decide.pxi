@@ -119,8 +119,8 @@ cdef inline int _route_cid(const pes_route_table *t, const uint8_t *cid, size_t 
     if rc == PES_CID_TOO_SHORT:
         d.unroutable = PES_UNR_SHORT_CID
         return 0
-    if job.conf != NULL:
-        job.config_id = <int8_t>rc
+    if rc >= CID_KEYED:
+        job.config_id = <int8_t>(rc - CID_KEYED)
         job.kind = kind
         job.avail = <uint16_t>avail
         return AES_PENDING

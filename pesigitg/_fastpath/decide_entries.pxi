@@ -113,6 +113,7 @@ def decide_batch(RouteTable table not None, uint8_t[::1] frames, uint32_t[::1] l
                     b.n = <uint32_t>min(<Py_ssize_t>batch, n - j)
                     _gather(b, &frames[j * stride], &lengths[j], stride)
                     decide_frames(sink, b)
+                    sink.seq += b.n
                     j += b.n
     finally:
         free(b)
