@@ -55,7 +55,9 @@ bench: debs-bench build
 	$(PY) benchmarks/lifecycle_loss.py
 
 # The long differential fuzz against an AddressSanitizer build of the fast path
-# (build/asan), and the XDP program under BPF_PROG_TEST_RUN (needs root); then what a
+# (build/asan): frames one at a time, then in mixed batches through the loop's batch
+# function on every AES path this CPU has (a quarter of FUZZ_FRAMES each), and the XDP
+# program under BPF_PROG_TEST_RUN (needs root); then what a
 # worker can write to the supervisor (its pipe, the UMEM state page, the counters'
 # header). Prints the inputs tried, crashes and mismatches; FUZZ_FRAMES, FUZZ_XDP and
 # FUZZ_TRUST set the budgets.
