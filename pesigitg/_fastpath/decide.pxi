@@ -87,7 +87,6 @@ cdef enum:
     CID_IN_ICMP = 2     # the SCID an ICMP error quotes: by the quoted flow
 
 
-
 cdef inline int _serve(const pes_route_table *t, int config_id, const uint8_t *sid,
                        pes_decision *d) noexcept nogil:
     # 1 with d filled when the server ID names a server that can take it, else 0 with
@@ -205,7 +204,6 @@ cdef inline int _icmp(const pes_route_table *t, const uint8_t *p, size_t len,
         routed = _route_cid(t, p + lh.scid, lh.scid_len, d, job, CID_IN_ICMP)
         if routed == 1:
             d.route = PES_ROUTE_ICMP_CID
-
         if routed:
             return routed
     return _by_quoted_flow(t, pkt, d)

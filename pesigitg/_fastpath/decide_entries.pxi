@@ -62,12 +62,9 @@ def parse_frame(frame):
     """What the shared parser makes of ``frame``: ``(outcome, fields)``, the outcome one
     of PARSE_OUTCOMES and fields the flow, quoted flow and payload span it found."""
     cdef bytearray buf = bytearray(frame)
-    cdef const uint8_t *data = _frame_pointer(buf)
-    cdef pes_cursor c
     cdef pes_pkt pkt
     memset(&pkt, 0, sizeof(pkt))
-    pes_cursor_init(&c, data, data + len(buf))
-    outcome = pes_parse_frame(&c, &pkt)
+    outcome = _parse(_frame_pointer(buf), len(buf), &pkt)
     return PARSE_OUTCOMES[outcome][0], {
         "family": pkt.family, "proto": pkt.proto, "flow": _flow_tuple(&pkt.flow, pkt.family),
         "icmp_type_code": (pkt.icmp_type, pkt.icmp_code),

@@ -6,7 +6,9 @@
  * 8 in flight in SSE registers with AES-NI, or 16 as four ZMM registers of 4 blocks
  * each with VAES (AVX-512). Four-pass runs each Feistel round across the CIDs; the
  * three-round shortcut (server ID no longer than the nonce) is kept by decoding those
- * CIDs in groups of their own. Every lane may have its own key.
+ * CIDs in groups of their own. Every lane may have its own key; when every CID has
+ * one config (the usual case) its keys and masks are set up once for the whole batch
+ * and the groups are loaded straight from the jobs (the *_one_config kernels).
  *
  * The path is chosen at run time (pes_cid_best_path, from CPUID) and can be forced;
  * the scalar path (aesni.h, fourpass.h: one CID at a time) decodes a lone CID, and
@@ -28,8 +30,8 @@ enum pes_aes_path {
     PES_AES_VAES = 2,   /* 16 CIDs, 4 per ZMM register (AVX-512 VAES) */
 };
 
-/* One keyed CID of a batch. The caller fills conf and cid and keeps its own
- * bookkeeping in the last fields, which the decode does not touch. */
+/* One keyed CID of a batch. The caller sets conf and loads block (pes_cid_job_load),
+ * and keeps its own bookkeeping in the fields marked so, which the decode leaves. */
 typedef struct {
     uint8_t block[32];          /* the CID's octets after the first (pes_cid_job_load) */
     uint8_t sid[16];            /* out: the server ID, left-aligned */
@@ -382,36 +384,12 @@ static PES_VAES_TARGET void pes_vaes_single_pass(pes_cid_job *const *job)
         _mm_storeu_si128((__m128i *)job[l]->sid, pes_zmm_lane(b, l));
 }
 
-/* The halves and constants of a group in registers: from one config's constants
- * broadcast when every lane has the same config, else lane by lane. */
+/* The halves and constants of a group in registers, lane by lane (CIDs of one config
+ * in whole groups take pes_vaes_four_pass_one_config instead). */
 static inline __attribute__((always_inline)) PES_VAES_TARGET void
 pes_vaes_fp_setup(pes_cid_job *const *job, __m512i left[], __m512i right[], __m512i c[][4])
 {
-    const pes_cid_config *conf = job[0]->conf;
-    int shared = 1;
     pes_fp_lane s[PES_VAES_LANES];
-    for (int l = 1; l < PES_VAES_LANES; l++)
-        shared &= job[l]->conf == conf;
-    if (shared) {
-        int off = pes_fp_right(conf);
-        pes_fp_constants(conf, &s[0]);
-        __m512i lmask = _mm512_broadcast_i32x4(s[0].lmask);
-        __m512i rmask = _mm512_broadcast_i32x4(s[0].rmask);
-        __m512i lenc = _mm512_broadcast_i32x4(s[0].lenc);
-        __m512i shift = _mm512_broadcast_i32x4(s[0].shift);
-        PES_UNROLL
-        for (int v = 0; v < PES_VREGS; v++) {
-            left[v] = _mm512_and_si512(lmask, PES_ZMM_LANES(v, _mm_loadu_si128(
-                (const __m128i *)job[l]->block)));
-            right[v] = _mm512_and_si512(rmask, PES_ZMM_LANES(v, _mm_loadu_si128(
-                (const __m128i *)(job[l]->block + off))));
-            c[v][0] = lmask;
-            c[v][1] = rmask;
-            c[v][2] = lenc;
-            c[v][3] = shift;
-        }
-        return;
-    }
     for (int l = 0; l < PES_VAES_LANES; l++)
         pes_fp_setup(job[l], &s[l]);
     PES_UNROLL
