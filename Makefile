@@ -8,8 +8,10 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 # Debian packages the tests need: clang rebuilds the XDP object to check the shipped
 # one, iproute2/ethtool drive the veth tests, bpftool shows maps where installed,
-# bird2 and exabgp are the BGP daemons of the ECMP test and demo (contrib/bgp).
-TEST_DEBS  := clang-14 llvm-14 iproute2 ethtool bpftool bird2 exabgp
+# bird2 and exabgp are the BGP daemons of the ECMP test and demo (contrib/bgp),
+# prometheus (with promtool) scrapes the daemon in the observability test and checks
+# contrib/prometheus, netplan.io validates contrib/netplan (netplan generate --root-dir).
+TEST_DEBS  := clang-14 llvm-14 iproute2 ethtool bpftool bird2 exabgp prometheus netplan.io
 BENCH_DEBS := $(TEST_DEBS) nginx-light libnginx-mod-stream
 FASTPATH   := $(wildcard pesigitg/_fastpath/*.pyx pesigitg/_fastpath/*.pxi \
                          pesigitg/_fastpath/*.pxd pesigitg/_fastpath/includes/* bpf/include/*.h)
@@ -19,11 +21,18 @@ FASTPATH   := $(wildcard pesigitg/_fastpath/*.pyx pesigitg/_fastpath/*.pxi \
 all: build
 
 # Install Debian packages only when missing; apt-get update only if something is.
+# Debian starts the services of what it installs (prometheus on :9090, its node
+# exporter): the tests run their own, so those are stopped and disabled again.
 define install_debs
 	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		for service in prometheus prometheus-node-exporter; do \
+			case " $$missing " in *" prometheus "*) \
+				if [ -d /run/systemd/system ]; then \
+					systemctl disable --now $$service 2>/dev/null || true; fi ;; esac; \
+		done; \
 	fi
 endef
 

@@ -39,6 +39,13 @@ def render_health(h: dict[str, Any]) -> str:
              f"{h['backends']['up']}/{h['backends']['total']}, fallback pool "
              f"{h['backends']['fallback_pool']}, XDP {h['xdp']['mode']} "
              f"({h['xdp']['attach']})"]
+    if h.get("fingerprint"):
+        lines.append(f"  routing fingerprint {h['fingerprint']} (equal on balancers whose "
+                     "configurations decide alike)")
+    last = h.get("last_reload")
+    if last:
+        lines.append(f"  last reload {'applied' if last['ok'] else 'FAILED: ' + last['error']}"
+                     f" ({last['succeeded']} applied, {last['failed']} failed since start)")
     lines += [f"  {reason}" for reason in h.get("reasons", [])]
     return "\n".join(lines)
 
@@ -122,6 +129,10 @@ def render_config(c: dict[str, Any]) -> str:
     digest = c.get("route_table", {}).get("digest")
     if digest:
         lines.append(f"route table digest: {digest} (equal on balancers that decide alike)")
+    fingerprint = c.get("route_table", {}).get("fingerprint")
+    if fingerprint:
+        lines.append(f"routing fingerprint: {fingerprint} (configuration only: no keys, no "
+                     "health)")
     return "\n".join(lines)
 
 

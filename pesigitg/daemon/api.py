@@ -20,11 +20,12 @@ from urllib.parse import parse_qs
 
 from pesigitg import __version__
 from pesigitg._fastpath import aesni_supported, gcm_supported
+from pesigitg.daemon.exposition import exposition
 from pesigitg.daemon.report import Report, Snapshot
 from pesigitg.daemon.status import Endpoint, Refused, Request, Response
 from pesigitg.routing.whoami import explain_cid
 
-__all__ = ["ENDPOINTS", "Busy", "Control", "Replaced", "RestartFailed"]
+__all__ = ["ENDPOINTS", "METRICS_ENDPOINTS", "Busy", "Control", "Replaced", "RestartFailed"]
 
 log = logging.getLogger("pesigitg")
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
@@ -91,7 +92,7 @@ async def config(control: Control, request: Request) -> Response:
 
 
 async def metrics(control: Control, request: Request) -> Response:
-    return Response(Report(control.snapshot).metrics(), content_type=PROMETHEUS_TEXT)
+    return Response(exposition(control.snapshot()), content_type=PROMETHEUS_TEXT)
 
 
 async def version(control: Control, request: Request) -> Response:
@@ -197,3 +198,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/dump-config", "log the runtime configuration (as SIGUSR2)",
              dump_config, writes=True),
 )
+
+# What the metrics listeners (metrics_listen, daemon/metrics_listen.py) serve: reads
+# only, to anyone who can reach the port.
+METRICS_ENDPOINTS: tuple[Endpoint, ...] = tuple(
+    e for e in ENDPOINTS if e.method == "GET" and e.path in ("/metrics", "/health"))

@@ -69,6 +69,7 @@ class HealthState:
     last_result: str = "not checked yet"
     last_change: float = 0.0
     probed: bool = False
+    transitions: int = 0        # up <-> down changes since the daemon started (restarts too)
 
     def record(self, success: bool, spec: HealthSpec, detail: str, now: float) -> bool:
         """Count one probe result; True when the up/down state changed."""
@@ -78,6 +79,7 @@ class HealthState:
             self.probed, was = True, self.up
             self.up, self.last_change = success, now
             self.successes, self.failures = int(success), int(not success)
+            self.transitions += self.up != was
             return self.up != was
         if success:
             self.successes += 1
@@ -85,12 +87,14 @@ class HealthState:
             self.backoff = 1
             if not self.up and self.successes >= spec.rise:
                 self.up, self.last_change = True, now
+                self.transitions += 1
                 return True
             return False
         self.failures += 1
         self.successes = 0
         if self.up and self.failures >= spec.fall:
             self.up, self.last_change = False, now
+            self.transitions += 1
             return True
         if not self.up:
             self.backoff = min(self.backoff * 2, MAX_BACKOFF)

@@ -22,11 +22,12 @@ from pesigitg.daemon.counters import assign_slots
 from pesigitg.daemon.drains import Drains, DrainWatch
 from pesigitg.daemon.health import HealthState
 from pesigitg.daemon.keyages import key_ages
-from pesigitg.daemon.report import BackendView, KernelView, Snapshot
+from pesigitg.daemon.report import BackendView, KernelView, ReloadView, Snapshot
 from pesigitg.daemon.settings import DaemonConfig
 from pesigitg.daemon.sources import Sources
 from pesigitg.daemon.state import RuntimeState
 from pesigitg.daemon.tokens_sealed import SealedTokens
+from pesigitg.routing.fingerprint import routing_fingerprint
 from pesigitg.routing.route_config import RouteConfig
 from pesigitg.routing.routes import Backend, CompiledRoutes, compile_route_config
 
@@ -47,6 +48,7 @@ class Balancer:
     health: dict[str, HealthState] = field(default_factory=dict)   # the probes' results
     slots: dict[str, int] = field(default_factory=dict)            # backend -> counter slot
     compiled: CompiledRoutes | None = None
+    reloads: ReloadView = field(default_factory=ReloadView)
 
     def __post_init__(self) -> None:
         self.drains = Drains(self.state)
@@ -185,19 +187,32 @@ class Balancer:
         self.drain_watch.update({a: backend_counts.get(self.slots.get(a, -1), (0, 0))[1]
                                  for a in self.routes.addresses if self.draining(a)}, now)
 
+    def record_reload(self, error: str | None, wall: float) -> None:
+        """A reload's outcome: None when applied, else why not."""
+        r = self.reloads
+        self.reloads = ReloadView(r.succeeded + (error is None), r.failed + (error is not None),
+                                  wall, error is None, error)
+
+    def fingerprint(self) -> str:
+        """The routing fingerprint of what runs (pesigitg.routing.fingerprint)."""
+        return routing_fingerprint(self.routes, self.config.effective_ports,
+                                   [a for a in self.routes.addresses if self.draining(a)])
+
     # -- a restart ----------------------------------------------------------------------------
 
     def facts(self) -> dict[str, Any]:
         """What a successor carries on from (JSON): MACs, health, counter slots, start."""
         return {"macs": {a: m.hex() if m else None for a, m in self.macs.items()},
                 "health": {a: dataclasses.asdict(s) for a, s in self.health.items()},
-                "slots": self.slots, "started": self.started}
+                "slots": self.slots, "started": self.started,
+                "reloads": dataclasses.asdict(self.reloads)}
 
     def carry_on(self, facts: dict[str, Any]) -> None:
         """A predecessor's :meth:`facts`: traffic and probing go on from them."""
         self.started = facts["started"]
         self.macs = {a: bytes.fromhex(m) if m else None for a, m in facts["macs"].items()}
         self.slots = dict(facts.get("slots", {}))
+        self.reloads = ReloadView(**facts.get("reloads", {}))
         self.health.update({a: HealthState(**{"probed": s.get("checks", 0) > 0, **s})
                             for a, s in facts["health"].items()})
 
@@ -217,7 +232,8 @@ class Balancer:
                 (state or HealthState()).describe(self.routes.health),
                 state.last_result if state else None, self.draining(address),
                 address in pool, self.drain_source(address),
-                self.drain_watch.drained_since(address), forwarded, cid))
+                self.drain_watch.drained_since(address), forwarded, cid,
+                state.transitions if state else 0))
         servers = [{"config_id": s.config_id, "server_id": s.server_id.hex(),
                     "address": s.address} for s in self.routes.servers]
         uses = self.sealed.uses(self.routes.retry)
@@ -227,7 +243,8 @@ class Balancer:
             kernel.workers, kernel.xdp_attached, kernel.xdp_mode, kernel.xdp_attach,
             kernel.xdp_counters, self.config.describe(), self.routes.describe(), servers,
             backends, self.if_mac, kernel.steering, self.sources.describe(),
-            {a.what: a.age_days for a in key_ages(self.routes, self.state, wall)},
-            c.digest if c is not None else "", handing_over=kernel.handing_over,
+            tuple(key_ages(self.routes, self.state, wall)),
+            c.digest if c is not None else "", self.fingerprint(), self.reloads,
+            handing_over=kernel.handing_over,
             retry_keys=[u.describe() for u in uses],
             key_warnings=[w for u in uses if (w := u.warning())], table=c)

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pesigitg._fastpath import COUNTER_FAMILIES, COUNTER_NAMES, GAUGES
-from pesigitg.daemon.status import prometheus
+from pesigitg._fastpath import COUNTER_NAMES
+from pesigitg.daemon.keyages import KeyAge
 from pesigitg.routing.routes import CompiledRoutes
 
-__all__ = ["BackendView", "KernelView", "Report", "Snapshot", "WorkerView"]
+__all__ = ["BackendView", "KernelView", "ReloadView", "Report", "Snapshot", "WorkerView"]
 
 log = logging.getLogger("pesigitg")
 
@@ -52,6 +52,17 @@ class BackendView:
     drained_since: float | None = None  # wall clock: fully drained since
     forwarded: int = 0                  # frames sent to it
     cid_routed: int = 0                 # of which routed by their CID
+    transitions: int = 0                # health changes (up <-> down)
+
+
+@dataclass(frozen=True)
+class ReloadView:
+    """Reloads since the daemon started (a restart carries them on)."""
+    succeeded: int = 0
+    failed: int = 0
+    last_at: float | None = None        # wall clock of the last one
+    last_ok: bool | None = None
+    last_error: str | None = None       # why the last one failed
 
 
 @dataclass(frozen=True)
@@ -86,8 +97,10 @@ class Snapshot:
     if_mac: bytes = bytes(6)
     steering: dict[str, list[Any]] = field(default_factory=dict)  # what the XDP maps hold
     sources: dict[str, Any] = field(default_factory=dict)   # Sources.describe()
-    key_ages: dict[str, float] = field(default_factory=dict)  # "QUIC-LB config 1": days
+    keys: tuple[KeyAge, ...] = ()       # every key's age (never the key)
     table_digest: str = ""              # CompiledRoutes.digest: equal where decisions are
+    fingerprint: str = ""               # routing_fingerprint: equal where configs agree
+    reloads: ReloadView = field(default_factory=ReloadView)
     handing_over: bool = False          # a restart: the successor takes the queues over
     retry_keys: list[dict[str, Any]] = field(default_factory=list)  # KeyUse.describe()
     key_warnings: list[str] = field(default_factory=list)   # keys near their token limit
@@ -103,6 +116,13 @@ class Snapshot:
 
 def _total(workers: list[WorkerView]) -> dict[str, int]:
     return {name: sum(w.counters.get(name, 0) for w in workers) for name in COUNTER_NAMES}
+
+
+def _reload(r: ReloadView) -> dict[str, object] | None:
+    if r.last_at is None:
+        return None
+    return {"ok": r.last_ok, "at": r.last_at, "error": r.last_error,
+            "succeeded": r.succeeded, "failed": r.failed}
 
 
 def _fmt(counters: dict[str, int]) -> str:
@@ -157,7 +177,8 @@ class Report:
                         "attach": s.xdp_attach},
                 "backends": {"up": sum(b.up for b in s.backends), "total": len(s.backends),
                              "fallback_pool": len(s.pool)},
-                "retry_keys": s.retry_keys}
+                "retry_keys": s.retry_keys, "fingerprint": s.fingerprint,
+                "last_reload": _reload(s.reloads)}
 
     def stats(self) -> dict[str, Any]:
         s = self.snapshot()
@@ -187,64 +208,8 @@ class Report:
         return {"daemon": s.daemon, "routes": s.routes, "servers": servers,
                 "fallback_pool": s.pool, "interface_mac": s.if_mac.hex(":"),
                 "xdp_mode": s.xdp_mode, "steering": s.steering, "sources": s.sources,
-                "key_ages_days": {k: round(v, 2) for k, v in s.key_ages.items()},
-                "route_table": {"digest": s.table_digest}}
-
-    def metrics(self) -> str:
-        s = self.snapshot()
-        families: list[tuple[str, str, str, list[tuple[dict[str, object], float]]]] = [
-            ("pesigitg_up", "gauge", "1 while the daemon runs", [({}, 1)]),
-            ("pesigitg_uptime_seconds", "gauge", "seconds since start", [({}, s.uptime)]),
-            ("pesigitg_workers_alive", "gauge", "worker processes running",
-             [({}, sum(w.alive for w in s.workers))]),
-            ("pesigitg_workers_expected", "gauge", "worker processes configured",
-             [({}, len(s.workers))]),
-            ("pesigitg_worker_restarts_total", "counter", "worker restarts",
-             [({"worker": w.index}, w.restarts) for w in s.workers]),
-            ("pesigitg_worker_messages_refused_total", "counter",
-             "messages from a worker refused as malformed or out of turn (the worker was "
-             "replaced)", [({"worker": w.index}, w.messages_refused) for w in s.workers]),
-            ("pesigitg_worker_state_repairs_total", "counter",
-             "worker starts that refused what a predecessor left in the UMEM's state page",
-             [({"worker": w.index}, w.state_repairs) for w in s.workers]),
-        ]
-        for family, label, members, unit, meaning in COUNTER_FAMILIES:
-            samples: list[tuple[dict[str, object], float]] = []
-            for w in s.workers:
-                for member in members:
-                    name = f"{family}_{member}" if member else family
-                    labels: dict[str, object] = {"worker": w.index}
-                    if label:
-                        labels[label] = member
-                    samples.append((labels, w.counters.get(name, 0)))
-            if family in GAUGES:
-                families.append((f"pesigitg_{family}", "gauge", meaning, samples))
-                continue
-            metric = f"pesigitg_{family}_{unit}_total" if unit else f"pesigitg_{family}_total"
-            families.append((metric, "counter", meaning, samples))
-        families.append(("pesigitg_xdp_verdicts_total", "counter",
-                         "verdicts of the XDP steering program, by reason",
-                         [({"reason": k}, v) for k, v in s.xdp_counters.items()]))
-        gauges: dict[str, tuple[str, Callable[[BackendView], bool]]] = {
-            "pesigitg_backend_up": ("1 if the backend passes health checks", lambda b: b.up),
-            "pesigitg_backend_draining": ("1 if the backend is draining", lambda b: b.draining),
-            "pesigitg_backend_mac_known": ("1 if the backend's MAC is known",
-                                           lambda b: b.mac is not None),
-            "pesigitg_backend_in_fallback_pool": ("1 if Maglev may choose the backend",
-                                                  lambda b: b.in_pool),
-            "pesigitg_backend_fully_drained": ("1 once a draining backend gets no CID-routed "
-                                               "frame", lambda b: b.drained_since is not None),
-        }
-        for metric, (help_text, fn) in gauges.items():
-            families.append((metric, "gauge", help_text,
-                             [({"backend": b.address}, int(fn(b))) for b in s.backends]))
-        families.append(("pesigitg_backend_forwarded_frames_total", "counter",
-                         "frames sent to the backend",
-                         [({"backend": b.address}, b.forwarded) for b in s.backends]))
-        families.append(("pesigitg_backend_cid_routed_frames_total", "counter",
-                         "frames sent to the backend because their CID names it",
-                         [({"backend": b.address}, b.cid_routed) for b in s.backends]))
-        return prometheus(families)
+                "key_ages_days": {k.what: round(k.age_days, 2) for k in s.keys},
+                "route_table": {"digest": s.table_digest, "fingerprint": s.fingerprint}}
 
     # -- signal dumps -------------------------------------------------------------------
 

@@ -84,6 +84,24 @@ def _address(raw: str, fail: Callable[[str], ConfigError]) -> object:
     return str(address)
 
 
+def _listen(raw: str, fail: Callable[[str], ConfigError]) -> object:
+    """``ADDRESS:PORT`` (an IPv6 address in brackets), normalised."""
+    host, sep, port = raw.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if not sep or not raw.isascii() or (":" in host and not bracketed):
+        raise fail("not ADDRESS:PORT (an IPv6 address in brackets: [2001:db8::1]:9464)")
+    try:
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        raise fail("not an IPv4 or IPv6 address (a name is not accepted)") from None
+    if bracketed != (address.version == 6):
+        raise fail("an IPv6 address goes in brackets, an IPv4 address without")
+    if address.is_multicast:
+        raise fail("a multicast address cannot be listened on")
+    number = _number(1, 65535)(port, lambda message: fail(f"port: {message}"))
+    return f"[{address}]:{number}" if address.version == 6 else f"{address}:{number}"
+
+
 def _path(raw: str, fail: Callable[[str], ConfigError]) -> object:
     if not raw:
         raise fail("empty path")
@@ -160,6 +178,10 @@ class DaemonConfig:
     drain_quiet_s: int = _row(60, ("--drain-quiet",), _number(1, 86400),
                               "a draining backend with no CID-routed frame this long is "
                               "fully drained (default 60)", metavar="SECONDS")
+    metrics_listen: tuple[str, ...] = _row(
+        (), ("--metrics-listen",), _listen, "serve GET /metrics and /health over HTTP on "
+        "this TCP address (repeatable; [V6]:PORT for IPv6; default: none)",
+        repeat=True, metavar="ADDRESS:PORT")
     config_file: Path | None = None
 
     @property

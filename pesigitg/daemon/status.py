@@ -31,8 +31,8 @@ from typing import Any
 
 from pesigitg.daemon.daemonize import check_runtime_dir
 
-__all__ = ["Endpoint", "Peer", "Refused", "Request", "Response", "StatusServer",
-           "prometheus"]
+__all__ = ["Endpoint", "Peer", "Refused", "Request", "RequestServer", "Response",
+           "StatusServer"]
 
 log = logging.getLogger("pesigitg.status")
 
@@ -40,6 +40,8 @@ MAX_REQUEST = 1024
 MAX_HEADERS = 8192
 IO_TIMEOUT = 5.0        # seconds to read a whole request, and again to write the answer
 MAX_CONNECTIONS = 64    # served at once; beyond, an answer that says so
+BUSY_READ = 0.5        # seconds to read what a connection over the cap sent, then 503
+ACCEPTED_SETTLE = 0.05  # seconds for connections accepted as serving stops to arrive
 CLOSE_GRACE = 1.0       # seconds the requests under way get to finish when serving stops
 _UCRED = struct.Struct("3i")
 
@@ -98,13 +100,17 @@ _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
             503: "Service Unavailable"}
 
 
-class StatusServer:
-    """Serves ``endpoints``, each handler called with ``control`` and the request."""
+class RequestServer:
+    """Serves ``endpoints`` on a listening socket, each handler called with ``control``
+    and the request: the request's bounds, deadline and connection cap, and the
+    orderly close. :class:`StatusServer` (Unix) and the metrics listeners (TCP,
+    daemon/metrics_listen.py) are made of it. ``http_only``: a request line without
+    ``HTTP/1.x`` is refused."""
 
-    def __init__(self, path: Path, endpoints: Iterable[Endpoint], control: Any = None,
-                 group: int | None = None) -> None:
-        self.path = path
-        self.group = group
+    http_only = False
+    max_connections = MAX_CONNECTIONS
+
+    def __init__(self, endpoints: Iterable[Endpoint], control: Any = None) -> None:
         self.control = control
         self.endpoints = {(e.method, e.path): e for e in endpoints}
         self._server: asyncio.base_events.Server | None = None
@@ -120,52 +126,27 @@ class StatusServer:
         """Connections being served now."""
         return len(self._answering)
 
-    def bind(self) -> None:
-        """Create the socket (mode 0660, in a directory no other user can write) or refuse
-        if another daemon answers there."""
-        check_runtime_dir(self.path, "status socket")
-        if os.path.lexists(self.path) and not is_socket(self.path):
-            raise OSError(f"status socket {self.path} exists and is not a socket: remove it "
-                          "or choose another status_socket")
-        if self.path.exists():
-            # Another daemon answering there? Then refuse; else it is a leftover.
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(str(self.path))
-            except OSError:
-                self.path.unlink()
-            else:
-                raise OSError(f"status socket {self.path} is in use by another process")
-            finally:
-                probe.close()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o117)
-        try:
-            listener.bind(str(self.path))
-        finally:
-            os.umask(old)
-        if self.group is not None:
-            # The socket's group decides who may query (mode 0660). Not following a
-            # link: in a directory only we can write, there is none, but still.
-            os.chown(self.path, -1, self.group, follow_symlinks=False)
-        listener.listen(64)
-        self._listener = listener
-
     def adopt(self, fd: int) -> None:
         """Serve on a listening socket handed over by the previous daemon (a duplicate)."""
         self._listener = socket.socket(fileno=os.dup(fd))
 
+    async def _start(self, listener: socket.socket) -> asyncio.base_events.Server:
+        return await asyncio.start_server(self._serve, sock=listener, limit=MAX_REQUEST)
+
     async def serve(self) -> None:
         assert self._listener is not None
-        self._server = await asyncio.start_unix_server(self._serve, sock=self._listener,
-                                                       limit=MAX_REQUEST)
+        self._server = await self._start(self._listener)
 
-    async def close(self, unlink: bool = True) -> None:
-        """Stop serving; remove the socket only if ``unlink`` (not when handed over).
-        Requests already accepted are answered first (up to CLOSE_GRACE): a health check
-        asked while a restart hands over must not get an empty answer."""
+    async def close(self) -> None:
+        """Stop serving. Requests already accepted are answered first (up to
+        CLOSE_GRACE): a health check asked while a restart hands over must not get an
+        empty answer."""
         if self._server is not None:
             self._server.close()
+            # Connections the loop accepted just now reach _serve a few loop turns
+            # later (a task sets up the transport, which then calls it): let them in,
+            # or they would be closed unanswered when this process ends.
+            await asyncio.sleep(ACCEPTED_SETTLE)
             # (Python 3.11's wait_closed does not wait for the connections.)
             current = asyncio.current_task()
             waiting = [t for t in self._answering if t is not current]
@@ -187,21 +168,12 @@ class StatusServer:
             self._server = None
         elif self._listener is not None:
             self._listener.close()
-        if self._listener is None:
-            return
         self._listener = None
-        if unlink:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
 
     def _allowed(self, peer: Peer) -> bool:
-        if peer.uid in (0, os.geteuid()):
-            return True
-        try:
-            group = os.stat(self.path).st_gid
-        except OSError:
-            return False
-        return peer.gid == group or group in _groups(peer.pid)
+        """Whether ``peer`` may change the daemon's state (no one, unless a subclass
+        knows who asks)."""
+        return False
 
     async def _answer(self, request: Request) -> Response:
         endpoint = self.endpoints.get((request.method, request.path))
@@ -223,10 +195,15 @@ class StatusServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._answering) >= MAX_CONNECTIONS:
-            await self._send(writer, Response({"error": f"{MAX_CONNECTIONS} connections "
-                                               "are open already: try again later"}, 503),
-                             False)
+        if len(self._answering) >= self.max_connections:
+            # What the client sent already is read first (briefly): a TCP socket closed
+            # with it unread is reset, and the client would never read the answer.
+            with contextlib.suppress(TimeoutError, OSError):
+                async with asyncio.timeout(BUSY_READ):
+                    await reader.read(MAX_HEADERS)
+            await self._send(writer, Response({"error": f"{self.max_connections} "
+                                               "connections are open already: try again "
+                                               "later"}, 503), self.http_only)
             return
         self._answering[task] = writer
         try:
@@ -250,6 +227,8 @@ class StatusServer:
             parts = line.split()
             if len(parts) not in (2, 3) or (len(parts) == 3 and not said["http"]):
                 raise Refused(400, "expected 'GET <path>' or 'POST <path>'")
+            if self.http_only and not said["http"]:
+                raise Refused(400, "expected 'GET <path> HTTP/1.1'")
             path, _, query = parts[1].partition("?")
             response = await self._answer(Request(parts[0], path, query,
                                                   _peer(writer.get_extra_info("socket"))))
@@ -261,7 +240,7 @@ class StatusServer:
         except Exception:  # a bug must not take the daemon down: answer and log it
             log.exception("status request failed")
             response = Response({"error": "internal error, see the daemon's log"}, 500)
-        await self._send(writer, response, said["http"])
+        await self._send(writer, response, said["http"] or self.http_only)
         if response.after is not None:
             response.after()
 
@@ -323,6 +302,69 @@ class StatusServer:
         return text
 
 
+class StatusServer(RequestServer):
+    """The status socket: a Unix socket at ``path``; who may change the daemon's state
+    is root, the daemon's own user, or the socket's group (``group``)."""
+
+    def __init__(self, path: Path, endpoints: Iterable[Endpoint], control: Any = None,
+                 group: int | None = None) -> None:
+        super().__init__(endpoints, control)
+        self.path = path
+        self.group = group
+
+    def bind(self) -> None:
+        """Create the socket (mode 0660, in a directory no other user can write) or refuse
+        if another daemon answers there."""
+        check_runtime_dir(self.path, "status socket")
+        if os.path.lexists(self.path) and not is_socket(self.path):
+            raise OSError(f"status socket {self.path} exists and is not a socket: remove it "
+                          "or choose another status_socket")
+        if self.path.exists():
+            # Another daemon answering there? Then refuse; else it is a leftover.
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(self.path))
+            except OSError:
+                self.path.unlink()
+            else:
+                raise OSError(f"status socket {self.path} is in use by another process")
+            finally:
+                probe.close()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o117)
+        try:
+            listener.bind(str(self.path))
+        finally:
+            os.umask(old)
+        if self.group is not None:
+            # The socket's group decides who may query (mode 0660). Not following a
+            # link: in a directory only we can write, there is none, but still.
+            os.chown(self.path, -1, self.group, follow_symlinks=False)
+        listener.listen(64)
+        self._listener = listener
+
+    async def _start(self, listener: socket.socket) -> asyncio.base_events.Server:
+        return await asyncio.start_unix_server(self._serve, sock=listener, limit=MAX_REQUEST)
+
+    async def close(self, unlink: bool = True) -> None:
+        """Stop serving (see RequestServer.close); remove the socket only if ``unlink``
+        (not when handed over)."""
+        held = self._listener is not None
+        await super().close()
+        if held and unlink:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    def _allowed(self, peer: Peer) -> bool:
+        if peer.uid in (0, os.geteuid()):
+            return True
+        try:
+            group = os.stat(self.path).st_gid
+        except OSError:
+            return False
+        return peer.gid == group or group in _groups(peer.pid)
+
+
 def _peer(sock: socket.socket | None) -> Peer:
     if sock is None or sock.family != socket.AF_UNIX:
         return Peer(0, -1, -1)
@@ -348,26 +390,3 @@ def is_socket(path: Path) -> bool:
         return stat.S_ISSOCK(os.lstat(path).st_mode)
     return False
 
-
-def _escape(value: object) -> str:
-    # Label values escape backslash, double quote and newline (exposition format).
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _labels(labels: dict[str, object]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
-
-
-def prometheus(families: Iterable[tuple[str, str, str, list[tuple[dict[str, object], float]]]]
-               ) -> str:
-    """Text exposition format 0.0.4: (name, type, help, [(labels, value)]) per family."""
-    out = []
-    for name, kind, help_text, samples in families:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            number = int(value) if float(value).is_integer() else value
-            out.append(f"{name}{_labels(labels)} {number}")
-    return "\n".join(out) + "\n"

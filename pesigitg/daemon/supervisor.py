@@ -32,6 +32,7 @@ from pesigitg.daemon.housekeeping import Housekeeping
 from pesigitg.daemon.kernel import Kernel, StartupError, queue_count
 from pesigitg.daemon.keyages import check_key_ages
 from pesigitg.daemon.logs import set_log_format
+from pesigitg.daemon.metrics_listen import MetricsListeners
 from pesigitg.daemon.model import Balancer
 from pesigitg.daemon.neighbours import NeighbourTable, interface_mac
 from pesigitg.daemon.privileges import resolve_group
@@ -72,6 +73,7 @@ class Supervisor:
         self.status = StatusServer(config.effective_status_socket, api.ENDPOINTS, self,
                                    resolve_group(config.status_group)
                                    if config.status_group else None)
+        self.metrics = MetricsListeners(self)
         self.kernel: Kernel | None = None
         self.resolver: Resolver | None = None
         self._stop = asyncio.Event()
@@ -151,6 +153,7 @@ class Supervisor:
         self._compile()
         # Before anything touches the interface: a socket in use is a reason to stop.
         self.status.bind()
+        self.metrics.open(cfg.metrics_listen)
         self._record_socket()
         self.kernel = kernel = await asyncio.to_thread(Kernel.create, cfg.interface, queues,
                                                        self._blob)
@@ -172,6 +175,7 @@ class Supervisor:
         self.model.expect_probes()
         self._compile()
         self.status.adopt(fds["status"])
+        self.metrics.open(cfg.metrics_listen, fds)
         self._record_socket()
         assert cfg.interface is not None
         self.kernel = kernel = Kernel.adopt(cfg.interface, facts, fds, self._blob)
@@ -189,6 +193,7 @@ class Supervisor:
         """Everything that runs once the packet path does."""
         assert self.kernel is not None
         await self.status.serve()
+        await self.metrics.serve()
         await asyncio.to_thread(check_key_ages, self.model.routes, self.model.state)
         assert self.resolver is not None
         tasks = [self.resolver.run(self._compile), Housekeeping(self.model, self.kernel,
@@ -218,6 +223,7 @@ class Supervisor:
         self._save_tokens()
         self.health.stop()
         await self.status.close(unlink=not handed_over)
+        await self.metrics.close()
         if self.kernel is not None:
             await (self.kernel.release() if handed_over else self.kernel.shutdown())
             self.kernel = None
@@ -271,7 +277,8 @@ class Supervisor:
                  "status_socket": str(cfg.effective_status_socket),
                  "pidfile": str(self.pidfile.path), "log": self.run_as.log_setup,
                  "watchdog_usec": self.notifier.watchdog_usec}
-        return Inheritance(facts, {**kernel.fds(), "pidfile": self.pidfile.fd,
+        return Inheritance(facts, {**kernel.fds(), **self.metrics.fds(),
+                                   "pidfile": self.pidfile.fd,
                                    "status": self.status.listener.fileno(), "stderr": 2})
 
     # -- reload and drain (api.Control) -------------------------------------------------
@@ -298,9 +305,11 @@ class Supervisor:
             except Exception as exc:      # whatever it is, the old configuration stays
                 log.error("reload failed, still running the previous configuration: %s",
                           failure_reason(exc))
+                self.model.record_reload(failure_reason(exc), time.time())
                 return failure_reason(exc)
             else:
                 log.info("reloaded: %s", self.report.status_line())
+                self.model.record_reload(None, time.time())
                 return None
             finally:
                 self.notifier.ready(self.report.status_line())
@@ -320,10 +329,16 @@ class Supervisor:
         model, kernel = self.model, self.kernel
         new, routes, sources = await asyncio.to_thread(read_reload, model, self.run_as.cli)
         assert kernel is not None
-        kernel.steer(new.effective_ports, routes.vips,
-                     before=(model.config.effective_ports, model.routes.vips))
+        fresh = self.metrics.bind_new(new.metrics_listen)   # a port taken: no reload
+        try:
+            kernel.steer(new.effective_ports, routes.vips,
+                         before=(model.config.effective_ports, model.routes.vips))
+        except BaseException:
+            self.metrics.discard(fresh)
+            raise
         self._save_tokens()                     # what the old newest key sealed
         model.apply(new, routes, sources)
+        await self.metrics.switch(new.metrics_listen, fresh)
         model.state.save()
         set_log_format(new.log_format)
         await asyncio.to_thread(check_key_ages, routes, model.state)

@@ -63,6 +63,7 @@ class Demo:
     steps: int = 0
     retry: dict[str, object] = field(default_factory=dict)    # lb.toml [retry], if any
     hash_key: str = ""              # lb.toml [fallback] hash_key, if any
+    daemon_conf: str = ""           # more pesigitgd.conf lines
 
     def __post_init__(self) -> None:
         self.vip = self.vip or self.net.vip
@@ -125,7 +126,8 @@ class Demo:
     def start(self) -> None:
         cert, key = write_self_signed(self.workdir, SERVER_NAME, list(self.net.vips.values()))
         assert isinstance(self.net, Topology)
-        self.daemon = RunningDaemon(self.net.lb.ns, self.workdir, interface=self.net.lb.dev)
+        self.daemon = RunningDaemon(self.net.lb.ns, self.workdir, interface=self.net.lb.dev,
+                                    extra_conf=self.daemon_conf)
         self.write_routes()             # first: the backends read the Retry keys there
         for backend in self.net.backends:
             self.start_backend(backend, cert, key)
@@ -346,13 +348,15 @@ FAMILIES = {"4": ((4,), None), "6": ((6,), None), "dual": ((4, 6), None),
 
 @contextlib.contextmanager
 def demo_environment(say: Callable[[str], None] = print, family: str = "4",
-                     retry: dict[str, object] | None = None) -> Iterator[Demo]:
+                     retry: dict[str, object] | None = None, daemon_conf: str = ""
+                     ) -> Iterator[Demo]:
     """The topology (``family``: a key of FAMILIES), the backends and pesigitgd (with
-    ``retry`` as lb.toml's [retry], keys added), torn down whatever happens."""
+    ``retry`` as lb.toml's [retry], keys added, and ``daemon_conf`` in
+    pesigitgd.conf), torn down whatever happens."""
     families, backend_families = FAMILIES[family]
     with tempfile.TemporaryDirectory(prefix="pesigitg-demo-") as tmp, \
             Topology(families=families, backend_families=backend_families) as net:
-        demo = Demo(net, Path(tmp), say, retry=dict(retry or {}))
+        demo = Demo(net, Path(tmp), say, retry=dict(retry or {}), daemon_conf=daemon_conf)
         try:
             demo.start()
             yield demo

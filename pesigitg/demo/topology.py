@@ -113,12 +113,17 @@ class Network:
         ip("link", "add", "br0", "type", "bridge", ns=self.switch)
         ip("link", "set", "br0", "up", ns=self.switch)
         for host in hosts:
-            self.make_netns(host.ns)
-            port = f"p-{host.role}"
-            ip("link", "add", host.dev, "type", "veth", "peer", "name", port, ns=host.ns)
-            ip("link", "set", port, "netns", self.switch, ns=host.ns)
-            ip("link", "set", port, "master", "br0", "up", ns=self.switch)
-            self.configure(host)
+            self.plug(host)
+
+    def plug(self, host: Host) -> None:
+        """``host`` in its own namespace, on the bridge (also after the build: removed
+        with the rest)."""
+        self.make_netns(host.ns)
+        port = f"p-{host.role}"
+        ip("link", "add", host.dev, "type", "veth", "peer", "name", port, ns=host.ns)
+        ip("link", "set", port, "netns", self.switch, ns=host.ns)
+        ip("link", "set", port, "master", "br0", "up", ns=self.switch)
+        self.configure(host)
 
     def configure(self, host: Host) -> None:
         """Up, addressed in every family, checksums filled in by the sender."""

@@ -76,6 +76,8 @@ def test_health_stats_config_metrics_version_for_people_and_scripts(lab, daemons
     daemon = make(lab, daemons).start()
     health = ctl(daemon, "health")
     assert health.returncode == 0 and health.stdout.startswith("ok: v0, up ")
+    fingerprint = ctl_json(daemon, "health")["fingerprint"]
+    assert f"  routing fingerprint {fingerprint} " in health.stdout
     assert ctl_json(daemon, "health")["status"] == "ok"
     stats = ctl(daemon, "stats")
     assert stats.returncode == 0 and "WORKER" in stats.stdout and "BACKEND" in stats.stdout
@@ -83,6 +85,7 @@ def test_health_stats_config_metrics_version_for_people_and_scripts(lab, daemons
     config = ctl(daemon, "config")
     assert config.returncode == 0 and "10.9.0.11" in config.stdout
     assert "key set" in config.stdout and KEY_HEX not in config.stdout
+    assert f"routing fingerprint: {fingerprint} " in config.stdout
     assert ctl(daemon, "metrics").stdout.startswith("# HELP")
     version = ctl_json(daemon, "version")
     assert version["pid"] == daemon.pid and version["xdp_mode"] == "native"

@@ -64,6 +64,19 @@ DAEMON_CASES = [
     ("interface = v0\nqueues = 0\n", "d.conf:2: queues = '0': must be between 1 and 256"),
     ("interface = v0\nxdp_mode = turbo\n",
      "d.conf:2: xdp_mode = 'turbo': must be one of native, generic"),
+    ("interface = v0\nmetrics_listen = 9464\n", "d.conf:2: metrics_listen = '9464': not "
+     "ADDRESS:PORT (an IPv6 address in brackets: [2001:db8::1]:9464)"),
+    ("interface = v0\nmetrics_listen = ::1:9464\n", "d.conf:2: metrics_listen = '::1:9464': "
+     "not ADDRESS:PORT"),
+    ("interface = v0\nmetrics_listen = [10.0.0.1]:9464\n",
+     "an IPv6 address goes in brackets, an IPv4 address without"),
+    ("interface = v0\nmetrics_listen = localhost:9464\n",
+     "d.conf:2: metrics_listen = 'localhost:9464': not an IPv4 or IPv6 address (a name is "
+     "not accepted)"),
+    ("interface = v0\nmetrics_listen = 10.0.0.1:0\n",
+     "d.conf:2: metrics_listen = '10.0.0.1:0': port: must be between 1 and 65535"),
+    ("interface = v0\nmetrics_listen = [ff02::1]:9464\n",
+     "a multicast address cannot be listened on"),
     ("port = 443\nroute_config = lb.toml\n", "no interface given"),
     ("interface = v0\n", "no route config given"),
     ("interface = v0\nroute_config = missing.toml\n",
@@ -154,6 +167,16 @@ def test_command_line_wins_and_route_config_is_relative_to_the_file(tmp_path):
     assert merged.ports == (4433,) and merged.queues == 4 and merged.interface == "eth0"
     assert merged.effective_pidfile == Path("/run/pesigitg/pesigitgd-eth0.pid")
     assert merged.effective_status_socket == Path("/run/pesigitg/pesigitgd-eth0.sock")
+
+
+def test_metrics_listen_repeats_and_is_normalised(tmp_path):
+    (tmp_path / "d.conf").write_text(GOOD_CONF + "metrics_listen = 192.0.2.2:9464\n"
+                                     "metrics_listen = [2001:0db8::0002]:9464\n"
+                                     "metrics_listen = 192.0.2.2:9464\n")
+    config = load_daemon_config(tmp_path / "d.conf")
+    assert config.metrics_listen == ("192.0.2.2:9464", "[2001:db8::2]:9464")
+    assert merge(config, {"metrics_listen": ["[::]:9100"]}).metrics_listen == ("[::]:9100",)
+    assert config.describe()["metrics_listen"] == ["192.0.2.2:9464", "[2001:db8::2]:9464"]
 
 
 # -- hostile and careless input -----------------------------------------------------------
