@@ -142,11 +142,14 @@ class RequestServer:
         CLOSE_GRACE): a health check asked while a restart hands over must not get an
         empty answer."""
         if self._server is not None:
-            self._server.close()
-            # Connections the loop accepted just now reach _serve a few loop turns
-            # later (a task sets up the transport, which then calls it): let them in,
-            # or they would be closed unanswered when this process ends.
+            # No more accepts; connections the loop accepted just now reach _serve a
+            # few loop turns later (a task sets up their transport), and only while the
+            # server is open (Python 3.11 drops, unanswered, a connection whose
+            # transport comes after Server.close): let them in first.
+            if self._listener is not None:
+                asyncio.get_running_loop().remove_reader(self._listener.fileno())
             await asyncio.sleep(ACCEPTED_SETTLE)
+            self._server.close()
             # (Python 3.11's wait_closed does not wait for the connections.)
             current = asyncio.current_task()
             waiting = [t for t in self._answering if t is not current]
