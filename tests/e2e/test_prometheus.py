@@ -107,9 +107,11 @@ def test_a_stopped_backend_fires_backend_down(lab):
     p = lab.prometheus
     victim, _ = asyncio.run(lab.demo.failure())
     address = lab.demo.host(victim).address
-    firing = p.wait_for("PesigitgBackendDown for the stopped backend", lambda: [
-        a for a in p.firing("PesigitgBackendDown") if a["backend"] == address])
-    assert {a["instance"] for a in firing} == LISTENERS
+    def down() -> list[dict[str, str]] | None:
+        found = [a for a in p.firing("PesigitgBackendDown") if a["backend"] == address]
+        return found if {a["instance"] for a in found} == LISTENERS else None
+    firing = p.wait_for("PesigitgBackendDown for the stopped backend, from both listeners",
+                        down)
     assert all(a["severity"] == "warning" for a in firing)
     others = {a["backend"] for a in p.firing("PesigitgBackendDown")}
     assert others == {address}
