@@ -60,6 +60,7 @@ test: debs-test build
 bench: debs-bench build
 	$(PY) benchmarks/cid_decode.py
 	$(PY) benchmarks/decide_cost.py
+	$(PY) benchmarks/xdp_cost.py
 	$(PY) benchmarks/veth_forward.py
 	$(PY) benchmarks/lifecycle_loss.py
 

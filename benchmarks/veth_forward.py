@@ -1,4 +1,5 @@
-"""Forwarding throughput on a veth pair: pesigitg's engine vs the AF_XDP floor vs nginx.
+"""Forwarding throughput on a veth pair: pesigitg's engine vs the AF_XDP floor vs nginx,
+and the kernel tier (xdp_decode = plaintext) vs the in-kernel XDP_TX MAC-swap floor.
 
 The lab is benchmarks/veth_lab.py: a generator in one namespace, pesigitg's XDP
 program and one engine worker (pesigitgd's own, pinned to another CPU) in the other,
@@ -43,15 +44,21 @@ from veth_lab import (
     veth_lab,
 )
 
+from pesigitg.daemon.tier import choose, install
+from pesigitg.ebpf.attach import XDP_FLAGS_DRV_MODE, ifindex, set_xdp
 from pesigitg.routing.quiclb import CidConfig
 from pesigitg.routing.route_config import RetryKey, RetrySpec, TableOptions
-from pesigitg.routing.routes import Backend, Server, compile_routes
+from pesigitg.routing.routes import Backend, CompiledRoutes, Server, compile_routes
 from pesigitg.testing.netns import inside
 from tests import frames as f
 
 KEY = bytes.fromhex("8f95f09245765f80256934e50c66207f")
 FOUR_PASS = CidConfig(0, 3, 4, KEY)
 SINGLE_PASS = CidConfig(1, 8, 8, KEY)
+PLAINTEXT = CidConfig(2, 3, 4)
+XDP_SWAP = "XDP_TX MAC swap (in-kernel floor)"
+TIER = "QUIC-LB plaintext, kernel tier (XDP_TX)"
+PLAIN_AF_XDP = "QUIC-LB plaintext, workers (AF_XDP)"
 FLOWS = 1_000_000       # the flow table case's working set
 
 
@@ -60,21 +67,23 @@ class EngineCase:
     """One engine case. ``config`` None: the MAC swap floor. With ``flows``, every CID
     is unroutable (config 7) and the frames come from that many client addresses:
     Maglev on the 4-tuple, through a flow table of ``flow_entries`` (0: none).
-    ``soak``: frames the worker forwards before its memory is read again."""
+    ``soak``: frames the worker forwards before its memory is read again. ``tier``:
+    the kernel tier decodes the config (xdp_decode = plaintext)."""
     name: str
     config: CidConfig | None
     soak: int = 0
     flows: int = 0
     flow_entries: int = 0
+    tier: bool = False
 
 
-def engine_routes(lab: Lab, case: EngineCase) -> bytes:
+def engine_routes(lab: Lab, case: EngineCase) -> CompiledRoutes:
     config = case.config
     backends = [Backend(f"10.9.1.{n}", backend_mac(n)) for n in range(1, BACKENDS + 1)]
     servers = [Server(config.config_id, bytes([n]) * config.server_id_len, f"10.9.1.{n}")
                for n in range(1, BACKENDS + 1)] if config else []
     return compile_routes(lab.lb_mac, [config] if config else [], backends, servers,
-                          TableOptions(knobs={"flow_entries": case.flow_entries})).blob
+                          TableOptions(knobs={"flow_entries": case.flow_entries}))
 
 
 def engine_cids(case: EngineCase) -> list[bytes]:
@@ -88,12 +97,14 @@ def engine_cids(case: EngineCase) -> list[bytes]:
 
 
 def engine_case(lab: Lab, case: EngineCase, frames: int) -> Result:
-    blob = engine_routes(lab, case)
+    routes = engine_routes(lab, case)
     lab.gen.load(lab.frame, engine_cids(case), 14 + 20 + 8 + 1, case.flows,
                  14 + 12)                                   # flow: the source address
     # In swap mode the frame comes back addressed to its sender, g0.
     macs = set(range(1, BACKENDS + 1)) if case.config else {lab.frame[11]}
-    with engine_worker(lab, blob, floor=case.config is None) as worker:
+    modes = {c.config_id: c.mode for c in routes.configs}
+    with engine_worker(lab, routes.blob, floor=case.config is None) as worker:
+        install(lab.xdp, routes, choose("plaintext" if case.tier else "off", modes))
         # The generator outruns the worker: several frames per flow reach it.
         mpps, taken = measure(lab, frames, macs, warmup=10 * case.flows)
         # Resident memory from here on: the worker has touched every UMEM frame by now
@@ -104,14 +115,34 @@ def engine_case(lab: Lab, case: EngineCase, frames: int) -> Result:
         while worker.counts()["forwarded"] < case.soak:
             lab.gen.send(2_000_000)
         rss_after, counters = worker.rss(), worker.counts()
+        install(lab.xdp, routes, choose("off", modes))
     routed = sum(v for k, v in counters.items() if k.startswith("cid_routed_"))
     note = (f"worker forwarded {counters['forwarded']:,} ({routed:,} by CID), tx_full "
             f"{counters['tx_full']:,}")
+    if case.tier:
+        note += f", XDP sent {lab.xdp.counters()['tx_cid']:,} in all"
     if case.flows and case.flow_entries:
         note += (f", flow table of {case.flow_entries:,}: hits {counters['flow_hits']:,} "
                  f"inserts {counters['flow_inserts']:,} evictions "
                  f"{counters['flow_evictions']:,}")
     return Result(case.name, mpps, rss_before, rss_after, note, taken)
+
+
+def swap_case(lab: Lab, frames: int) -> Result:
+    """The in-kernel floor: an XDP program on l0 that swaps the MACs and sends the frame
+    back (XDP_TX), instead of pesigitg's."""
+    lab.gen.load(lab.frame, [os.urandom(8) for _ in range(CIDS)], 14 + 20 + 8 + 1)
+    with inside(lab.lb_ns):
+        l0 = ifindex("l0")
+        lab.xdp.detach()
+        set_xdp(l0, lab.traffic.swap.fd, XDP_FLAGS_DRV_MODE, "attaching the MAC swap")
+    try:
+        mpps, taken = measure(lab, frames, {lab.frame[11]})
+    finally:
+        with inside(lab.lb_ns):
+            set_xdp(l0, -1, XDP_FLAGS_DRV_MODE, "detaching the MAC swap")
+            lab.xdp.attach("l0")
+    return Result(XDP_SWAP, mpps, taken=taken)
 
 
 def initial_case(lab: Lab, name: str, frames: int, retry: bool) -> Result:
@@ -207,11 +238,15 @@ def run_cases(lab: Lab, args: argparse.Namespace) -> list[Result]:
               EngineCase(f"fallback, {FLOWS // 10**6}M flows, no flow table", FOUR_PASS,
                          flows=FLOWS),
               EngineCase(f"fallback, {FLOWS // 10**6}M flows, flow table", FOUR_PASS,
-                         flows=FLOWS, flow_entries=2 * FLOWS)]
+                         flows=FLOWS, flow_entries=2 * FLOWS),
+              EngineCase(PLAIN_AF_XDP, PLAINTEXT),
+              EngineCase(TIER, PLAINTEXT, tier=True)]
     results = []
     for case in engine:
         print(f"running {case.name} ...", flush=True)
         results.append(engine_case(lab, case, args.frames))
+    print(f"running {XDP_SWAP} ...", flush=True)
+    results.append(swap_case(lab, args.frames))
     for name, retry in (("1200-octet Initials, forwarded", False),
                         ("1200-octet Initials, answered with Retries", True)):
         print(f"running {name} ...", flush=True)
@@ -248,6 +283,13 @@ def report(results: list[Result], top: float, args: argparse.Namespace, gen: str
               "(target >= 80%)")
     if nginx:
         print(f"four-pass routing is {four / nginx:.1f}x nginx (target >= 5x)")
+    swap, tier, plain = by[XDP_SWAP].mpps, by[TIER].mpps, by[PLAIN_AF_XDP].mpps
+    if swap and plain:
+        print(f"kernel tier, plaintext: {tier / swap:.2f}x the XDP_TX MAC swap (target >= "
+              f"0.9x), {tier / plain:.2f}x the workers' AF_XDP path for the same config"
+              + (" (both XDP cases generator-bound: the ratio to the swap is the most this "
+                 "generator shows)" if min(by[XDP_SWAP].taken, by[TIER].taken) >= BOUND
+                 else ""))
     growth = [r for r in results if r.rss_before and r.rss_after > r.rss_before + (1 << 20)]
     print("worker RSS: " + ("flat" if not growth else
                             "GREW in " + ", ".join(r.case for r in growth)))

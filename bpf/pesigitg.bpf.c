@@ -9,6 +9,10 @@
  * fragment passes, whole. Anything else, including every malformed or truncated frame,
  * is XDP_PASS: the kernel is the better judge of what does not concern us. Never
  * XDP_ABORTED. Every verdict bumps one per-CPU counter with its reason.
+ *
+ * The kernel tier (tier_forward) decides some steered datagrams here instead: those
+ * whose connection ID names a server in a config it decodes (plaintext) go straight
+ * back out to that server (XDP_TX), as the worker would send them.
  */
 #include "bpf_defs.h"
 #include "pesigitg_abi.h"
@@ -51,6 +55,29 @@ struct {
     __type(value, __u64);
     __uint(max_entries, PES_XDP_REASONS);
 } PES_MAP_COUNTERS SEC(".maps");
+
+/* The kernel tier (see tier_forward): two generations of its table, its servers, and
+ * what it forwarded per backend slot (then per config id). */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __type(key, __u32);
+    __type(value, struct pes_tier_table);
+    __uint(max_entries, 2);
+} PES_MAP_TIER SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __type(key, __u32);
+    __type(value, struct pes_tier_server);
+    __uint(max_entries, PES_TIER_SERVERS);
+} PES_MAP_TIER_SERVERS SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __type(key, __u32);
+    __type(value, __u64);
+    __uint(max_entries, PES_CID_CONFIGS * PES_TIER_COUNT_STRIDE);
+} PES_MAP_TIER_COUNTS SEC(".maps");
 
 struct pes_xdp_settings PES_SETTINGS_VAR;
 
@@ -109,6 +136,143 @@ static __always_inline int vip_listed(int family, const __u8 *addr)
     return !PES_SETTINGS_VAR.vip_filter || vip_in_map(family, addr);
 }
 
+static __always_inline void tier_count(__u32 key)
+{
+    __u64 *value = bpf_map_lookup_elem(&PES_MAP_TIER_COUNTS, &key);
+
+    if (value)
+        *value += 1;
+}
+
+/* Where a UDP header may start: any frame XDP sees fits in a page. */
+#define PES_TIER_MAX_L4 0xFFF
+
+/* QUIC versions whose long-header types the kernel tier knows (RFC 9000, RFC 9369). */
+#define PES_QUIC_V1 0x00000001
+#define PES_QUIC_V2 0x6b3343cf
+
+/* Whether a long header is a 0-RTT or Handshake packet: no Initial (the Retry offload
+ * and the fallback are the workers'), no Retry, no unknown version. */
+static __always_inline int tier_long_type(__u32 version, __u8 first)
+{
+    __u8 type = (first >> 4) & 3;
+
+    if (version == PES_QUIC_V1)
+        return type == 1 || type == 2;
+    if (version == PES_QUIC_V2)
+        return type == 2 || type == 3;
+    return 0;
+}
+
+/* The kernel tier: a steered QUIC datagram whose DCID names, in a config the tier
+ * decodes, a server that can take it is rewritten as the worker would (destination:
+ * the server's MAC, source: ours) and sent back out. 1 when it did; 0 leaves the frame
+ * to the worker, which decides everything else. It forwards only what the worker would
+ * forward to the same MAC: a short header of at least PES_SHORT_HEADER_MIN octets, or
+ * a whole 0-RTT or Handshake long header, the DCID at least the config's CID length,
+ * its server in the table the supervisor compiled with the workers'. */
+/* Whether the payload at p holds n octets, as the worker counts them: the UDP length
+ * says len, the frame may hold fewer (the worker takes the smaller). Compared, never
+ * subtracted: a program may not subtract packet pointers without CAP_PERFMON. n is a
+ * header's or a CID's length (the verifier wants every offset bounded). */
+static __always_inline int holds(const __u8 *p, const __u8 *end, __u32 len, __u32 n)
+{
+    return len >= n && n <= 0xFF && p + n <= end;
+}
+
+static __always_inline int tier_forward(struct xdp_md *ctx, const struct pes_pkt *pkt)
+{
+    __u32 generation = PES_SETTINGS_VAR.tier_generation & 1;
+    struct pes_tier_table *t = bpf_map_lookup_elem(&PES_MAP_TIER, &generation);
+    __u8 *data = (void *)(long)ctx->data;
+    const __u8 *end = (void *)(long)ctx->data_end;
+    __u32 off = pkt->l4, len, avail;
+    const __u8 *udp, *p, *cid;
+
+    if (!t || !t->on || off > PES_TIER_MAX_L4)
+        return 0;
+    udp = data + off;
+    if (udp + PES_UDP_HLEN > end || pes_be16(udp + 4) < PES_UDP_HLEN)
+        return 0;
+    len = pes_be16(udp + 4) - PES_UDP_HLEN;
+    p = udp + PES_UDP_HLEN;
+    if (!holds(p, end, len, 1))
+        return 0;
+    if (p[0] & PES_QUIC_LONG_FORM) {
+        struct pes_cursor c;
+        struct pes_long_header lh;
+
+        pes_cursor_init(&c, p, end);
+        if (pes_pull_long_header(&c, &lh) == PES_LONG_CUT || lh.dcid + lh.dcid_len > len)
+            return 0;
+        if (!tier_long_type(lh.version, lh.first) || lh.dcid_len == 0 ||
+            lh.dcid_len > PES_CID_MAX_LEN)
+            return 0;
+        cid = p + 6;
+        avail = lh.dcid_len;
+    } else {
+        if (!holds(p, end, len, PES_SHORT_HEADER_MIN))
+            return 0;
+        cid = p + 1;
+        avail = len - 1;
+    }
+    if (cid + 1 + PES_SERVER_ID_MAX > end)
+        return 0;
+
+    __u32 config_id = cid[0] >> 5;
+
+    if (config_id >= PES_CID_CONFIGS)
+        return 0;
+    struct pes_tier_config conf = t->configs[config_id];
+
+    if (conf.mode != PES_CID_PLAINTEXT || !holds(cid, end, avail, conf.cid_len))
+        return 0;
+    /* What the server's entry starts with: config id, server ID zero padded, as two
+     * little-endian words: the CID's first 16 octets, its first replaced by the config
+     * id, the nonce and what follows cut off. */
+    __u64 lo, hi;
+    __u32 kept = 1 + conf.server_id_len;    /* 2..16 octets */
+
+    __builtin_memcpy(&lo, cid, 8);
+    __builtin_memcpy(&hi, cid + 8, 8);
+    lo = (lo & ~0xFFULL) | config_id;
+    if (kept < 8)
+        lo &= (1ULL << (8 * kept)) - 1;
+    hi = kept <= 8 ? 0 : kept >= 16 ? hi : hi & ((1ULL << (8 * (kept - 8))) - 1);
+    __u32 bits = t->bucket_bits;
+
+    if (bits < 4 || bits > PES_TIER_BUCKET_BITS_MAX)
+        return 0;
+    __u32 base = generation * (PES_TIER_SERVERS / 2) +
+                 pes_tier_bucket(lo, hi, t->seed, bits) * PES_TIER_BUCKET_SLOTS;
+    struct pes_tier_server *server = 0;
+
+#pragma unroll
+    for (int j = 0; j < PES_TIER_BUCKET_SLOTS; j++) {
+        __u32 index = base + j;
+        struct pes_tier_server *entry = bpf_map_lookup_elem(&PES_MAP_TIER_SERVERS, &index);
+        __u64 elo, ehi;
+
+        if (!entry)
+            break;
+        __builtin_memcpy(&elo, entry, 8);
+        __builtin_memcpy(&ehi, (__u8 *)entry + 8, 8);
+        if (elo == lo && ehi == hi) {
+            server = entry;
+            break;
+        }
+    }
+    if (!server || data + 12 > end)
+        return 0;
+    __builtin_memcpy(data, server->mac, 6);
+    __builtin_memcpy(data + 6, t->if_mac, 6);
+    /* One count a frame: per config id and backend slot (the slot past the last for a
+     * backend without one); the supervisor sums them. */
+    tier_count(config_id * PES_TIER_COUNT_STRIDE +
+               (server->slot < PES_BACKEND_SLOTS ? server->slot : PES_BACKEND_SLOTS));
+    return 1;
+}
+
 SEC("xdp")
 int pesigitg_xdp(struct xdp_md *ctx)
 {
@@ -124,6 +288,8 @@ int pesigitg_xdp(struct xdp_md *ctx)
             return count(PES_XDP_PASS_PORT, XDP_PASS);
         if (!vip_listed(pkt.family, pkt.flow.daddr))
             return count(PES_XDP_PASS_VIP, XDP_PASS);
+        if (tier_forward(ctx, &pkt))
+            return count(PES_XDP_TX_CID, XDP_TX);
         return steer(ctx, PES_XDP_REDIRECT_UDP);
     case PES_PARSE_ICMP_ERROR:
         /* Ours went out from VIP:steered-port: match the quoted source. */

@@ -39,7 +39,8 @@
     X(BACKEND_SLOTS, 4096, "backends whose frames each worker counts one by one")        \
     X(PTB_COPY_MAX, 1280, "IP octets of a Packet Too Big copied to every backend")       \
     X(RETRY_ADMITTED, 16384, "client 4-tuples a worker remembers a valid token from")     \
-    X(ODCID_MIN, 8, "octets of a client's first DCID, at least (RFC 9000 7.2)")
+    X(ODCID_MIN, 8, "octets of a client's first DCID, at least (RFC 9000 7.2)")           \
+    X(TIER_SERVERS, 65536, "server slots of the kernel tier, both generations together")
 
 #define PES_LIMIT_ENUM(name, value, doc) PES_##name = (value),
 enum pes_limit { PES_LIMITS(PES_LIMIT_ENUM) };
@@ -53,6 +54,9 @@ enum pes_limit { PES_LIMITS(PES_LIMIT_ENUM) };
 #define PES_MAP_VIPS6 vips6
 #define PES_MAP_XSKS xsks
 #define PES_MAP_COUNTERS counters
+#define PES_MAP_TIER tier
+#define PES_MAP_TIER_SERVERS tier_servers
+#define PES_MAP_TIER_COUNTS tier_counts
 #define PES_SETTINGS_VAR settings
 
 #define PES_MAPS(X)                                                                       \
@@ -60,7 +64,10 @@ enum pes_limit { PES_LIMITS(PES_LIMIT_ENUM) };
     X(VIPS4, "IPv4 VIPs of the destination filter")                                      \
     X(VIPS6, "IPv6 VIPs of the destination filter")                                      \
     X(XSKS, "AF_XDP socket of each RX queue")                                            \
-    X(COUNTERS, "per-CPU verdict counters")
+    X(COUNTERS, "per-CPU verdict counters")                                               \
+    X(TIER, "the kernel tier's table of each generation: on, interface MAC, configs")     \
+    X(TIER_SERVERS, "the kernel tier's servers, hashed into buckets, per generation")     \
+    X(TIER_COUNTS, "per-CPU frames the kernel tier sent, per config id and backend slot")
 
 /* Every verdict of the XDP program, each a per-CPU counter. */
 #define PES_XDP_VERDICTS(X)                                                               \
@@ -75,7 +82,8 @@ enum pes_limit { PES_LIMITS(PES_LIMIT_ENUM) };
     X(REDIRECT_UDP, "steered to the queue's AF_XDP socket")                              \
     X(REDIRECT_ICMP, "ICMP error about a steered flow, steered")                         \
     X(DROP_NO_SOCKET, "would be steered, but no socket on this queue")                   \
-    X(DROP_FRAGMENT, "UDP fragment to a listed VIP: QUIC never fragments (DF)")
+    X(DROP_FRAGMENT, "UDP fragment to a listed VIP: QUIC never fragments (DF)")          \
+    X(TX_CID, "routed by its connection ID and sent back out by the kernel tier")
 
 #define PES_XDP_ENUM(name, doc) PES_XDP_##name,
 enum pes_xdp_reason { PES_XDP_VERDICTS(PES_XDP_ENUM) PES_XDP_REASONS };
@@ -87,8 +95,66 @@ struct pes_ipv6_key {
 
 /* Run-time settings, a global in .bss (one global-data map). */
 struct pes_xdp_settings {
-    __u32 vip_filter;   /* 0: any destination; 1: only listed VIPs */
+    __u32 vip_filter;       /* 0: any destination; 1: only listed VIPs */
+    __u32 tier_generation;  /* the kernel tier's generation the program reads: 0 or 1 */
 };
+
+/* -- the kernel tier: QUIC-LB decode and forwarding inside the XDP program --------------- */
+
+/* How a QUIC-LB config encodes its server IDs (draft-ietf-quic-load-balancers-21 §5). */
+enum pes_cid_mode {
+    PES_CID_UNSET = 0,
+    PES_CID_PLAINTEXT = 1,
+    PES_CID_SINGLE_PASS = 2,
+    PES_CID_FOUR_PASS = 3,
+};
+
+/* What the kernel tier does with a config id (a pes_cid_mode of cidtable.h where it
+ * decodes it; PES_CID_UNSET: leave its frames to the workers). */
+struct pes_tier_config {
+    __u8 mode;
+    __u8 server_id_len;
+    __u8 cid_len;
+    __u8 reserved;
+};
+
+/* One generation's table: the supervisor writes the generation the program does not
+ * read, then switches settings.tier_generation to it. */
+struct pes_tier_table {
+    __u8 on;                /* 0: every frame goes to the workers */
+    __u8 bucket_bits;       /* the generation's servers: 1 << bucket_bits buckets */
+    __u8 if_mac[6];         /* the rewritten frame's source */
+    __u64 seed;             /* of the servers' hash (pes_tier_bucket) */
+    struct pes_tier_config configs[PES_CID_CONFIGS];
+};
+
+/* A server the kernel tier may forward to: routable (up, MAC known; draining or not).
+ * Servers are found by hashing config id and server ID into a bucket of
+ * PES_TIER_BUCKET_SLOTS entries of an array, the supervisor choosing the seed so that
+ * no bucket overflows: no hash map, no helper call on the packet path. */
+struct pes_tier_server {
+    __u8 config_id;         /* PES_TIER_EMPTY: a free slot */
+    __u8 server_id[PES_SERVER_ID_MAX];  /* server_id_len octets, then zeros */
+    __u8 mac[6];
+    __u16 slot;             /* the backend's counter slot (0xFFFF: none) */
+};
+
+#define PES_TIER_EMPTY 0xFF
+/* tier_counts: per config id, one count per backend slot and one for no slot. */
+#define PES_TIER_COUNT_STRIDE (PES_BACKEND_SLOTS + 1)
+#define PES_TIER_BUCKET_SLOTS 4
+#define PES_TIER_BUCKET_BITS_MAX 13     /* 8192 buckets of 4 per generation */
+#define PES_TIER_HASH_K1 0x9E3779B97F4A7C15ULL
+#define PES_TIER_HASH_K2 0xC2B2AE3D27D4EB4FULL
+
+/* The bucket of a server: the first 16 octets of its entry (config id, server ID) as
+ * two little-endian words, mixed with the generation's seed; the top bits. */
+static inline __u32 pes_tier_bucket(__u64 lo, __u64 hi, __u64 seed, __u32 bits)
+{
+    __u64 h = ((lo ^ seed) * PES_TIER_HASH_K1 + hi) * PES_TIER_HASH_K2;
+
+    return (__u32)(h >> (64 - bits));
+}
 
 /* -- the shared parser (pesigitg_parse.h) ----------------------------------------------- */
 

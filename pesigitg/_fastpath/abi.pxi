@@ -65,3 +65,6 @@ RETRY_MODES = tuple(name for name, _ in _names(pes_retry_mode_table, PES_RETRY_M
 
 # Counters the control plane reads by name (the name from the header, not restated).
 CNT_RETRY_SENT = COUNTER_NAMES[PES_CNT_RETRY_SENT]
+# What the kernel tier forwards, under the workers' names (forwarded, cid_routed_N).
+CNT_FORWARDED = COUNTER_NAMES[PES_CNT_FORWARDED]
+CNT_CID_ROUTED = COUNTER_NAMES[PES_CNT_CID_ROUTED:PES_CNT_CID_ROUTED + PES_CID_CONFIGS]

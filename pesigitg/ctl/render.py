@@ -75,6 +75,10 @@ def render_stats(s: dict[str, Any]) -> str:
     total = s["total"]
     width = max(len(k) for k in total)
     lines = [f"{k.ljust(width)}  {v:>16,}" for k, v in total.items() if v]
+    tier = {k: v for k, v in s.get("kernel_tier", {}).items() if v}
+    if tier:
+        lines.append("of which the kernel tier (XDP): "
+                     + ", ".join(f"{k}={v:,}" for k, v in tier.items()))
     lines.append("")
     lines.append(table([[str(w["worker"]), str(w["queue"]), str(w["cpu"]), str(w["pid"]),
                          "alive" if w["alive"] else "DOWN", str(w["restarts"]),

@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from pesigitg._fastpath import COUNTER_NAMES, GAUGES
+from pesigitg._fastpath import CNT_FORWARDED, COUNTER_NAMES, GAUGES
 from pesigitg.ctl.client import DaemonError, ask
 from pesigitg.ctl.render import duration
 
 __all__ = ["Rates", "watch"]
+
+TIER_ROW = "kernel_tier_forwarded"     # of forwarded, what the XDP program sent itself
 
 class Rates:
     """Per-second rates between two samples of the daemon's counters."""
@@ -23,7 +25,7 @@ class Rates:
 
     def update(self, stats: dict[str, Any]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
         now = time.monotonic()
-        total, backends = stats["total"], stats.get("backends", {})
+        total, backends = {**stats["total"], TIER_ROW: _tier(stats)}, stats.get("backends", {})
         rates: dict[str, float] = {}
         per_backend: dict[str, dict[str, float]] = {}
         if self.last is not None:
@@ -43,7 +45,14 @@ def rows(stats: dict[str, Any], rates: dict[str, float]) -> list[tuple[str, floa
     total = stats["total"]
     names = [n for i, n in enumerate(COUNTER_NAMES)
              if n not in GAUGES and (i < 2 or total.get(n))]
-    return [(n, rates.get(n, 0.0), total.get(n, 0)) for n in names]
+    out = [(n, rates.get(n, 0.0), total.get(n, 0)) for n in names]
+    if _tier(stats):        # of the frames forwarded, those the kernel tier sent itself
+        out.insert(2, (TIER_ROW, rates.get(TIER_ROW, 0.0), _tier(stats)))
+    return out
+
+
+def _tier(stats: dict[str, Any]) -> int:
+    return int(stats.get("kernel_tier", {}).get(CNT_FORWARDED, 0))
 
 
 def _lines(health: dict[str, Any], config: dict[str, Any], stats: dict[str, Any],

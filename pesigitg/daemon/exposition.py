@@ -13,7 +13,7 @@ import platform
 from collections.abc import Callable, Iterable
 
 from pesigitg._fastpath import COUNTER_FAMILIES, GAUGES, aes_path
-from pesigitg.daemon.report import BackendView, Report, Snapshot
+from pesigitg.daemon.report import BackendView, Report, Snapshot, tier_totals
 
 __all__ = ["HEALTH_STATES", "exposition", "prometheus"]
 
@@ -60,6 +60,7 @@ def _workers(s: Snapshot) -> list[Family]:
          "worker starts that refused what a predecessor left in the UMEM's state page",
          [({"worker": w.index}, w.state_repairs) for w in s.workers]),
     ]
+    tier = tier_totals(s)
     for family, label, members, unit, meaning in COUNTER_FAMILIES:
         samples: list[Sample] = []
         for w in s.workers:
@@ -68,7 +69,14 @@ def _workers(s: Snapshot) -> list[Family]:
                 labels: dict[str, object] = {"worker": w.index}
                 if label:
                     labels[label] = member
+                if name in tier:            # what both tiers count: which one did
+                    labels["path"] = "af_xdp"
                 samples.append((labels, w.counters.get(name, 0)))
+        for member in members:              # the kernel tier's: no worker saw them
+            name = f"{family}_{member}" if member else family
+            if name in tier:
+                samples.append(({**({label: member} if label else {}), "path": "xdp"},
+                                tier[name]))
         if family in GAUGES:
             families.append((f"pesigitg_{family}", "gauge", meaning, samples))
             continue
@@ -100,8 +108,6 @@ _BACKEND_GAUGES: dict[str, tuple[str, Callable[[BackendView], bool]]] = {
                                        lambda b: b.drained_since is not None),
 }
 _BACKEND_COUNTERS: dict[str, tuple[str, Callable[[BackendView], int]]] = {
-    "pesigitg_backend_forwarded_frames_total": ("frames sent to the backend",
-                                                lambda b: b.forwarded),
     "pesigitg_backend_cid_routed_frames_total": ("frames sent to the backend because their "
                                                  "CID names it", lambda b: b.cid_routed),
     "pesigitg_backend_health_transitions_total": ("health changes of the backend (up to "
@@ -114,6 +120,12 @@ def _backends(s: Snapshot) -> list[Family]:
     for metric, (help_text, fn) in _BACKEND_GAUGES.items():
         families.append((metric, "gauge", help_text,
                          [({"backend": b.address}, int(fn(b))) for b in s.backends]))
+    families.append(("pesigitg_backend_forwarded_frames_total", "counter",
+                     "frames sent to the backend, by the path that forwarded them (af_xdp: "
+                     "a worker; xdp: the kernel tier)",
+                     [({"backend": b.address, "path": path}, n) for b in s.backends
+                      for path, n in (("af_xdp", b.forwarded - b.xdp_forwarded),
+                                      ("xdp", b.xdp_forwarded))]))
     for metric, (help_text, count) in _BACKEND_COUNTERS.items():
         families.append((metric, "counter", help_text,
                          [({"backend": b.address}, count(b)) for b in s.backends]))

@@ -47,7 +47,7 @@ class Housekeeping:
 
     def tick(self, now: float, wall: float) -> None:
         balancer = self.balancer
-        balancer.watch_drains(self.kernel.counters.backend_counts(), now)
+        balancer.watch_drains(self.kernel.backend_counts(), now)
         self.log_stats_deltas(now)
         if balancer.count_tokens(self.kernel.retries_sent(), wall):
             balancer.state.save()

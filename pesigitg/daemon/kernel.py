@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyroute2 import Ethtool
@@ -21,8 +21,10 @@ from pesigitg._fastpath import CNT_RETRY_SENT, COUNTER_NAMES, XskSocket
 from pesigitg.daemon.counters import SharedCounters
 from pesigitg.daemon.report import KernelView, WorkerView
 from pesigitg.daemon.steering import Steering
+from pesigitg.daemon.tier import TierChoice, choose, clear_slots, install, tier_counts
 from pesigitg.daemon.worker import WorkerSpec, numa_cpus
 from pesigitg.daemon.workers import WorkerHandle, WorkerPool
+from pesigitg.routing.routes import CompiledRoutes
 
 __all__ = ["WORKER_START_TIMEOUT", "Kernel", "StartupError", "queue_count", "rx_queue_count"]
 
@@ -81,6 +83,9 @@ class Kernel:
     pool: WorkerPool
     mode: str | None = None         # how XDP is attached, once it is
     handing_over: bool = False      # our workers stopped for a successor's
+    tier: TierChoice | None = None  # what the kernel tier decodes (daemon/tier.py)
+    _tier_table: CompiledRoutes | None = None   # the table it has
+    _tier_written: list[dict[int, bytes]] = field(default_factory=lambda: [{}, {}])
 
     @classmethod
     def create(cls, interface: str, queues: int, table: Callable[[], bytes]) -> Kernel:
@@ -168,6 +173,9 @@ class Kernel:
             return False
         self.steering.restore()
         self.steer(ports, vips)
+        if self.tier is not None and self._tier_table is not None:
+            self._tier_written = [{}, {}]       # the successor may have written either
+            install(self.steering, self._tier_table, self.tier, self._tier_written)
         log.warning("the new process failed after our workers stopped; restarting them")
         await self.start_workers()
         self.handing_over = False
@@ -175,14 +183,53 @@ class Kernel:
 
     def clear_slots(self, slots: Iterable[int]) -> None:
         """Counter slots another backend held before: zero before a table uses them."""
+        slots = list(slots)
         for slot in slots:
             self.counters.clear_backend(slot)
+        clear_slots(self.steering, slots)
+
+    def install_tier(self, compiled: CompiledRoutes | None, decode: str) -> None:
+        """The kernel tier gets ``compiled`` as ``decode`` (xdp_decode) says, unless it
+        has it already; a new choice is logged."""
+        if compiled is None:
+            return
+        choice = choose(decode, {c.config_id: c.mode for c in compiled.configs})
+        if compiled is self._tier_table and choice == self.tier:
+            return
+        install(self.steering, compiled, choice, self._tier_written)
+        if choice != self.tier:
+            for config_id, (path, why) in sorted(choice.configs.items()):
+                log.info("QUIC-LB config %d: decoded %s (%s)", config_id,
+                         "in XDP by the kernel tier" if path == "xdp" else "by the workers",
+                         why)
+        self.tier, self._tier_table = choice, compiled
 
     def retries_sent(self) -> int:
         return sum(self.counters.read(w)[CNT_RETRY_SENT] for w in range(self.counters.workers))
 
+    def tier_counts(self) -> tuple[dict[int, int], list[int]]:
+        """What the kernel tier forwarded: per backend slot of the current table, and
+        per config id."""
+        table = self._tier_table
+        if table is None:
+            return {}, []
+        slots = [table.table.backend(i)[3] for i in range(len(table.backends))]
+        return tier_counts(self.steering, [c.config_id for c in table.configs], slots)
+
+    def backend_counts(self, tier: dict[int, int] | None = None
+                       ) -> dict[int, tuple[int, int]]:
+        """(forwarded, CID-routed) frames per backend slot, both tiers together (the
+        kernel tier forwards only CID-routed frames)."""
+        counts = self.counters.backend_counts()
+        for slot, n in (self.tier_counts()[0] if tier is None else tier).items():
+            forwarded, cid = counts.get(slot, (0, 0))
+            if n:
+                counts[slot] = (forwarded + n, cid + n)
+        return counts
+
     def view(self) -> KernelView:
         counters, steering = self.counters, self.steering
+        per_slot, per_config = self.tier_counts()
         return KernelView(
             [WorkerView(h.spec.index, h.spec.queue, h.spec.cpu, h.alive, h.pid, h.mode,
                         h.restarts, counters.read(h.spec.index), _census(h.xsk), h.refused,
@@ -190,7 +237,8 @@ class Kernel:
             steering.ifindex is not None, self.mode, steering.attach_kind,
             steering.counters(), {"ports": sorted(steering.ports()),
                                   "vips": sorted(str(v) for v in steering.vips())},
-            counters.backend_counts(), self.handing_over)
+            self.backend_counts(per_slot), self.handing_over,
+            self.tier.describe() if self.tier is not None else {}, per_slot, per_config)
 
     # -- a restart --------------------------------------------------------------------------
 

@@ -233,7 +233,8 @@ class Balancer:
                 state.last_result if state else None, self.draining(address),
                 address in pool, self.drain_source(address),
                 self.drain_watch.drained_since(address), forwarded, cid,
-                state.transitions if state else 0))
+                state.transitions if state else 0,
+                kernel.tier_slots.get(self.slots.get(address, -1), 0)))
         servers = [{"config_id": s.config_id, "server_id": s.server_id.hex(),
                     "address": s.address} for s in self.routes.servers]
         uses = self.sealed.uses(self.routes.retry)
@@ -245,6 +246,7 @@ class Balancer:
             backends, self.if_mac, kernel.steering, self.sources.describe(),
             tuple(key_ages(self.routes, self.state, wall)),
             c.digest if c is not None else "", self.fingerprint(), self.reloads,
-            handing_over=kernel.handing_over,
+            handing_over=kernel.handing_over, tier=kernel.tier,
+            tier_configs=kernel.tier_configs,
             retry_keys=[u.describe() for u in uses],
             key_warnings=[w for u in uses if (w := u.warning())], table=c)

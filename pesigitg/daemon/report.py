@@ -14,11 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pesigitg._fastpath import COUNTER_NAMES
+from pesigitg._fastpath import CNT_CID_ROUTED, CNT_FORWARDED, COUNTER_NAMES
 from pesigitg.daemon.keyages import KeyAge
 from pesigitg.routing.routes import CompiledRoutes
 
-__all__ = ["BackendView", "KernelView", "ReloadView", "Report", "Snapshot", "WorkerView"]
+__all__ = ["BackendView", "KernelView", "ReloadView", "Report", "Snapshot", "WorkerView",
+           "tier_totals"]
 
 log = logging.getLogger("pesigitg")
 
@@ -53,6 +54,7 @@ class BackendView:
     forwarded: int = 0                  # frames sent to it
     cid_routed: int = 0                 # of which routed by their CID
     transitions: int = 0                # health changes (up <-> down)
+    xdp_forwarded: int = 0              # of forwarded, by the kernel tier (XDP_TX)
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ class KernelView:
     steering: dict[str, list[Any]] = field(default_factory=dict)  # the XDP maps' ports, VIPs
     backend_counts: dict[int, tuple[int, int]] = field(default_factory=dict)  # per slot
     handing_over: bool = False          # workers stopped for a successor's
+    tier: dict[str, Any] = field(default_factory=dict)      # TierChoice.describe()
+    tier_slots: dict[int, int] = field(default_factory=dict)    # kernel tier, per slot
+    tier_configs: list[int] = field(default_factory=list)       # and per config id
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,8 @@ class Snapshot:
     table_digest: str = ""              # CompiledRoutes.digest: equal where decisions are
     fingerprint: str = ""               # routing_fingerprint: equal where configs agree
     reloads: ReloadView = field(default_factory=ReloadView)
+    tier: dict[str, Any] = field(default_factory=dict)      # TierChoice.describe()
+    tier_configs: list[int] = field(default_factory=list)   # kernel tier: per config id
     handing_over: bool = False          # a restart: the successor takes the queues over
     retry_keys: list[dict[str, Any]] = field(default_factory=list)  # KeyUse.describe()
     key_warnings: list[str] = field(default_factory=list)   # keys near their token limit
@@ -114,8 +121,19 @@ class Snapshot:
         return next(b for b in self.backends if b.address == address)
 
 
-def _total(workers: list[WorkerView]) -> dict[str, int]:
-    return {name: sum(w.counters.get(name, 0) for w in workers) for name in COUNTER_NAMES}
+def _total(s: Snapshot) -> dict[str, int]:
+    """The balancer's counters: the workers' summed, with what the kernel tier forwarded
+    (forwarded, cid_routed_N; rx stays what reached the workers)."""
+    total = {name: sum(w.counters.get(name, 0) for w in s.workers) for name in COUNTER_NAMES}
+    for name, n in tier_totals(s).items():
+        total[name] += n
+    return total
+
+
+def tier_totals(s: Snapshot) -> dict[str, int]:
+    """What the kernel tier forwarded, under the workers' counter names."""
+    per_config = {CNT_CID_ROUTED[c]: n for c, n in enumerate(s.tier_configs)}
+    return {CNT_FORWARDED: sum(s.tier_configs), **per_config}
 
 
 def _reload(r: ReloadView) -> dict[str, object] | None:
@@ -174,7 +192,7 @@ class Report:
                 "interface": s.interface, "uptime_s": round(s.uptime, 3),
                 "workers": {"alive": alive, "expected": len(s.workers)},
                 "xdp": {"attached": s.xdp_attached, "mode": s.xdp_mode,
-                        "attach": s.xdp_attach},
+                        "attach": s.xdp_attach, "kernel_tier": s.tier},
                 "backends": {"up": sum(b.up for b in s.backends), "total": len(s.backends),
                              "fallback_pool": len(s.pool)},
                 "retry_keys": s.retry_keys, "fingerprint": s.fingerprint,
@@ -187,13 +205,13 @@ class Report:
                     "messages_refused": w.messages_refused,
                     "state_repairs": w.state_repairs, "counters": w.counters,
                     "frames": w.frames} for w in s.workers]
-        backends = {b.address: {"forwarded": b.forwarded, "cid_routed": b.cid_routed}
-                    for b in s.backends}
-        return {"total": _total(s.workers), "workers": workers, "xdp": s.xdp_counters,
-                "backends": backends}
+        backends = {b.address: {"forwarded": b.forwarded, "cid_routed": b.cid_routed,
+                                "kernel_tier": b.xdp_forwarded} for b in s.backends}
+        return {"total": _total(s), "workers": workers, "xdp": s.xdp_counters,
+                "kernel_tier": tier_totals(s), "backends": backends}
 
     def totals(self) -> dict[str, int]:
-        return _total(self.snapshot().workers)
+        return _total(self.snapshot())
 
     def config(self) -> dict[str, Any]:
         s = self.snapshot()
@@ -208,6 +226,7 @@ class Report:
         return {"daemon": s.daemon, "routes": s.routes, "servers": servers,
                 "fallback_pool": s.pool, "interface_mac": s.if_mac.hex(":"),
                 "xdp_mode": s.xdp_mode, "steering": s.steering, "sources": s.sources,
+                "kernel_tier": s.tier,
                 "key_ages_days": {k.what: round(k.age_days, 2) for k in s.keys},
                 "route_table": {"digest": s.table_digest, "fingerprint": s.fingerprint}}
 
@@ -215,11 +234,12 @@ class Report:
 
     def stats_lines(self) -> list[str]:
         s = self.snapshot()
-        lines = [f"stats total: {_fmt(_total(s.workers))}"]
+        lines = [f"stats total: {_fmt(_total(s))}"]
         for w in s.workers:
             lines.append(f"stats worker q{w.queue} ({'alive' if w.alive else 'DOWN'}, "
                          f"restarts {w.restarts}): {_fmt(w.counters)}")
         lines.append(f"stats xdp: {_fmt(s.xdp_counters)}")
+        lines.append(f"stats kernel tier: {_fmt(tier_totals(s))}")
         return lines
 
     def log_stats(self) -> None:

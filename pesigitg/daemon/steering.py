@@ -26,6 +26,8 @@ REASON_ENUM = "pes_xdp_reason"
 REASON_PREFIX = "PES_XDP_"
 REASON_COUNT = "PES_XDP_REASONS"
 OBJECT_VARIABLE = "PESIGITG_XDP_OBJECT"
+# struct pes_xdp_settings (pesigitg_abi.h): its __u32 members, in order.
+SETTING_VIP_FILTER, SETTING_TIER_GENERATION = 0, 1
 
 
 def shipped_object() -> Path:
@@ -122,9 +124,25 @@ class Steering(XdpProgram):
                 for key in self.map(name).keys()}
 
     def _set_vip_filter(self, on: bool) -> None:
+        self._set_setting(SETTING_VIP_FILTER, int(on))
+
+    def tier_generation(self) -> int:
+        """The kernel tier's generation the program reads (daemon/tier.py)."""
+        return self._setting(SETTING_TIER_GENERATION) & 1
+
+    def set_tier_generation(self, generation: int) -> None:
+        self._set_setting(SETTING_TIER_GENERATION, generation & 1)
+
+    def _setting(self, index: int) -> int:
+        bss = self.map(".bss")
+        value = bss.lookup(bytes(4)) or bytes(bss.value_size)
+        return int(struct.unpack_from("<I", value, self._settings_offset + 4 * index)[0])
+
+    def _set_setting(self, index: int, number: int) -> None:
+        # One __u32 of struct pes_xdp_settings; the program reads each as a whole word.
         bss = self.map(".bss")
         value = bytearray(bss.lookup(bytes(4)) or bytes(bss.value_size))
-        struct.pack_into("<I", value, self._settings_offset, int(on))
+        struct.pack_into("<I", value, self._settings_offset + 4 * index, number)
         bss.update(bytes(4), bytes(value))
 
     def register_socket(self, queue: int, fd: int) -> None:

@@ -136,8 +136,7 @@ class Supervisor:
     async def _learn_interface(self) -> None:
         interface = self.model.config.interface
         assert interface is not None
-        self.resolver = Resolver(self.model, await asyncio.to_thread(NeighbourTable,
-                                                                     interface))
+        self.resolver = Resolver(self.model, await asyncio.to_thread(NeighbourTable, interface))
         self.model.if_mac = await asyncio.to_thread(interface_mac, interface)
         self.model.sources = await asyncio.to_thread(choose_probe_sources, self.model.config,
                                                      self.model.routes)
@@ -158,6 +157,7 @@ class Supervisor:
         self.kernel = kernel = await asyncio.to_thread(Kernel.create, cfg.interface, queues,
                                                        self._blob)
         kernel.steer(cfg.effective_ports, self.model.routes.vips)
+        kernel.install_tier(self.model.compiled, cfg.xdp_decode)
         self.model.count_tokens(kernel.retries_sent(), time.time())  # counting starts here
         await kernel.start_workers()
         await kernel.attach(cfg.xdp_mode)   # only now: every queue has its worker
@@ -183,6 +183,7 @@ class Supervisor:
         os.dup2(fds["stderr"], 2)       # the old daemon's stderr is ours from now on
         await go_live(channel, kernel, inheritance)
         kernel.steer(cfg.effective_ports, self.model.routes.vips)
+        kernel.install_tier(self.model.compiled, cfg.xdp_decode)
         await commit(channel, self.pidfile, self.notifier)
         inheritance.close()
         await self.health.configure()
@@ -371,16 +372,17 @@ class Supervisor:
         return self.model.compiled.blob
 
     def _compile(self, why: str = "start") -> bool:
-        """Compile the model's table and, if it changed, send it to every worker; True
-        when it changed."""
+        """Compile the model's table and, if it changed, send it to every worker; the
+        kernel tier follows (daemon/tier.py). True when it changed."""
         compiled, reused = self.model.compile()
         if self.kernel is not None:
             self.kernel.clear_slots(reused)
-        if not self.model.adopt_table(compiled, why):
-            return False
+        changed = self.model.adopt_table(compiled, why)
         if self.kernel is not None:
-            self.kernel.pool.send_table()
-        return True
+            if changed:
+                self.kernel.pool.send_table()
+            self.kernel.install_tier(self.model.compiled, self.model.config.xdp_decode)
+        return changed
 
     async def rebuild(self, why: str) -> None:
         """:meth:`_compile`, then wait until every worker forwards with the table (what

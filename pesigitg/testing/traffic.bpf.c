@@ -8,6 +8,8 @@
  *      leaves the generator's veth as a new frame.
  * sink: counts IP frames whose destination MAC starts with sink_prefix (5 octets; all
  *       zero: any) by the last octet of that MAC, then drops them; other frames pass.
+ * swap: the in-kernel floor of any forwarder: swaps the Ethernet addresses and sends
+ *       the frame back out (XDP_TX), nothing else.
  */
 #include <linux/if_ether.h>
 
@@ -98,4 +100,20 @@ int sink(struct xdp_md *ctx)
     if (count)
         *count += 1;
     return XDP_DROP;
+}
+
+SEC("xdp/swap")
+int swap(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = data;
+    __u8 tmp[ETH_ALEN];
+
+    if ((void *)(eth + 1) > data_end)
+        return XDP_PASS;
+    __builtin_memcpy(tmp, eth->h_dest, ETH_ALEN);
+    __builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+    __builtin_memcpy(eth->h_source, tmp, ETH_ALEN);
+    return XDP_TX;
 }

@@ -12,7 +12,8 @@ cases, the frame's number modulo a flow count written into it), as fast as they 
 :func:`generator` picks the first that works here and says which. ``PacedStream``
 sends at a fixed rate in small bursts. The sink, an XDP program, counts what arrives
 by the destination MAC and drops it, so loss is counted exactly: frames sent against
-frames counted at the sink.
+frames counted at the sink. ``swap`` (an XDP program that swaps the MACs and sends
+the frame back) is the in-kernel floor the benchmarks compare against.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Traffic:
         self.loaded: LoadedObject = load_object(obj)
         self.gen = self.loaded.programs["xdp/gen"]
         self.sink = self.loaded.programs["xdp/sink"]
+        self.swap = self.loaded.programs["xdp/swap"]
         self.ns, self.ifindex = ns, ifindex
         with inside(ns):
             set_xdp(ifindex, self.sink.fd, XDP_FLAGS_DRV_MODE, "attaching the traffic sink")

@@ -114,6 +114,8 @@ def test_program_maps_are_named_and_typed(xdp):
     kinds = {name: m.map_type for name, m in xdp.maps.items()}
     assert kinds == {"ports": MapType.HASH, "vips4": MapType.HASH, "vips6": MapType.HASH,
                      "xsks": MapType.XSKMAP, "counters": MapType.PERCPU_ARRAY,
+                     "tier": MapType.ARRAY, "tier_servers": MapType.ARRAY,
+                     "tier_counts": MapType.PERCPU_ARRAY,
                      ".bss": MapType.ARRAY, ".rodata": MapType.ARRAY}
     assert xdp.map(".bss").name == "pesigitg.bss"
 

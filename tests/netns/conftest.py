@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from pesigitg.ebpf.attach import ifindex
 from pesigitg.testing.daemon import RunningDaemon
 from pesigitg.testing.netns import inside, ip, mac_of, namespace, veth_pair
+from pesigitg.testing.traffic import Traffic, compile_traffic
+
+# The backends' MACs in these tests are 02:be:00:00:00:NN (test_daemon.MAC1...).
+BACKEND_MAC_PREFIX = bytes([2, 0xBE, 0, 0, 0])
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -54,3 +59,22 @@ def daemons(lab: Lab) -> Iterator[list[RunningDaemon]]:
     yield started
     for daemon in started:
         daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def traffic_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_traffic(tmp_path_factory.mktemp("traffic"))
+
+
+@pytest.fixture
+def traffic(lab: Lab, traffic_object: Path) -> Iterator[Traffic]:
+    """The sink on v1 (an XDP program: it also receives what the balancer sends with
+    XDP_TX), counting frames to the backends' MACs by their last octet."""
+    with inside(lab.peer_ns):
+        index = ifindex("v1")
+    sink = Traffic(traffic_object, lab.peer_ns, index)
+    sink.count_macs(BACKEND_MAC_PREFIX)
+    try:
+        yield sink
+    finally:
+        sink.close()

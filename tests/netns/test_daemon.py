@@ -59,7 +59,9 @@ def test_foreground_daemon_serves_status_and_cleans_up_on_term(lab, daemons):
     daemon = make(lab, daemons).start()
     health = daemon.get("/health")
     assert health["status"] == "ok" and health["workers"] == {"alive": 1, "expected": 1}
-    assert health["xdp"] == {"attached": True, "mode": "native", "attach": "link"}
+    assert health["xdp"] == {"attached": True, "mode": "native", "attach": "link",
+                             "kernel_tier": {"xdp_decode": "off", "configs": {
+                                 "1": {"path": "af_xdp", "why": "xdp_decode = off"}}}}
     assert set(daemon.get("/")["endpoints"]) == {
         "/", "/health", "/stats", "/config", "/metrics", "/restart", "/version", "/whoami",
         "/drain", "/undrain", "/reload", "/stop", "/dump-stats", "/dump-config"}
@@ -194,7 +196,8 @@ def test_metrics_parse_as_prometheus_text(lab, daemons):
     families = {fam.name: fam for fam in text_string_to_metric_families(daemon.get("/metrics"))}
     assert families["pesigitg_up"].samples[0].value == 1
     labels = {tuple(sorted(s.labels)) for s in families["pesigitg_cid_routed_frames"].samples}
-    assert labels == {("config_id", "worker")}
+    # A worker's frames (path af_xdp) and the kernel tier's (path xdp, no worker).
+    assert labels == {("config_id", "path", "worker"), ("config_id", "path")}
     backends = {s.labels["backend"]: s.value for s in families["pesigitg_backend_up"].samples}
     assert backends == {"10.9.0.11": 1, "10.9.0.12": 1}
     assert "pesigitg_xdp_verdicts" in families and "pesigitg_dropped_frames" in families

@@ -13,15 +13,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from pesigitg.ebpf.attach import ifindex
 from pesigitg.testing.daemon import PESIGITGD, RunningDaemon, running
-from pesigitg.testing.netns import inside
-from pesigitg.testing.traffic import PacedStream, Traffic, compile_traffic
+from pesigitg.testing.traffic import PacedStream, Traffic
 from tests import frames as f
 from tests.netns.lbtoml import lb_toml
 from tests.netns.test_daemon import CONFIG, MAC1, MAC2, STATIC, xdp_attached
@@ -29,24 +25,6 @@ from tests.netns.test_daemon import CONFIG, MAC1, MAC2, STATIC, xdp_attached
 CTL = str(PESIGITGD).replace("pesigitgd", "pesigitg-ctl")
 RATE = 50_000                  # frames/s: well within what copy-mode AF_XDP sustains here
 SINK = {MAC1[5], MAC2[5]}      # the sink counts frames by their MAC's last octet
-
-
-@pytest.fixture(scope="module")
-def traffic_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return compile_traffic(tmp_path_factory.mktemp("traffic"))
-
-
-@pytest.fixture
-def traffic(lab, traffic_object) -> Iterator[Traffic]:
-    """The sink on v1, counting frames to the backends' MACs."""
-    with inside(lab.peer_ns):
-        index = ifindex("v1")
-    sink = Traffic(traffic_object, lab.peer_ns, index)
-    sink.count_macs(MAC1)
-    try:
-        yield sink
-    finally:
-        sink.close()
 
 
 @pytest.fixture(autouse=True)

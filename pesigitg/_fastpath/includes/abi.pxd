@@ -22,6 +22,7 @@ cdef extern from "pesigitg_abi.h" nogil:
         PES_PTB_COPY_MAX
         PES_RETRY_ADMITTED
         PES_ODCID_MIN
+        PES_TIER_SERVERS
         PES_XDP_REASONS
 
     enum pes_route_kind:

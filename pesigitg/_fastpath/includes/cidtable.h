@@ -11,12 +11,7 @@
 #include "aesni.h"
 #include "pesigitg_abi.h"
 
-enum pes_cid_mode {
-    PES_CID_UNSET = 0,
-    PES_CID_PLAINTEXT = 1,
-    PES_CID_SINGLE_PASS = 2,
-    PES_CID_FOUR_PASS = 3,
-};
+/* enum pes_cid_mode is in pesigitg_abi.h: the kernel tier reads it too. */
 
 /* Negative results of a decode; 0..6 is the config id that decoded. */
 enum pes_cid_result {

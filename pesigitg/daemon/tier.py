@@ -1,0 +1,196 @@
+"""The kernel tier: QUIC-LB decode and forwarding inside the XDP program.
+
+The XDP program (``tier_forward`` in bpf/pesigitg.bpf.c) forwards a steered QUIC
+datagram itself (XDP_TX) when its connection ID names, in a config the tier decodes, a
+server that can take it; everything else goes to the workers as before. Its table is
+made here from the very route table the workers get (the same backends, MACs, health
+and drains), so both tiers send a frame to the same MAC.
+
+Which configs it decodes is the ``xdp_decode`` setting: ``off`` (none) or
+``plaintext`` (the plaintext configs; keyed ones stay with the workers, which decode
+them with AES-NI).
+
+The table has two generations. An install writes the generation the program does not
+read (its servers, then its table), then switches ``settings.tier_generation`` to it:
+no frame is ever decided by a half-written table. Servers sit in an array, hashed into
+buckets of four with a seed chosen here so that none overflows (:func:`place`): the
+program finds a server with a multiply, a shift and at most four compares, no hash
+map and no helper call. The maps are the steering program's,
+handed over on a restart with the others; the successor installs its own table.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pesigitg._fastpath import BACKEND_SLOTS, CID_CONFIGS, MAPS
+from pesigitg.daemon.steering import Steering
+from pesigitg.routing.routes import CompiledRoutes
+
+__all__ = ["DECODE_MODES", "TierChoice", "bucket", "choose", "install", "place", "tier_counts"]
+
+log = logging.getLogger("pesigitg")
+
+DECODE_MODES = ("off", "plaintext")
+# enum pes_cid_mode (pesigitg_abi.h): what the tier decodes.
+CID_UNSET, CID_PLAINTEXT = 0, 1
+SERVER_ID_MAX = 15
+NO_SLOT = 0xFFFF
+# The servers' buckets (pesigitg_abi.h: pes_tier_bucket and its constants).
+EMPTY = 0xFF
+BUCKET_SLOTS = 4
+BUCKET_BITS_MIN, BUCKET_BITS_MAX = 4, 13
+K1, K2 = 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F
+COUNT_STRIDE = BACKEND_SLOTS + 1   # tier_counts: per config id, a count per slot + none
+SEEDS = 64                  # seeds tried before a table is given up as unplaceable
+MASK = (1 << 64) - 1
+# struct pes_tier_table, pes_tier_server (pesigitg_abi.h); the maps' sizes (from the
+# object's BTF) are checked against these at every install.
+_TABLE = struct.Struct("<BB6sQ" + "BBBB" * CID_CONFIGS + "4x")
+_SERVER = struct.Struct(f"<B{SERVER_ID_MAX}s6sH")
+_EMPTY = _SERVER.pack(EMPTY, bytes(SERVER_ID_MAX), bytes(6), NO_SLOT)
+
+
+def bucket(config_id: int, server_id: bytes, seed: int, bits: int) -> int:
+    """pes_tier_bucket: where the program looks for this server."""
+    head = bytes([config_id]) + server_id.ljust(SERVER_ID_MAX, b"\0")
+    lo, hi = int.from_bytes(head[:8], "little"), int.from_bytes(head[8:], "little")
+    h = ((((lo ^ seed) * K1) & MASK) + hi) * K2 & MASK
+    return h >> (64 - bits)
+
+
+def place(servers: dict[tuple[int, bytes], bytes]) -> tuple[int, int, list[bytes]] | None:
+    """(seed, bucket bits, slots) holding ``servers`` ((config id, server ID) -> entry)
+    with no bucket over BUCKET_SLOTS, or None when they do not fit."""
+    bits = max(BUCKET_BITS_MIN, (4 * len(servers) - 1).bit_length())
+    if bits > BUCKET_BITS_MAX:
+        return None
+    for seed in range(1, SEEDS + 1):
+        slots = [_EMPTY] * (BUCKET_SLOTS << bits)
+        fill = [0] * (1 << bits)
+        for (config_id, server_id), entry in sorted(servers.items()):
+            b = bucket(config_id, server_id, seed, bits)
+            if fill[b] == BUCKET_SLOTS:
+                break
+            slots[b * BUCKET_SLOTS + fill[b]] = entry
+            fill[b] += 1
+        else:
+            return seed, bits, slots
+    return None
+
+
+@dataclass(frozen=True)
+class TierChoice:
+    """Where each configured config id is decoded: "xdp" or "af_xdp" (and why)."""
+    decode: str
+    configs: dict[int, tuple[str, str]]     # config id -> (path, reason)
+
+    def describe(self) -> dict[str, object]:
+        return {"xdp_decode": self.decode,
+                "configs": {str(c): {"path": path, "why": why}
+                            for c, (path, why) in sorted(self.configs.items())}}
+
+    @property
+    def in_kernel(self) -> list[int]:
+        return sorted(c for c, (path, _) in self.configs.items() if path == "xdp")
+
+
+def choose(decode: str, modes: dict[int, str]) -> TierChoice:
+    """The rule, per config id (``modes``: config id -> "plaintext", "single_pass" or
+    "four_pass"): ``off`` keeps every config in AF_XDP; ``plaintext`` decodes plaintext
+    configs in XDP and keeps keyed ones in AF_XDP."""
+    configs: dict[int, tuple[str, str]] = {}
+    for config_id, mode in sorted(modes.items()):
+        if decode == "off":
+            configs[config_id] = ("af_xdp", "xdp_decode = off")
+        elif mode == "plaintext":
+            configs[config_id] = ("xdp", "plaintext: no key to decode")
+        else:
+            configs[config_id] = ("af_xdp", f"{mode}: keyed configs are decoded by the "
+                                            "workers (AES-NI)")
+    return TierChoice(decode, configs)
+
+
+def _entries(compiled: CompiledRoutes, choice: TierChoice
+             ) -> tuple[list[int], dict[tuple[int, bytes], bytes]]:
+    """The configs' words of a table, and the servers the tier may forward to."""
+    decoded = set(choice.in_kernel)
+    confs = []
+    for config_id in range(CID_CONFIGS):
+        config = next((c for c in compiled.configs if c.config_id == config_id), None)
+        if config is None or config_id not in decoded:
+            confs += [CID_UNSET, 0, 0, 0]
+        else:
+            confs += [CID_PLAINTEXT, config.server_id_len, config.cid_len, 0]
+    servers = {}
+    for (config_id, server_id), index in compiled.servers.items():
+        backend = compiled.backends[index]
+        if config_id not in decoded or not backend.routable:
+            continue
+        assert backend.mac is not None
+        slot = compiled.table.backend(index)[3]
+        servers[config_id, server_id] = _SERVER.pack(
+            config_id, server_id.ljust(SERVER_ID_MAX, b"\0"), backend.mac,
+            slot if slot < BACKEND_SLOTS else NO_SLOT)
+    return confs, servers
+
+
+def install(steering: Steering, compiled: CompiledRoutes, choice: TierChoice,
+            written: list[dict[int, bytes]] | None = None) -> int:
+    """Write ``compiled`` (as ``choice`` says) into the generation the program does not
+    read, then switch to it; the generation now read. ``written`` remembers, per
+    generation, what is in the servers' map (what matches is not written again); None:
+    unknown, everything is written."""
+    tables, servers = steering.map(MAPS["TIER"]), steering.map(MAPS["TIER_SERVERS"])
+    if (tables.value_size, servers.value_size) != (_TABLE.size, _SERVER.size):
+        raise ValueError(f"{steering.object_path}: the kernel tier's maps do not have the "
+                         "layout of this pesigitg_abi.h")
+    generation = 1 - steering.tier_generation()
+    confs, wanted = _entries(compiled, choice)
+    placed = place(wanted)
+    if placed is None:
+        log.warning("the kernel tier cannot hold these %d servers (at most %d): the workers "
+                    "decide all their frames", len(wanted),
+                    (BUCKET_SLOTS << BUCKET_BITS_MAX) // 16)
+        placed, confs = (0, BUCKET_BITS_MIN, []), [CID_UNSET] * 4 * CID_CONFIGS
+    seed, bits, slots = placed
+    known = written[generation] if written is not None else {}
+    base = generation * (servers.max_entries // 2)
+    for i, entry in enumerate(slots):
+        if known.get(base + i) != entry:
+            servers.update(struct.pack("<I", base + i), entry)
+            known[base + i] = entry
+    on = int(any(confs[i] == CID_PLAINTEXT for i in range(0, len(confs), 4)) and bool(slots))
+    tables.update(struct.pack("<I", generation),
+                  _TABLE.pack(on, bits, compiled.if_mac, seed, *confs))
+    steering.set_tier_generation(generation)
+    return generation
+
+
+def tier_counts(steering: Steering, configs: Iterable[int], slots: Iterable[int]
+                ) -> tuple[dict[int, int], list[int]]:
+    """Frames the kernel tier forwarded, summed over CPUs: per backend slot (of
+    ``slots``) and per config id (of ``configs``; the others read 0)."""
+    counts = steering.map(MAPS["TIER_COUNTS"])
+    slots = [s for s in slots if 0 <= s < BACKEND_SLOTS]
+    per_slot = dict.fromkeys(slots, 0)
+    per_config = [0] * CID_CONFIGS
+    for config_id in configs:
+        for slot in [*slots, BACKEND_SLOTS]:        # the last: backends without a slot
+            n = counts.sum_per_cpu(struct.pack("<I", config_id * COUNT_STRIDE + slot))
+            per_config[config_id] += n
+            if slot < BACKEND_SLOTS:
+                per_slot[slot] += n
+    return per_slot, per_config
+
+
+def clear_slots(steering: Steering, slots: Iterable[int]) -> None:
+    """Zero the tier's count of slots another backend held before (as the workers')."""
+    counts = steering.map(MAPS["TIER_COUNTS"])
+    for slot in slots:
+        if 0 <= slot < BACKEND_SLOTS:
+            for config_id in range(CID_CONFIGS):
+                counts.update(struct.pack("<I", config_id * COUNT_STRIDE + slot), bytes(8))
