@@ -10,8 +10,10 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # one, iproute2/ethtool drive the veth tests, bpftool shows maps where installed,
 # bird2 and exabgp are the BGP daemons of the ECMP test and demo (contrib/bgp),
 # prometheus (with promtool) scrapes the daemon in the observability test and checks
-# contrib/prometheus, netplan.io validates contrib/netplan (netplan generate --root-dir).
-TEST_DEBS  := clang-14 llvm-14 iproute2 ethtool bpftool bird2 exabgp prometheus netplan.io
+# contrib/prometheus, netplan.io validates contrib/netplan (netplan generate --root-dir),
+# clang-19 builds the kfunc test program (BTF type tags for a kptr; clang-14 emits none).
+TEST_DEBS  := clang-14 clang-19 llvm-14 iproute2 ethtool bpftool bird2 exabgp prometheus \
+              netplan.io
 BENCH_DEBS := $(TEST_DEBS) nginx-light libnginx-mod-stream
 FASTPATH   := $(wildcard pesigitg/_fastpath/*.pyx pesigitg/_fastpath/*.pxi \
                          pesigitg/_fastpath/*.pxd pesigitg/_fastpath/includes/* bpf/include/*.h)

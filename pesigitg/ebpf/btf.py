@@ -30,6 +30,7 @@ _EXTRA = {
     Kind.ENUM: (0, 8), Kind.FUNC_PROTO: (0, 8), Kind.VAR: (4, 0), Kind.DATASEC: (0, 12),
     Kind.DECL_TAG: (4, 0), Kind.ENUM64: (0, 12),
 }
+BTF_FUNC_EXTERN = 2            # a FUNC's linkage (its vlen field)
 _MODIFIERS = {Kind.TYPEDEF, Kind.VOLATILE, Kind.CONST, Kind.RESTRICT, Kind.TYPE_TAG}
 
 
@@ -219,3 +220,19 @@ class Btf:
             offset = symbols[var.name]
             struct.pack_into("<I", self.raw, sec.offset + 12 + 12 * i + 4, offset)
             sec.members[i] = ("", var_id, offset)
+
+    def hide_externs(self) -> None:
+        """What the kernel refuses in a program's BTF, made inert in place (the same
+        record sizes, so no type id moves): each extern function (``__ksym``, linkage
+        extern) becomes a pointer to void, and the ``.ksyms`` DATASEC listing them an
+        anonymous struct of those pointers. The calls are relocated against the
+        kernel's own BTF, not against these."""
+        for t in self.types[1:]:
+            if t is not None and t.kind == Kind.FUNC and t.vlen == BTF_FUNC_EXTERN:
+                _TYPE.pack_into(self.raw, t.offset, 0, Kind.PTR << 24, 0)
+        sec = self.find(Kind.DATASEC, ".ksyms")
+        if sec is not None:
+            _TYPE.pack_into(self.raw, sec.offset, 0, Kind.STRUCT << 24 | sec.vlen,
+                            8 * sec.vlen)
+            for i, (_, member, _) in enumerate(sec.members):
+                struct.pack_into("<III", self.raw, sec.offset + 12 + 12 * i, 0, member, 64 * i)

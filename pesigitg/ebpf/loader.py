@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pesigitg.ebpf.btf import Kind, MapDefinition
+from pesigitg.ebpf.kernel_btf import kernel_function
 from pesigitg.ebpf.maps import Map, MapType
 from pesigitg.ebpf.obj import BpfObject, ObjectError, ProgramSection, read_object
 from pesigitg.ebpf.program import Program, load_btf, load_program
@@ -24,6 +25,8 @@ BPF_PSEUDO_MAP_FD = 1
 BPF_PSEUDO_MAP_VALUE = 2
 BPF_F_RDONLY_PROG = 1 << 7
 LD_IMM64 = 0x18
+CALL = 0x85
+BPF_PSEUDO_KFUNC_CALL = 2
 _INSN = struct.Struct("<BBhi")
 
 
@@ -83,6 +86,11 @@ def _relocate(prog: ProgramSection, loaded: LoadedObject) -> bytes:
     for rel in prog.relocations:
         off = rel.insn * 8
         code, regs, offset, imm = _INSN.unpack_from(insns, off)
+        if code == CALL and rel.section == "":
+            # A kernel function: its BTF id in vmlinux (offset 0: not a module's).
+            _INSN.pack_into(insns, off, code, (regs & 0x0F) | BPF_PSEUDO_KFUNC_CALL << 4, 0,
+                            kernel_function(rel.symbol))
+            continue
         if code != LD_IMM64:
             raise ObjectError(f"{prog.section}: relocation for {rel.symbol} at instruction "
                               f"{rel.insn} is not on an ld_imm64")
@@ -126,6 +134,7 @@ def load_object(path: str | Path, reuse: Mapping[str, int] | None = None,
         for name, fd in (reuse or {}).items():
             offered[name] = Map.adopt(fd, name)
         if obj.btf is not None:
+            obj.btf.hide_externs()
             loaded.btf_fd = load_btf(bytes(obj.btf.raw))
         for definition in obj.maps:
             old = offered.get(definition.name)

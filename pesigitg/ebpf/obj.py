@@ -23,11 +23,12 @@ __all__ = ["BPF_PROG_TYPES", "BpfObject", "ObjectError", "ProgramSection", "Relo
 
 EM_BPF = 247
 R_BPF_64_64 = 1        # ld_imm64 of a map or global
+R_BPF_64_32 = 10       # a call; here only of an extern: a kernel function (kfunc)
 BPF_INSN_SIZE = 8
 DATA_SECTIONS = (".data", ".rodata", ".bss")
 
 # Section name (up to the first '/') → enum bpf_prog_type.
-BPF_PROG_TYPES = {"xdp": 6, "socket": 1, "tc": 3, "classifier": 3}
+BPF_PROG_TYPES = {"xdp": 6, "socket": 1, "tc": 3, "classifier": 3, "syscall": 31}
 
 
 class ObjectError(ValueError):
@@ -36,9 +37,9 @@ class ObjectError(ValueError):
 
 @dataclass
 class Relocation:
-    insn: int          # index of the ld_imm64 instruction
+    insn: int          # index of the ld_imm64 (or, for a kfunc, call) instruction
     symbol: str
-    section: str       # section the symbol lives in (.maps, .data, ...)
+    section: str       # section the symbol lives in (.maps, .data, ...; "": an extern)
     value: int         # symbol value: offset within that section
 
 
@@ -144,6 +145,10 @@ def _relocations(path: Path, elf: ELFFile, symtab: SymbolTableSection,
             continue
         for rel in rel_sec.iter_relocations():
             sym = symtab.get_symbol(rel["r_info_sym"])
+            if rel["r_info_type"] == R_BPF_64_32 and sym["st_shndx"] == "SHN_UNDEF":
+                programs[target].relocations.append(Relocation(
+                    rel["r_offset"] // BPF_INSN_SIZE, sym.name, "", 0))
+                continue
             if rel["r_info_type"] != R_BPF_64_64:
                 raise ObjectError(f"{path}: relocation type {rel['r_info_type']} against "
                                   f"{sym.name} in {target} is not supported")

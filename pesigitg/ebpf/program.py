@@ -14,6 +14,8 @@ __all__ = ["BPF_F_TEST_XDP_LIVE_FRAMES", "Program", "TestRun", "VerifierError",
            "load_program", "load_btf"]
 
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+BPF_F_SLEEPABLE = 1 << 4
+BPF_PROG_TYPE_SYSCALL = 31
 LOG_SIZE = 16 << 20
 XDP_HEADROOM = 256          # XDP_PACKET_HEADROOM: test_run output may grow into it
 
@@ -84,6 +86,14 @@ class Program:
         out = dout.raw[:attr.data_size_out] if dout is not None else b""
         return TestRun(int(attr.retval), out, int(attr.duration))
 
+    def call(self, ctx: bytes) -> tuple[int, bytes]:
+        """Run a syscall program (BPF_PROG_TEST_RUN with only a context): its return
+        value and the context as the program left it."""
+        cin = ctypes.create_string_buffer(bytes(ctx), len(ctx))
+        attr = sc.TestRunAttr(prog_fd=self.fd, ctx_size_in=len(ctx), ctx_in=sc.addr(cin))
+        sc.bpf(sc.BPF_PROG_TEST_RUN, attr, f"running BPF program {self.name}")
+        return int(attr.retval), cin.raw[:len(ctx)]
+
 
 def load_program(prog_type: int, insns: bytes, license: str, name: str,
                  btf_fd: int = 0) -> Program:
@@ -92,9 +102,12 @@ def load_program(prog_type: int, insns: bytes, license: str, name: str,
         raise ValueError(f"program {name}: {len(insns)} octets is not whole instructions")
     code = ctypes.create_string_buffer(bytes(insns), len(insns))
     lic = ctypes.create_string_buffer(license.encode())
+    # A syscall program is sleepable (it may call what sleeps, as creating a crypto
+    # context does): the kernel wants the flag.
+    flags = BPF_F_SLEEPABLE if prog_type == BPF_PROG_TYPE_SYSCALL else 0
     attr = sc.ProgLoadAttr(prog_type=prog_type, insn_cnt=len(insns) // 8, insns=sc.addr(code),
                            license=sc.addr(lic), prog_name=kernel_name(name),
-                           prog_btf_fd=0)
+                           prog_flags=flags, prog_btf_fd=0)
     doing = f"loading BPF program {name}"
     try:
         fd = sc.bpf(sc.BPF_PROG_LOAD, attr, doing)

@@ -22,10 +22,11 @@ PROGS = Path(__file__).parent / "progs"
 XDP = 6
 
 
-def compile_bpf(source: Path, out: Path) -> Path:
-    clang = shutil.which("clang-14") or shutil.which("clang")
+def compile_bpf(source: Path, out: Path, clang_name: str = "clang-14") -> Path:
+    clang = shutil.which(clang_name) or (shutil.which("clang") if clang_name == "clang-14"
+                                         else None)
     if clang is None:
-        pytest.fail("clang is not installed: `make test` installs clang-14")
+        pytest.fail(f"{clang_name} is not installed: `make test` installs it")
     machine = os.uname().machine
     subprocess.run([clang, "-O2", "-g", "-target", "bpf", "-Wall", "-Werror",
                     f"-I{ROOT / 'bpf' / 'include'}", f"-I/usr/include/{machine}-linux-gnu",
