@@ -157,15 +157,15 @@ def install(steering: Steering, compiled: CompiledRoutes, choice: TierChoice,
                     (BUCKET_SLOTS << BUCKET_BITS_MAX) // 16)
         placed, confs = (0, BUCKET_BITS_MIN, []), [CID_UNSET] * 4 * CID_CONFIGS
     seed, bits, slots = placed
+    on = bool(choice.in_kernel) and bool(slots)     # a config to decode, servers placed
     known = written[generation] if written is not None else {}
     base = generation * (servers.max_entries // 2)
     for i, entry in enumerate(slots):
         if known.get(base + i) != entry:
             servers.update(struct.pack("<I", base + i), entry)
             known[base + i] = entry
-    on = int(any(confs[i] == CID_PLAINTEXT for i in range(0, len(confs), 4)) and bool(slots))
     tables.update(struct.pack("<I", generation),
-                  _TABLE.pack(on, bits, compiled.if_mac, seed, *confs))
+                  _TABLE.pack(int(on), bits, compiled.if_mac, seed, *confs))
     steering.set_tier_generation(generation)
     return generation
 
