@@ -1,5 +1,6 @@
 """Forwarding throughput on a veth pair: pesigitg's engine vs the AF_XDP floor vs nginx,
-and the kernel tier (xdp_decode = plaintext) vs the in-kernel XDP_TX MAC-swap floor.
+and the kernel tier (plaintext and single-pass CIDs decoded in XDP) vs the in-kernel
+XDP_TX MAC-swap floor and vs the workers.
 
 The lab is benchmarks/veth_lab.py: a generator in one namespace, pesigitg's XDP
 program and one engine worker (pesigitgd's own, pinned to another CPU) in the other,
@@ -59,6 +60,8 @@ PLAINTEXT = CidConfig(2, 3, 4)
 XDP_SWAP = "XDP_TX MAC swap (in-kernel floor)"
 TIER = "QUIC-LB plaintext, kernel tier (XDP_TX)"
 PLAIN_AF_XDP = "QUIC-LB plaintext, workers (AF_XDP)"
+TIER_SINGLE = "QUIC-LB single-pass, kernel tier (XDP_TX)"
+SINGLE_AF_XDP = "QUIC-LB routing, single-pass"
 FLOWS = 1_000_000       # the flow table case's working set
 
 
@@ -104,7 +107,8 @@ def engine_case(lab: Lab, case: EngineCase, frames: int) -> Result:
     macs = set(range(1, BACKENDS + 1)) if case.config else {lab.frame[11]}
     modes = {c.config_id: c.mode for c in routes.configs}
     with engine_worker(lab, routes.blob, floor=case.config is None) as worker:
-        install(lab.xdp, routes, choose("plaintext" if case.tier else "off", modes))
+        install(lab.xdp, routes, choose("all" if case.tier else "off", modes,
+                                        crypto=lab.xdp.crypto))
         # The generator outruns the worker: several frames per flow reach it.
         mpps, taken = measure(lab, frames, macs, warmup=10 * case.flows)
         # Resident memory from here on: the worker has touched every UMEM frame by now
@@ -240,7 +244,8 @@ def run_cases(lab: Lab, args: argparse.Namespace) -> list[Result]:
               EngineCase(f"fallback, {FLOWS // 10**6}M flows, flow table", FOUR_PASS,
                          flows=FLOWS, flow_entries=2 * FLOWS),
               EngineCase(PLAIN_AF_XDP, PLAINTEXT),
-              EngineCase(TIER, PLAINTEXT, tier=True)]
+              EngineCase(TIER, PLAINTEXT, tier=True),
+              EngineCase(TIER_SINGLE, SINGLE_PASS, tier=True)]
     results = []
     for case in engine:
         print(f"running {case.name} ...", flush=True)
@@ -283,6 +288,12 @@ def report(results: list[Result], top: float, args: argparse.Namespace, gen: str
               "(target >= 80%)")
     if nginx:
         print(f"four-pass routing is {four / nginx:.1f}x nginx (target >= 5x)")
+    single, tier_single = by[SINGLE_AF_XDP].mpps, by[TIER_SINGLE].mpps
+    if single:
+        print(f"kernel tier, single-pass (the kernel's AES): {tier_single / single:.2f}x the "
+              "workers' AF_XDP path (target >= 1.3x)"
+              + (" (both generator-bound: not the tier's ceiling)"
+                 if min(by[TIER_SINGLE].taken, by[SINGLE_AF_XDP].taken) >= BOUND else ""))
     swap, tier, plain = by[XDP_SWAP].mpps, by[TIER].mpps, by[PLAIN_AF_XDP].mpps
     if swap and plain:
         print(f"kernel tier, plaintext: {tier / swap:.2f}x the XDP_TX MAC swap (target >= "

@@ -79,10 +79,136 @@ struct {
     __uint(max_entries, PES_CID_CONFIGS * PES_TIER_COUNT_STRIDE);
 } PES_MAP_TIER_COUNTS SEC(".maps");
 
+#if PES_TIER_CRYPTO
+/* Keyed configs in the kernel tier (the crypto variant of this object, built with a
+ * clang that emits BTF type tags): one ecb(aes) context per generation and config id,
+ * made from the key by the syscall program tier_key (the key itself is in no map), and
+ * a per-CPU block the decrypt writes into (the kfunc wants map memory). */
+#define __ksym __attribute__((section(".ksyms")))
+#define __kptr __attribute__((btf_type_tag("kptr")))
+
+struct bpf_crypto_ctx {};       /* the kernel's, found by name (a kptr's target) */
+struct bpf_crypto_params {
+    char type[14];
+    __u8 reserved[2];
+    char algo[128];
+    __u8 key[256];
+    __u32 key_len;
+    __u32 authsize;
+};
+
+extern struct bpf_crypto_ctx *bpf_crypto_ctx_create(const struct bpf_crypto_params *params,
+                                                    __u32 params__sz, int *err) __ksym;
+extern void bpf_crypto_ctx_release(struct bpf_crypto_ctx *ctx) __ksym;
+extern int bpf_crypto_decrypt(struct bpf_crypto_ctx *ctx, const struct bpf_dynptr *src,
+                              const struct bpf_dynptr *dst,
+                              const struct bpf_dynptr *siv__nullable) __ksym;
+extern int bpf_dynptr_from_xdp(struct xdp_md *x, __u64 flags,
+                               struct bpf_dynptr *ptr__uninit) __ksym;
+extern int bpf_dynptr_adjust(const struct bpf_dynptr *p, __u32 start, __u32 end) __ksym;
+static long (*bpf_dynptr_from_mem)(void *data, __u32 size, __u64 flags,
+                                   struct bpf_dynptr *ptr) = (void *)BPF_FUNC_dynptr_from_mem;
+static void *(*bpf_kptr_xchg)(void *map_value, void *ptr) = (void *)BPF_FUNC_kptr_xchg;
+
+struct pes_tier_key {
+    struct bpf_crypto_ctx __kptr *ctx;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __type(key, __u32);
+    __type(value, struct pes_tier_key);
+    __uint(max_entries, 2 * PES_CID_CONFIGS);
+} PES_MAP_TIER_KEYS SEC(".maps");
+
+struct pes_tier_block {
+    __u8 octets[16];
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __type(key, __u32);
+    __type(value, struct pes_tier_block);
+    __uint(max_entries, 1);
+} PES_MAP_TIER_SCRATCH SEC(".maps");
+
+/* tier_key's argument: put a context for key into slot index (generation * 7 + config
+ * id), or empty the slot (clear); err is what bpf_crypto_ctx_create said. */
+struct pes_tier_key_args {
+    __u8 key[16];
+    __u32 index;
+    __u32 clear;
+    __s32 err;
+};
+
+SEC("syscall")
+int tier_key(struct pes_tier_key_args *args)
+{
+    struct bpf_crypto_params params = {.type = "skcipher", .algo = "ecb(aes)", .key_len = 16};
+    struct bpf_crypto_ctx *c = 0;
+    struct pes_tier_key *slot;
+    __u32 index = args->index;
+    int err = 0;
+
+    slot = bpf_map_lookup_elem(&PES_MAP_TIER_KEYS, &index);
+    if (!slot) {
+        args->err = -2;     /* -ENOENT */
+        return 0;
+    }
+    if (!args->clear) {
+        __builtin_memcpy(params.key, args->key, 16);
+        c = bpf_crypto_ctx_create(&params, sizeof(params), &err);
+        __builtin_memset(params.key, 0, 16);
+        if (!c) {
+            args->err = err ? err : -22;
+            return 0;
+        }
+    }
+    c = bpf_kptr_xchg(&slot->ctx, c);
+    if (c)
+        bpf_crypto_ctx_release(c);
+    args->err = 0;
+    return 0;
+}
+
+/* The server ID of a single-pass CID whose encrypted block is at block_off: decrypted
+ * with the generation's context for the config, as the words tier_forward compares
+ * (config id, then the plaintext). 1 when done. */
+static __always_inline int tier_decrypt(struct xdp_md *ctx, __u32 index, __u32 block_off,
+                                        __u32 config_id, __u64 *lo, __u64 *hi)
+{
+    struct pes_tier_key *key = bpf_map_lookup_elem(&PES_MAP_TIER_KEYS, &index);
+    __u32 zero = 0;
+    struct pes_tier_block *out = bpf_map_lookup_elem(&PES_MAP_TIER_SCRATCH, &zero);
+    struct bpf_crypto_ctx *c;
+    struct bpf_dynptr src, dst;
+    __u64 w0, w1;
+
+    if (!key || !out)
+        return 0;
+    c = key->ctx;
+    if (!c)
+        return 0;
+    if (bpf_dynptr_from_xdp(ctx, 0, &src) || bpf_dynptr_adjust(&src, block_off, block_off + 16))
+        return 0;
+    if (bpf_dynptr_from_mem(out->octets, 16, 0, &dst) || bpf_crypto_decrypt(c, &src, &dst, 0))
+        return 0;
+    __builtin_memcpy(&w0, out->octets, 8);
+    __builtin_memcpy(&w1, out->octets + 8, 8);
+    *lo = (w0 << 8) | config_id;
+    *hi = (w0 >> 56) | (w1 << 8);
+    return 1;
+}
+#endif
+
 struct pes_xdp_settings PES_SETTINGS_VAR;
 
 /* Which build this is (bpf/Makefile BUILD_TAG): two builds that differ only here are
  * two objects, as an upgrade would install. */
+#ifndef PES_TIER_CRYPTO
+#define PES_TIER_CRYPTO 0
+#endif
+
 #ifndef PES_BUILD_TAG
 #define PES_BUILD_TAG 0
 #endif
@@ -186,7 +312,7 @@ static __always_inline int tier_forward(struct xdp_md *ctx, const struct pes_pkt
     struct pes_tier_table *t = bpf_map_lookup_elem(&PES_MAP_TIER, &generation);
     __u8 *data = (void *)(long)ctx->data;
     const __u8 *end = (void *)(long)ctx->data_end;
-    __u32 off = pkt->l4, len, avail;
+    __u32 off = pkt->l4, len, avail, cid_off;
     const __u8 *udp, *p, *cid;
 
     if (!t || !t->on || off > PES_TIER_MAX_L4)
@@ -209,11 +335,13 @@ static __always_inline int tier_forward(struct xdp_md *ctx, const struct pes_pkt
             lh.dcid_len > PES_CID_MAX_LEN)
             return 0;
         cid = p + 6;
+        cid_off = off + PES_UDP_HLEN + 6;
         avail = lh.dcid_len;
     } else {
         if (!holds(p, end, len, PES_SHORT_HEADER_MIN))
             return 0;
         cid = p + 1;
+        cid_off = off + PES_UDP_HLEN + 1;
         avail = len - 1;
     }
     if (cid + 1 + PES_SERVER_ID_MAX > end)
@@ -225,7 +353,7 @@ static __always_inline int tier_forward(struct xdp_md *ctx, const struct pes_pkt
         return 0;
     struct pes_tier_config conf = t->configs[config_id];
 
-    if (conf.mode != PES_CID_PLAINTEXT || !holds(cid, end, avail, conf.cid_len))
+    if (!holds(cid, end, avail, conf.cid_len))
         return 0;
     /* What the server's entry starts with: config id, server ID zero padded, as two
      * little-endian words: the CID's first 16 octets, its first replaced by the config
@@ -233,9 +361,20 @@ static __always_inline int tier_forward(struct xdp_md *ctx, const struct pes_pkt
     __u64 lo, hi;
     __u32 kept = 1 + conf.server_id_len;    /* 2..16 octets */
 
-    __builtin_memcpy(&lo, cid, 8);
-    __builtin_memcpy(&hi, cid + 8, 8);
-    lo = (lo & ~0xFFULL) | config_id;
+    if (conf.mode == PES_CID_PLAINTEXT) {
+        __builtin_memcpy(&lo, cid, 8);
+        __builtin_memcpy(&hi, cid + 8, 8);
+        lo = (lo & ~0xFFULL) | config_id;
+#if PES_TIER_CRYPTO
+    } else if (conf.mode == PES_CID_SINGLE_PASS) {
+        if (!tier_decrypt(ctx, generation * PES_CID_CONFIGS + config_id, cid_off + 1,
+                          config_id, &lo, &hi))
+            return 0;
+#endif
+    } else {
+        return 0;
+    }
+    (void)cid_off;          /* the keyed variant reads it */
     if (kept < 8)
         lo &= (1ULL << (8 * kept)) - 1;
     hi = kept <= 8 ? 0 : kept >= 16 ? hi : hi & ((1ULL << (8 * (kept - 8))) - 1);

@@ -57,6 +57,8 @@ enum pes_limit { PES_LIMITS(PES_LIMIT_ENUM) };
 #define PES_MAP_TIER tier
 #define PES_MAP_TIER_SERVERS tier_servers
 #define PES_MAP_TIER_COUNTS tier_counts
+#define PES_MAP_TIER_KEYS tier_keys
+#define PES_MAP_TIER_SCRATCH tier_scratch
 #define PES_SETTINGS_VAR settings
 
 #define PES_MAPS(X)                                                                       \

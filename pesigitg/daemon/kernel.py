@@ -21,7 +21,15 @@ from pesigitg._fastpath import CNT_RETRY_SENT, COUNTER_NAMES, XskSocket
 from pesigitg.daemon.counters import SharedCounters
 from pesigitg.daemon.report import KernelView, WorkerView
 from pesigitg.daemon.steering import Steering
-from pesigitg.daemon.tier import TierChoice, choose, clear_slots, install, tier_counts
+from pesigitg.daemon.tier import (
+    TierChoice,
+    Written,
+    choose,
+    clear_slots,
+    install,
+    kernel_aes_driver,
+    tier_counts,
+)
 from pesigitg.daemon.worker import WorkerSpec, numa_cpus
 from pesigitg.daemon.workers import WorkerHandle, WorkerPool
 from pesigitg.routing.routes import CompiledRoutes
@@ -85,7 +93,7 @@ class Kernel:
     handing_over: bool = False      # our workers stopped for a successor's
     tier: TierChoice | None = None  # what the kernel tier decodes (daemon/tier.py)
     _tier_table: CompiledRoutes | None = None   # the table it has
-    _tier_written: list[dict[int, bytes]] = field(default_factory=lambda: [{}, {}])
+    _tier_written: Written = field(default_factory=Written)
 
     @classmethod
     def create(cls, interface: str, queues: int, table: Callable[[], bytes]) -> Kernel:
@@ -174,7 +182,7 @@ class Kernel:
         self.steering.restore()
         self.steer(ports, vips)
         if self.tier is not None and self._tier_table is not None:
-            self._tier_written = [{}, {}]       # the successor may have written either
+            self._tier_written = Written()      # the successor may have written either
             install(self.steering, self._tier_table, self.tier, self._tier_written)
         log.warning("the new process failed after our workers stopped; restarting them")
         await self.start_workers()
@@ -193,7 +201,9 @@ class Kernel:
         has it already; a new choice is logged."""
         if compiled is None:
             return
-        choice = choose(decode, {c.config_id: c.mode for c in compiled.configs})
+        choice = choose(decode, {c.config_id: c.mode for c in compiled.configs},
+                        self.steering.crypto, all(x.mode != "zero-copy" for x in self.xsks),
+                        kernel_aes_driver())
         if compiled is self._tier_table and choice == self.tier:
             return
         install(self.steering, compiled, choice, self._tier_written)

@@ -151,10 +151,10 @@ class DaemonConfig:
                                 restart=True)
     xdp_mode: str = _row("native", ("--xdp-mode",), _choice("native", "generic"),
                          "native (default; falls back to generic) or generic", restart=True)
-    xdp_decode: str = _row("off", ("--xdp-decode",), _choice("off", "plaintext"),
+    xdp_decode: str = _row("off", ("--xdp-decode",), _choice("off", "plaintext", "all", "auto"),
                            "decode QUIC-LB CIDs and forward in the XDP program: off "
-                           "(default) or plaintext (plaintext configs; keyed ones stay with "
-                           "the workers)")
+                           "(default), plaintext, all (plaintext and single-pass) or auto "
+                           "(the rule in pesigitgd(8), KERNEL TIER)")
     syslog_socket: Path = _row(Path("/dev/log"), ("--syslog-socket",), _path,
                                "syslog socket for daemon mode (default /dev/log)")
     log_file: Path | None = _row(None, ("--log-file",), _path,

@@ -17,15 +17,23 @@ from importlib import resources
 from pathlib import Path
 
 from pesigitg._fastpath import MAPS, SETTINGS_VAR
+from pesigitg.ebpf.kernel_btf import kernel_functions
 from pesigitg.ebpf.loader import LoadedObject, load_object
+from pesigitg.ebpf.obj import ObjectError
 from pesigitg.ebpf.xdp import XdpProgram, register_xsk
 
-__all__ = ["OBJECT_VARIABLE", "Steering", "installed_object", "shipped_object"]
+__all__ = ["OBJECT_VARIABLE", "Steering", "crypto_object", "installed_object",
+           "kernel_has_crypto", "shipped_object"]
 
 REASON_ENUM = "pes_xdp_reason"
 REASON_PREFIX = "PES_XDP_"
 REASON_COUNT = "PES_XDP_REASONS"
 OBJECT_VARIABLE = "PESIGITG_XDP_OBJECT"
+# The crypto variant's keys' map, its syscall program, and the kfuncs it calls
+# (bpf/pesigitg.bpf.c, PES_TIER_CRYPTO).
+TIER_KEYS, TIER_KEY_PROGRAM = "tier_keys", "syscall"
+CRYPTO_KFUNCS = ("bpf_crypto_ctx_create", "bpf_crypto_ctx_release", "bpf_crypto_decrypt",
+                 "bpf_dynptr_from_xdp", "bpf_dynptr_adjust")
 # struct pes_xdp_settings (pesigitg_abi.h): its __u32 members, in order.
 SETTING_VIP_FILTER, SETTING_TIER_GENERATION = 0, 1
 
@@ -35,11 +43,30 @@ def shipped_object() -> Path:
     return Path(str(resources.files("pesigitg") / "bpf" / "pesigitg.bpf.o"))
 
 
+def crypto_object() -> Path:
+    """The shipped object's variant with keyed configs in the kernel tier (the
+    bpf_crypto kfuncs; built with clang-19)."""
+    return shipped_object().with_name("pesigitg-crypto.bpf.o")
+
+
+def kernel_has_crypto() -> bool:
+    """Whether this kernel has every kfunc the crypto variant calls."""
+    try:
+        return kernel_functions(CRYPTO_KFUNCS)
+    except ObjectError:
+        return False
+
+
 def installed_object() -> Path:
-    """The object the daemon loads: the shipped one, or the file ``$PESIGITG_XDP_OBJECT``
-    names (a developer's build, and the upgrade tests)."""
+    """The object the daemon loads: the file ``$PESIGITG_XDP_OBJECT`` names (a developer's
+    build, and the upgrade tests), else the crypto variant when the kernel has its
+    kfuncs, else the shipped one (a kernel without them loads and runs, keyed configs
+    then stay with the workers)."""
     override = os.environ.get(OBJECT_VARIABLE)
-    return Path(override) if override else shipped_object()
+    if override:
+        return Path(override)
+    return crypto_object() if crypto_object().exists() and kernel_has_crypto() \
+        else shipped_object()
 
 
 class Steering(XdpProgram):
@@ -144,6 +171,24 @@ class Steering(XdpProgram):
         value = bytearray(bss.lookup(bytes(4)) or bytes(bss.value_size))
         struct.pack_into("<I", value, self._settings_offset + 4 * index, number)
         bss.update(bytes(4), bytes(value))
+
+    # -- the kernel tier's keys (the crypto variant: daemon/tier.py) ---------------------
+
+    @property
+    def crypto(self) -> bool:
+        """Whether this program can decrypt (the object built with the bpf_crypto kfuncs)."""
+        return TIER_KEYS in self.maps and TIER_KEY_PROGRAM in self.programs
+
+    def set_tier_key(self, index: int, key: bytes | None) -> None:
+        """A context for AES-128 ``key`` in slot ``index`` of the keys' map (None: empty
+        the slot), made in the kernel by the syscall program: the key passes through
+        its argument, and is in no map."""
+        args = struct.pack("<16sIIi", key or bytes(16), index, int(key is None), 0)
+        _, out = self.programs[TIER_KEY_PROGRAM].call(args)
+        err = struct.unpack_from("<i", out, 24)[0]
+        if err:
+            raise OSError(-err, f"creating the kernel tier's AES context {index}: "
+                                f"{os.strerror(-err)}")
 
     def register_socket(self, queue: int, fd: int) -> None:
         """Put the AF_XDP socket ``fd`` into the XSKMAP slot of RX queue ``queue``."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-__all__ = ["Btf", "BtfError", "BtfType", "Kind", "MapDefinition"]
+__all__ = ["Btf", "BtfError", "BtfType", "Kind", "MapDefinition", "function_ids"]
 
 BTF_MAGIC = 0xEB9F
 _HEADER = struct.Struct("<HBBIIIII")
@@ -236,3 +236,31 @@ class Btf:
                             8 * sec.vlen)
             for i, (_, member, _) in enumerate(sec.members):
                 struct.pack_into("<III", self.raw, sec.offset + 12 + 12 * i, 0, member, 64 * i)
+
+
+def function_ids(raw: bytes, names: set[str]) -> dict[str, int]:
+    """The BTF ids of the FUNCs named ``names`` in ``raw`` (a kernel's BTF), found by
+    walking the type records without building them: the kernel's BTF has some 150 000
+    types, and a daemon looks up a handful at each start."""
+    magic, version, _flags, hdr_len, type_off, type_len, str_off, str_len = \
+        _HEADER.unpack_from(raw)
+    if magic != BTF_MAGIC or version != 1:
+        raise BtfError("not BTF version 1 (little endian)")
+    strings = raw[hdr_len + str_off: hdr_len + str_off + str_len]
+    wanted: dict[int, str] = {}
+    for name in names:
+        start = 0
+        while (at := strings.find(b"\0" + name.encode() + b"\0", start)) >= 0:
+            wanted[at + 1] = name
+            start = at + 1
+    found: dict[str, int] = {}
+    pos, end, type_id = hdr_len + type_off, hdr_len + type_off + type_len, 1
+    while pos < end and len(found) < len(names):
+        name_off, info, _ = _TYPE.unpack_from(raw, pos)
+        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+        if kind == Kind.FUNC and name_off in wanted:
+            found.setdefault(wanted[name_off], type_id)
+        fixed, per = _EXTRA.get(kind, (0, 0))
+        pos += _TYPE.size + fixed + per * vlen
+        type_id += 1
+    return found

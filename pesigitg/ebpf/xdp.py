@@ -88,6 +88,11 @@ class XdpProgram:
         return self._loaded.path
 
     @property
+    def programs(self) -> dict[str, Program]:
+        """Every program of the object, by section (the XDP one is ``program``)."""
+        return self._loaded.programs
+
+    @property
     def digest(self) -> str:
         """SHA-256 of the object as it was read when this program was loaded."""
         return self._loaded.obj.digest

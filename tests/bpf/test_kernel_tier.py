@@ -6,6 +6,7 @@ no keyed config, no unknown server). The table is switched by generation."""
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 
@@ -13,14 +14,16 @@ import pytest
 
 from pesigitg._fastpath import decide_frame
 from pesigitg.daemon.steering import Steering
-from pesigitg.daemon.tier import EMPTY, choose, install, place, tier_counts
+from pesigitg.daemon.tier import EMPTY, Written, choose, install, place, tier_counts
 from pesigitg.ebpf.xdp import Verdict
+from pesigitg.routing.quiclb import CidConfig
 from pesigitg.routing.route_config import TableOptions
 from pesigitg.routing.routes import Backend, Server, compile_routes
 from tests import frames as f
 from tests.corpus import (
     BACKENDS,
     CONFIGS,
+    FOUR_ODD,
     PLAIN,
     ROUTES,
     SERVERS,
@@ -45,10 +48,11 @@ def long_header(version: int, kind: str, dcid: bytes) -> bytes:
     return bytes([first]) + f.quic_long(dcid, version=version)[1:]
 
 
-def made_for_the_tier() -> Iterator[tuple[bytes, bool]]:
+def made_for_the_tier(single_pass: bool = False) -> Iterator[tuple[bytes, bool]]:
     """(frame, whether the kernel tier forwards it), over both families: every backend
-    of the plaintext config (1, 2 up; 3 draining; 4 down; 5 without a MAC), a keyed
-    config, an unknown server, short and long headers of QUIC v1 and v2."""
+    of the plaintext config (1, 2 up; 3 draining; 4 down; 5 without a MAC), a
+    single-pass config (forwarded in XDP with ``single_pass``), a four-pass config
+    (never), an unknown server, short and long headers of QUIC v1 and v2."""
     for family in (4, 6):
         frame = f.udp4_frame if family == 4 else f.udp6_frame
         dst = VIP4 if family == 4 else VIP6
@@ -62,7 +66,9 @@ def made_for_the_tier() -> Iterator[tuple[bytes, bool]]:
                     yield frame(long_header(version, kind, cid), dst=dst), routable
                 yield frame(long_header(version, "initial", cid), dst=dst), False
             yield frame(long_header(0x1A2A3A4A, "0rtt", cid), dst=dst), False  # unknown
-            yield frame(f.quic_short(cid_for(SINGLE, backend)), dst=dst), False     # keyed
+            yield frame(f.quic_short(cid_for(SINGLE, backend)), dst=dst), \
+                single_pass and routable
+            yield frame(f.quic_short(cid_for(FOUR_ODD, backend)), dst=dst), False
         yield frame(f.quic_short(b"\xe0" + bytes(7)), dst=dst), False           # config 7
 
 
@@ -100,6 +106,54 @@ def test_the_tier_forwards_exactly_what_it_should_as_the_worker_would(tier):
     assert sum(forwarded) == 2 * 3 * 5      # families x routable backends x kinds
 
 
+@pytest.fixture
+def tier_all(tier: Steering) -> Steering:
+    """The tier with xdp_decode = all: single-pass configs decrypted in XDP (the crypto
+    variant of the program, on a kernel with the bpf_crypto kfuncs)."""
+    if not tier.crypto:
+        pytest.fail("the crypto variant did not load: this kernel has bpf_crypto (6.10+)")
+    install(tier, ROUTES, choose("all", MODES, crypto=True))
+    return tier
+
+
+def test_single_pass_cids_are_decrypted_in_xdp_as_the_worker_decodes_them(tier_all):
+    made = list(made_for_the_tier(single_pass=True))
+    forwarded = [check_agrees(tier_all, frame) for frame, _ in made]
+    assert forwarded == [expected for _, expected in made]
+    assert sum(forwarded) == 2 * 3 * 6      # families x routable backends x kinds
+
+
+def test_over_the_fuzz_corpus_with_single_pass_in_xdp_every_frame_is_the_workers(tier_all):
+    rng = random.Random(20261208)
+    frames = [frame for frame in corpus(per_seed=100) if len(frame) >= 14]
+    frames += [m for frame, _ in made_for_the_tier(single_pass=True)
+               for m in mutations(frame, rng, 40) if len(m) >= 14]
+    forwarded = sum(check_agrees(tier_all, frame) for frame in frames)
+    assert forwarded > 400, forwarded
+
+
+def test_a_new_key_replaces_the_old_one_by_generation(tier_all):
+    """A reload with another key for the single-pass config: frames under the old key
+    no longer decode to a server, under the new one they do; no key is in a map."""
+    new = CidConfig(SINGLE.config_id, SINGLE.server_id_len, SINGLE.nonce_len, os.urandom(16))
+    configs = [new if c.config_id == SINGLE.config_id else c for c in CONFIGS]
+    table = compile_routes(ROUTES.if_mac, configs, BACKENDS, SERVERS,
+                           TableOptions(5003, vips=(VIP4, VIP6)))
+    install(tier_all, table, choose("all", MODES, crypto=True))
+    old_frame = f.udp4_frame(f.quic_short(cid_for(SINGLE, 2)))
+    new_frame = f.udp4_frame(f.quic_short(cid_for(new, 2)))
+    assert run(tier_all, old_frame)[0] != Verdict.TX
+    verdict, out = run(tier_all, new_frame)
+    assert verdict == Verdict.TX and out[:6] == bytes([2, 0, 0, 0, 0xBE, 2])
+    assert SINGLE.key is not None and new.key is not None
+    for name, table_map in tier_all.maps.items():
+        if name == "xsks":                  # sockets: nothing to read back
+            continue
+        for key in table_map.keys():
+            value = table_map.lookup_raw(key) or b""
+            assert SINGLE.key not in value and new.key not in value, name
+
+
 def test_over_the_fuzz_corpus_every_forwarded_frame_is_the_workers(tier):
     rng = random.Random(20261207)
     frames = [frame for frame in corpus(per_seed=200) if len(frame) >= 14]
@@ -132,10 +186,10 @@ def test_a_new_table_is_switched_to_whole_by_generation(tier):
                         and b.name != "10.0.0.1", draining=b.draining) for b in BACKENDS]
     table = compile_routes(ROUTES.if_mac, CONFIGS, backends, SERVERS,
                            TableOptions(5003, vips=(VIP4, VIP6)))
-    written: list[dict[int, bytes]] = [{}, {}]
+    written = Written()
     assert install(tier, table, choose("plaintext", MODES), written) == 1 - first
     assert tier.tier_generation() == 1 - first
-    used = [e for e in written[1 - first].values() if e[0] != EMPTY]
+    used = [e for e in written.slots[1 - first].values() if e[0] != EMPTY]
     assert sorted(e[1] for e in used) == [2, 3, 4]   # servers 2, 3 (draining), 4
     sent = {b: run(tier, f.udp6_frame(f.quic_short(cid_for(PLAIN, b)), dst=VIP6))
             for b in (1, 2, 4)}
@@ -145,12 +199,12 @@ def test_a_new_table_is_switched_to_whole_by_generation(tier):
     # And back: the first generation is rewritten whole (what it held before is gone).
     install(tier, ROUTES, choose("plaintext", MODES), written)
     assert tier.tier_generation() == first
-    assert sorted(e[1] for e in written[first].values() if e[0] != EMPTY) == [1, 2, 3]
+    assert sorted(e[1] for e in written.slots[first].values() if e[0] != EMPTY) == [1, 2, 3]
     assert run(tier, f.udp4_frame(f.quic_short(cid_for(PLAIN, 4))))[0] != Verdict.TX
     # Written again, the same table changes nothing in the map.
-    before = dict(written[1 - first])
+    before = dict(written.slots[1 - first])
     install(tier, table, choose("plaintext", MODES), written)
-    assert written[1 - first] == before
+    assert written.slots[1 - first] == before
 
 
 def test_servers_are_placed_in_buckets_the_program_finds(tier):

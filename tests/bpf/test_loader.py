@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pesigitg._fastpath import XDP_VERDICTS
-from pesigitg.daemon.steering import shipped_object
+from pesigitg.daemon.steering import crypto_object, kernel_has_crypto, shipped_object
 from pesigitg.ebpf import Map, MapType, ObjectError, VerifierError, load_object
 from pesigitg.ebpf.btf import MapDefinition
 from pesigitg.ebpf.program import load_program
@@ -117,7 +117,11 @@ def test_program_maps_are_named_and_typed(xdp):
                      "xsks": MapType.XSKMAP, "counters": MapType.PERCPU_ARRAY,
                      "tier": MapType.ARRAY, "tier_servers": MapType.ARRAY,
                      "tier_counts": MapType.PERCPU_ARRAY,
-                     ".bss": MapType.ARRAY, ".rodata": MapType.ARRAY}
+                     ".bss": MapType.ARRAY, ".rodata": MapType.ARRAY,
+                     # The crypto variant, loaded where the kernel has the kfuncs.
+                     **({"tier_keys": MapType.ARRAY, "tier_scratch": MapType.PERCPU_ARRAY}
+                        if xdp.crypto else {})}
+    assert xdp.crypto == kernel_has_crypto()
     assert xdp.map(".bss").name == "pesigitg.bss"
 
 
@@ -194,12 +198,14 @@ def test_missing_privileges_name_the_capability():
     assert "needs CAP_BPF and CAP_NET_ADMIN, which this process lacks" in result.stderr
 
 
-def test_shipped_object_is_built_from_the_current_source(tmp_path):
-    if shutil.which("clang-14") is None:
-        pytest.fail("clang-14 is not installed: `make test` installs it")
+def test_shipped_objects_are_built_from_the_current_source(tmp_path):
+    for clang in ("clang-14", "clang-19"):
+        if shutil.which(clang) is None:
+            pytest.fail(f"{clang} is not installed: `make test` installs it")
     subprocess.run(["make", "-s", "-C", str(ROOT / "bpf"), f"OUT={tmp_path}"], check=True)
-    assert (tmp_path / "pesigitg.bpf.o").read_bytes() == shipped_object().read_bytes(), (
-        "pesigitg/bpf/pesigitg.bpf.o is stale: run `make -C bpf` and commit the object")
+    for shipped in (shipped_object(), crypto_object()):
+        assert (tmp_path / shipped.name).read_bytes() == shipped.read_bytes(), (
+            f"pesigitg/bpf/{shipped.name} is stale: run `make -C bpf` and commit it")
 
 
 def open_fds() -> set[str]:

@@ -151,3 +151,56 @@ def test_the_tier_follows_reloads_drains_and_a_restart(lab, daemons, traffic):
         assert s["backends"]["10.9.0.11"]["kernel_tier"] == 4 * N
     finally:
         peer.close()
+
+
+SINGLE = CidConfig(2, 8, 8, bytes.fromhex("00112233445566778899aabbccddeeff"))
+FOUR = CidConfig(3, 3, 4, bytes.fromhex("8f95f09245765f80256934e50c66207f"))
+
+
+def keyed_toml(key: str) -> str:
+    """Config 2 single-pass (key ``key``), config 3 four-pass; one server each on
+    10.9.0.11."""
+    return (f'[health]\nenabled = false\n\n'
+            f'[[configs]]\nconfig_id = 2\nserver_id_length = 8\nnonce_length = 8\n'
+            f'key = "{key}"\n  [[configs.servers]]\n  id = "0000000000000001"\n'
+            f'  address = "10.9.0.11"\n  mac = "02:be:00:00:00:01"\n\n'
+            f'[[configs]]\nconfig_id = 3\nserver_id_length = 3\nnonce_length = 4\n'
+            f'key = "8f95f09245765f80256934e50c66207f"\n  [[configs.servers]]\n'
+            f'  id = "000001"\n  address = "10.9.0.11"\n  mac = "02:be:00:00:00:01"\n')
+
+
+def keyed_frames(config: CidConfig) -> list[bytes]:
+    cid = config.encode((1).to_bytes(config.server_id_len, "big"), (9).to_bytes(
+        config.nonce_len, "big"))
+    return [f.udp4_frame(f.quic_short(cid), dst="10.9.0.1", sport=41000 + i) if i % 2
+            else f.udp6_frame(f.quic_short(cid), dst="2001:db8::1", sport=41000 + i)
+            for i in range(N)]
+
+
+def test_auto_decrypts_single_pass_in_xdp_on_copy_mode_sockets_and_follows_its_key(
+        lab, daemons, traffic):
+    daemon = RunningDaemon(lab.lb_ns, lab.workdir, extra_conf="xdp_decode = auto\n")
+    daemon.routes.write_text(keyed_toml(SINGLE.key.hex()))      # type: ignore[union-attr]
+    daemons.append(daemon)
+    daemon.start()
+    tier = daemon.get("/health")["xdp"]["kernel_tier"]
+    assert tier["configs"]["2"]["path"] == "xdp"                 # veth binds copy mode
+    assert "copy-mode sockets" in tier["configs"]["2"]["why"]
+    assert tier["configs"]["3"]["path"] == "af_xdp"              # four-pass: the workers
+    peer = PeerSocket(lab.peer_ns, "v1", lab.lb_mac)
+    try:
+        sent_and_counted(daemon, traffic, peer, keyed_frames(SINGLE), 1)
+        sent_and_counted(daemon, traffic, peer, keyed_frames(FOUR), 1)
+        s = stats(daemon)
+        assert s["kernel_tier"]["cid_routed_2"] == N and s["kernel_tier"]["forwarded"] == N
+        assert s["total"]["cid_routed_3"] == N and s["total"]["rx"] == N
+        # A new key: CIDs under it are decrypted in XDP at once; the old ones no longer
+        # name a server (the workers fall back, as they would).
+        new = CidConfig(2, 8, 8, bytes.fromhex("ffeeddccbbaa99887766554433221100"))
+        reload(daemon, routes=keyed_toml(new.key.hex()))     # type: ignore[union-attr]
+        sent_and_counted(daemon, traffic, peer, keyed_frames(new), 1)
+        assert stats(daemon)["kernel_tier"]["cid_routed_2"] == 2 * N
+        assert not any(SINGLE.key.hex() in line or new.key.hex() in line  # type: ignore
+                       for line in daemon.lines)
+    finally:
+        peer.close()

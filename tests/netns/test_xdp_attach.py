@@ -47,8 +47,9 @@ def test_attach_native_shows_program_and_named_maps(veth_ns):
                 # The kernel takes no BTF key/value types for XSKMAP; every other map has them.
                 if info["name"] != "xsks":
                     assert info.get("btf_id"), f"map {info['name']} carries no BTF"
+            crypto = {"tier_keys", "tier_scratch"} if xdp.crypto else set()
             assert names == {"ports", "vips4", "vips6", "xsks", "counters", "tier",
-                             "tier_servers", "tier_counts", "pesigitg.bss"}
+                             "tier_servers", "tier_counts", "pesigitg.bss", *crypto}
         xdp.detach()
         assert "prog/xdp" not in link_xdp(veth_ns, "v0")
         assert attached_xdp(ifindex("v0")) is None
