@@ -62,6 +62,8 @@ TIER = "QUIC-LB plaintext, kernel tier (XDP_TX)"
 PLAIN_AF_XDP = "QUIC-LB plaintext, workers (AF_XDP)"
 TIER_SINGLE = "QUIC-LB single-pass, kernel tier (XDP_TX)"
 SINGLE_AF_XDP = "QUIC-LB routing, single-pass"
+TIER_FOUR = "QUIC-LB four-pass, kernel tier (XDP_TX)"
+FOUR_AF_XDP = "QUIC-LB routing, four-pass"
 FLOWS = 1_000_000       # the flow table case's working set
 
 
@@ -245,7 +247,8 @@ def run_cases(lab: Lab, args: argparse.Namespace) -> list[Result]:
                          flows=FLOWS, flow_entries=2 * FLOWS),
               EngineCase(PLAIN_AF_XDP, PLAINTEXT),
               EngineCase(TIER, PLAINTEXT, tier=True),
-              EngineCase(TIER_SINGLE, SINGLE_PASS, tier=True)]
+              EngineCase(TIER_SINGLE, SINGLE_PASS, tier=True),
+              EngineCase(TIER_FOUR, FOUR_PASS, tier=True)]
     results = []
     for case in engine:
         print(f"running {case.name} ...", flush=True)
@@ -294,6 +297,10 @@ def report(results: list[Result], top: float, args: argparse.Namespace, gen: str
               "workers' AF_XDP path (target >= 1.3x)"
               + (" (both generator-bound: not the tier's ceiling)"
                  if min(by[TIER_SINGLE].taken, by[SINGLE_AF_XDP].taken) >= BOUND else ""))
+    if by[FOUR_AF_XDP].mpps:
+        print(f"kernel tier, four-pass (3 kernel AES calls): "
+              f"{by[TIER_FOUR].mpps / by[FOUR_AF_XDP].mpps:.2f}x the workers' path "
+              "(measured; auto keeps four-pass with the workers)")
     swap, tier, plain = by[XDP_SWAP].mpps, by[TIER].mpps, by[PLAIN_AF_XDP].mpps
     if swap and plain:
         print(f"kernel tier, plaintext: {tier / swap:.2f}x the XDP_TX MAC swap (target >= "

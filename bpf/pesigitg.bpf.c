@@ -103,6 +103,9 @@ extern void bpf_crypto_ctx_release(struct bpf_crypto_ctx *ctx) __ksym;
 extern int bpf_crypto_decrypt(struct bpf_crypto_ctx *ctx, const struct bpf_dynptr *src,
                               const struct bpf_dynptr *dst,
                               const struct bpf_dynptr *siv__nullable) __ksym;
+extern int bpf_crypto_encrypt(struct bpf_crypto_ctx *ctx, const struct bpf_dynptr *src,
+                              const struct bpf_dynptr *dst,
+                              const struct bpf_dynptr *siv__nullable) __ksym;
 extern int bpf_dynptr_from_xdp(struct xdp_md *x, __u64 flags,
                                struct bpf_dynptr *ptr__uninit) __ksym;
 extern int bpf_dynptr_adjust(const struct bpf_dynptr *p, __u32 start, __u32 end) __ksym;
@@ -123,6 +126,7 @@ struct {
 
 struct pes_tier_block {
     __u8 octets[16];
+    __u8 input[16];         /* a four-pass round's AES input */
 };
 
 struct {
@@ -195,6 +199,107 @@ static __always_inline int tier_decrypt(struct xdp_md *ctx, __u32 index, __u32 b
         return 0;
     __builtin_memcpy(&w0, out->octets, 8);
     __builtin_memcpy(&w1, out->octets + 8, 8);
+    *lo = (w0 << 8) | config_id;
+    *hi = (w0 >> 56) | (w1 << 8);
+    return 1;
+}
+
+/* One four-pass round (draft §5.5): dst ^= AES(src || zeros || length || pass),
+ * truncated by mask m; the halves and masks as two little-endian words each. */
+static __always_inline int tier_round(struct bpf_crypto_ctx *c, struct pes_tier_block *s,
+                                      __u64 *d0, __u64 *d1, __u64 s0, __u64 s1, __u32 length,
+                                      __u32 pass, __u64 m0, __u64 m1)
+{
+    struct bpf_dynptr src, dst;
+    __u64 in1 = s1 | ((__u64)length << 48) | ((__u64)pass << 56), o0, o1;
+
+    __builtin_memcpy(s->input, &s0, 8);
+    __builtin_memcpy(s->input + 8, &in1, 8);
+    if (bpf_dynptr_from_mem(s->input, 16, 0, &src) ||
+        bpf_dynptr_from_mem(s->octets, 16, 0, &dst) || bpf_crypto_encrypt(c, &src, &dst, 0))
+        return 0;
+    __builtin_memcpy(&o0, s->octets, 8);
+    __builtin_memcpy(&o1, s->octets + 8, 8);
+    *d0 = (*d0 ^ o0) & m0;
+    *d1 = (*d1 ^ o1) & m1;
+    return 1;
+}
+
+/* The first n octets of a 16-octet value kept (n <= 16), as two words. */
+static __always_inline void tier_keep(__u32 n, __u64 *m0, __u64 *m1)
+{
+    *m0 = n >= 8 ? ~0ULL : (1ULL << (8 * n)) - 1;
+    *m1 = n <= 8 ? 0 : n >= 16 ? ~0ULL : (1ULL << (8 * (n - 8))) - 1;
+}
+
+/* The server ID of a four-pass CID (its length octets after the first at block): three
+ * rounds when it lies in the left half, four otherwise, as the workers do
+ * (includes/fourpass.h); as the words tier_forward compares. 1 when done. */
+static __always_inline int tier_four_pass(__u32 index, const __u8 *block, const __u8 *end,
+                                          __u32 length, __u32 sid_len, __u32 config_id,
+                                          __u64 *lo, __u64 *hi)
+{
+    struct pes_tier_key *key = bpf_map_lookup_elem(&PES_MAP_TIER_KEYS, &index);
+    __u32 zero = 0, half = (length + 1) >> 1, odd = length & 1;
+    struct pes_tier_block *s = bpf_map_lookup_elem(&PES_MAP_TIER_SCRATCH, &zero);
+    struct bpf_crypto_ctx *c;
+    __u8 raw[32] = {}, sid[32] = {};
+    __u64 l0, l1, r0, r1, lm0, lm1, rm0, rm1;
+    __u32 roff;
+
+    if (!key || !s || length > PES_PLAINTEXT_MAX || length < 2)
+        return 0;
+    c = key->ctx;
+    if (!c || block + PES_PLAINTEXT_MAX > end)
+        return 0;
+    /* Word operations, no loops: fewer paths for the verifier. The halves, zero padded:
+     * left from the first octet, right from octet length - half. */
+    __builtin_memcpy(raw, block, PES_PLAINTEXT_MAX);
+    roff = (length - half) & 15;
+    __builtin_memcpy(&l0, raw, 8);
+    __builtin_memcpy(&l1, raw + 8, 8);
+    __builtin_memcpy(&r0, raw + roff, 8);
+    __builtin_memcpy(&r1, raw + roff + 8, 8);
+    tier_keep(half, &lm0, &lm1);
+    rm0 = lm0;
+    rm1 = lm1;
+    if (odd) {
+        /* The shared middle octet: its high nibble is the left's, its low the right's. */
+        __u32 bit = 8 * (half - 1);
+
+        if (bit < 64)
+            lm0 &= ~(0x0FULL << bit);
+        else
+            lm1 &= ~(0x0FULL << ((bit - 64) & 63));
+        rm0 &= ~0xF0ULL;
+    }
+    l0 &= lm0;
+    l1 &= lm1;
+    r0 &= rm0;
+    r1 &= rm1;
+    if (!tier_round(c, s, &l0, &l1, r0, r1, length, 4, lm0, lm1) ||
+        !tier_round(c, s, &r0, &r1, l0, l1, length, 3, rm0, rm1) ||
+        !tier_round(c, s, &l0, &l1, r0, r1, length, 2, lm0, lm1))
+        return 0;
+    __builtin_memcpy(sid, &l0, 8);
+    __builtin_memcpy(sid + 8, &l1, 8);
+    if (sid_len > length - sid_len) {       /* the server ID reaches the right half */
+        if (!tier_round(c, s, &r0, &r1, l0, l1, length, 1, rm0, rm1))
+            return 0;
+        if (odd) {
+            /* Its first octet's low nibble completes the shared octet; the rest
+             * follows the left half. */
+            sid[(half - 1) & 31] |= (__u8)r0;
+            r0 = (r0 >> 8) | (r1 << 56);
+            r1 >>= 8;
+        }
+        __builtin_memcpy(sid + (half & 15), &r0, 8);
+        __builtin_memcpy(sid + (half & 15) + 8, &r1, 8);
+    }
+    __u64 w0, w1;
+
+    __builtin_memcpy(&w0, sid, 8);
+    __builtin_memcpy(&w1, sid + 8, 8);
     *lo = (w0 << 8) | config_id;
     *hi = (w0 >> 56) | (w1 << 8);
     return 1;
@@ -369,6 +474,10 @@ static __always_inline int tier_forward(struct xdp_md *ctx, const struct pes_pkt
     } else if (conf.mode == PES_CID_SINGLE_PASS) {
         if (!tier_decrypt(ctx, generation * PES_CID_CONFIGS + config_id, cid_off + 1,
                           config_id, &lo, &hi))
+            return 0;
+    } else if (conf.mode == PES_CID_FOUR_PASS) {
+        if (!tier_four_pass(generation * PES_CID_CONFIGS + config_id, cid + 1, end,
+                            conf.cid_len - 1, conf.server_id_len, config_id, &lo, &hi))
             return 0;
 #endif
     } else {

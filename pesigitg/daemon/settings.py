@@ -153,7 +153,7 @@ class DaemonConfig:
                          "native (default; falls back to generic) or generic", restart=True)
     xdp_decode: str = _row("off", ("--xdp-decode",), _choice("off", "plaintext", "all", "auto"),
                            "decode QUIC-LB CIDs and forward in the XDP program: off "
-                           "(default), plaintext, all (plaintext and single-pass) or auto "
+                           "(default), plaintext, all (the keyed configs too) or auto "
                            "(the rule in pesigitgd(8), KERNEL TIER)")
     syslog_socket: Path = _row(Path("/dev/log"), ("--syslog-socket",), _path,
                                "syslog socket for daemon mode (default /dev/log)")

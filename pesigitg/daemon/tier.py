@@ -39,7 +39,8 @@ log = logging.getLogger("pesigitg")
 
 DECODE_MODES = ("off", "plaintext", "all", "auto")
 # enum pes_cid_mode (pesigitg_abi.h): what the tier decodes.
-CID_UNSET, CID_PLAINTEXT, CID_SINGLE_PASS = 0, 1, 2
+CID_UNSET = 0
+CID_MODES = {"plaintext": 1, "single_pass": 2, "four_pass": 3}
 SERVER_ID_MAX = 15
 NO_SLOT = 0xFFFF
 # The servers' buckets (pesigitg_abi.h: pes_tier_bucket and its constants).
@@ -110,13 +111,12 @@ def choose(decode: str, modes: dict[int, str], crypto: bool = False, copy: bool 
 
     * ``off``: every config to the workers;
     * ``plaintext``: plaintext configs in XDP, keyed ones to the workers;
-    * ``all``: plaintext and single-pass in XDP (single-pass only with the kfuncs);
+    * ``all``: every config in XDP (the keyed ones only with the kfuncs);
     * ``auto``: plaintext in XDP; single-pass in XDP when the kfuncs are there and either
       the sockets copy every frame (a copy costs more than a kernel decrypt) or the
-      kernel's AES is AES-NI (``aesni`` in the driver's name).
-
-    Four-pass stays with the workers in every mode (three or four kernel AES calls a
-    packet, ~950 ns here, against a few ns with the workers' batch AES)."""
+      kernel's AES is AES-NI (``aesni`` in the driver's name); four-pass with the
+      workers (three or four kernel AES calls a packet, against a few ns with the
+      workers' batch AES)."""
     configs: dict[int, tuple[str, str]] = {}
     fast_aes = aes_driver is not None and "aesni" in aes_driver
     for config_id, mode in sorted(modes.items()):
@@ -124,13 +124,13 @@ def choose(decode: str, modes: dict[int, str], crypto: bool = False, copy: bool 
             configs[config_id] = ("af_xdp", "xdp_decode = off")
         elif mode == "plaintext":
             configs[config_id] = ("xdp", "plaintext: no key to decode")
-        elif mode == "four_pass":
-            configs[config_id] = ("af_xdp", "four_pass: decoded by the workers (batch "
-                                            "AES-NI; 3-4 kernel AES calls a packet in XDP)")
         elif decode == "plaintext":
             configs[config_id] = ("af_xdp", f"{mode}: xdp_decode = plaintext")
         elif not crypto:
             configs[config_id] = ("af_xdp", f"{mode}: this kernel has no bpf_crypto kfuncs")
+        elif mode == "four_pass" and decode == "auto":
+            configs[config_id] = ("af_xdp", "four_pass: decoded by the workers (3-4 kernel "
+                                            "AES calls a packet in XDP cost more)")
         elif decode == "all" or copy or fast_aes:
             why = "xdp_decode = all" if decode == "all" else "copy-mode sockets" if copy \
                 else f"the kernel's AES is {aes_driver}"
@@ -167,8 +167,7 @@ def _entries(compiled: CompiledRoutes, choice: TierChoice
         if config is None or config_id not in decoded:
             confs += [CID_UNSET, 0, 0, 0]
         else:
-            confs += [CID_PLAINTEXT if config.key is None else CID_SINGLE_PASS,
-                      config.server_id_len, config.cid_len, 0]
+            confs += [CID_MODES[config.mode], config.server_id_len, config.cid_len, 0]
     servers = {}
     for (config_id, server_id), index in compiled.servers.items():
         backend = compiled.backends[index]

@@ -23,6 +23,7 @@ from tests import frames as f
 from tests.corpus import (
     BACKENDS,
     CONFIGS,
+    FOUR_LONG_SID,
     FOUR_ODD,
     PLAIN,
     ROUTES,
@@ -48,11 +49,11 @@ def long_header(version: int, kind: str, dcid: bytes) -> bytes:
     return bytes([first]) + f.quic_long(dcid, version=version)[1:]
 
 
-def made_for_the_tier(single_pass: bool = False) -> Iterator[tuple[bytes, bool]]:
+def made_for_the_tier(keyed: bool = False) -> Iterator[tuple[bytes, bool]]:
     """(frame, whether the kernel tier forwards it), over both families: every backend
-    of the plaintext config (1, 2 up; 3 draining; 4 down; 5 without a MAC), a
-    single-pass config (forwarded in XDP with ``single_pass``), a four-pass config
-    (never), an unknown server, short and long headers of QUIC v1 and v2."""
+    of the plaintext config (1, 2 up; 3 draining; 4 down; 5 without a MAC), the
+    single-pass and both four-pass configs (3 rounds, 4 rounds; forwarded in XDP with
+    ``keyed``), an unknown server, short and long headers of QUIC v1 and v2."""
     for family in (4, 6):
         frame = f.udp4_frame if family == 4 else f.udp6_frame
         dst = VIP4 if family == 4 else VIP6
@@ -66,9 +67,9 @@ def made_for_the_tier(single_pass: bool = False) -> Iterator[tuple[bytes, bool]]
                     yield frame(long_header(version, kind, cid), dst=dst), routable
                 yield frame(long_header(version, "initial", cid), dst=dst), False
             yield frame(long_header(0x1A2A3A4A, "0rtt", cid), dst=dst), False  # unknown
-            yield frame(f.quic_short(cid_for(SINGLE, backend)), dst=dst), \
-                single_pass and routable
-            yield frame(f.quic_short(cid_for(FOUR_ODD, backend)), dst=dst), False
+            for config in (SINGLE, FOUR_ODD, FOUR_LONG_SID):
+                yield frame(f.quic_short(cid_for(config, backend)), dst=dst), \
+                    keyed and routable
         yield frame(f.quic_short(b"\xe0" + bytes(7)), dst=dst), False           # config 7
 
 
@@ -108,7 +109,7 @@ def test_the_tier_forwards_exactly_what_it_should_as_the_worker_would(tier):
 
 @pytest.fixture
 def tier_all(tier: Steering) -> Steering:
-    """The tier with xdp_decode = all: single-pass configs decrypted in XDP (the crypto
+    """The tier with xdp_decode = all: keyed configs decrypted in XDP (the crypto
     variant of the program, on a kernel with the bpf_crypto kfuncs)."""
     if not tier.crypto:
         pytest.fail("the crypto variant did not load: this kernel has bpf_crypto (6.10+)")
@@ -116,17 +117,17 @@ def tier_all(tier: Steering) -> Steering:
     return tier
 
 
-def test_single_pass_cids_are_decrypted_in_xdp_as_the_worker_decodes_them(tier_all):
-    made = list(made_for_the_tier(single_pass=True))
+def test_keyed_cids_are_decrypted_in_xdp_as_the_worker_decodes_them(tier_all):
+    made = list(made_for_the_tier(keyed=True))
     forwarded = [check_agrees(tier_all, frame) for frame, _ in made]
     assert forwarded == [expected for _, expected in made]
-    assert sum(forwarded) == 2 * 3 * 6      # families x routable backends x kinds
+    assert sum(forwarded) == 2 * 3 * 8      # families x routable backends x kinds
 
 
-def test_over_the_fuzz_corpus_with_single_pass_in_xdp_every_frame_is_the_workers(tier_all):
+def test_over_the_fuzz_corpus_with_keyed_configs_in_xdp_every_frame_is_the_workers(tier_all):
     rng = random.Random(20261208)
     frames = [frame for frame in corpus(per_seed=100) if len(frame) >= 14]
-    frames += [m for frame, _ in made_for_the_tier(single_pass=True)
+    frames += [m for frame, _ in made_for_the_tier(keyed=True)
                for m in mutations(frame, rng, 40) if len(m) >= 14]
     forwarded = sum(check_agrees(tier_all, frame) for frame in frames)
     assert forwarded > 400, forwarded

@@ -25,11 +25,15 @@ def test_plaintext_decodes_only_plaintext_configs_in_xdp():
 
 
 @pytest.mark.parametrize("decode", ["all", "auto"])
-def test_four_pass_stays_with_the_workers_and_single_pass_needs_the_kfuncs(decode):
-    assert paths(decode, crypto=True, copy=True)[2] == "af_xdp"
+def test_keyed_configs_need_the_kfuncs(decode):
     assert paths(decode, crypto=False, copy=True) == {0: "xdp", 1: "af_xdp", 2: "af_xdp"}
     reason = choose(decode, MODES, crypto=False).configs[1][1]
     assert reason == "single_pass: this kernel has no bpf_crypto kfuncs"
+
+
+def test_auto_keeps_four_pass_with_the_workers_and_all_does_not():
+    assert paths("auto", crypto=True, copy=True, aes_driver="ecb-aes-aesni")[2] == "af_xdp"
+    assert paths("all", crypto=True, copy=False)[2] == "xdp"
 
 
 def test_all_decrypts_single_pass_in_xdp_wherever_it_can():
