@@ -10,6 +10,7 @@ map. The generic part (loading, attaching, links) is ``pesigitg.ebpf.XdpProgram`
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import struct
 from collections.abc import Iterable, Mapping
@@ -25,6 +26,8 @@ from pesigitg.ebpf.xdp import XdpProgram, register_xsk
 __all__ = ["OBJECT_VARIABLE", "Steering", "crypto_object", "installed_object",
            "kernel_has_crypto", "shipped_object"]
 
+log = logging.getLogger("pesigitg")
+
 REASON_ENUM = "pes_xdp_reason"
 REASON_PREFIX = "PES_XDP_"
 REASON_COUNT = "PES_XDP_REASONS"
@@ -33,7 +36,7 @@ OBJECT_VARIABLE = "PESIGITG_XDP_OBJECT"
 # (bpf/pesigitg.bpf.c, PES_TIER_CRYPTO).
 TIER_KEYS, TIER_KEY_PROGRAM = "tier_keys", "syscall"
 CRYPTO_KFUNCS = ("bpf_crypto_ctx_create", "bpf_crypto_ctx_release", "bpf_crypto_decrypt",
-                 "bpf_dynptr_from_xdp", "bpf_dynptr_adjust")
+                 "bpf_crypto_encrypt", "bpf_dynptr_from_xdp", "bpf_dynptr_adjust")
 # struct pes_xdp_settings (pesigitg_abi.h): its __u32 members, in order.
 SETTING_VIP_FILTER, SETTING_TIER_GENERATION = 0, 1
 
@@ -92,8 +95,19 @@ class Steering(XdpProgram):
     def load(cls, path: str | Path | None = None, reuse: Mapping[str, int] | None = None,
              programs: Mapping[str, int] | None = None,
              programs_digest: str | None = None) -> Steering:
-        """Load ``path`` (default: :func:`installed_object`); see XdpProgram.load."""
-        return cls(load_object(path or installed_object(), reuse, programs, programs_digest))
+        """Load ``path`` (default: :func:`installed_object`); see XdpProgram.load. Should
+        the crypto variant not load (a kernel that has the kfuncs but refuses the
+        program), the shipped one is loaded instead, and the log says why: keyed configs
+        then stay with the workers, the daemon runs."""
+        chosen = path or installed_object()
+        try:
+            return cls(load_object(chosen, reuse, programs, programs_digest))
+        except (ObjectError, OSError) as exc:
+            if path is not None or chosen != crypto_object():
+                raise
+            log.warning("the XDP program's crypto variant did not load (%s): keyed "
+                        "QUIC-LB configs stay with the workers", str(exc).splitlines()[0])
+            return cls(load_object(shipped_object(), reuse, programs, programs_digest))
 
     # -- what it steers --------------------------------------------------------------------
 

@@ -53,3 +53,18 @@ def test_a_kfunc_the_kernel_lacks_is_refused_by_name(tmp_path):
     obj = compile_bpf(PROGS / "missing_kfunc.bpf.c", tmp_path / "missing.o")
     with pytest.raises(MissingKernelFunction, match="no function bpf_pesigitg_no_such_kfunc"):
         load_object(obj)
+
+
+def test_a_crypto_variant_that_does_not_load_leaves_the_shipped_program(tmp_path, monkeypatch,
+                                                                       caplog):
+    """A kernel with the kfuncs that still refuses the crypto build: the daemon loads
+    the plain one and says so, it does not stop."""
+    from pesigitg.daemon import steering
+
+    broken = tmp_path / "pesigitg-crypto.bpf.o"
+    broken.write_bytes(b"not an object")
+    monkeypatch.setattr(steering, "crypto_object", lambda: broken)
+    monkeypatch.setattr(steering, "kernel_has_crypto", lambda: True)
+    with steering.Steering.load() as xdp:
+        assert not xdp.crypto and xdp.object_path == steering.shipped_object()
+    assert "crypto variant did not load" in caplog.text
