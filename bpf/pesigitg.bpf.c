@@ -18,6 +18,11 @@
 #include "pesigitg_abi.h"
 #include "pesigitg_parse.h"
 
+/* 1: the crypto build (keyed configs in the kernel tier; bpf/Makefile). */
+#ifndef PES_TIER_CRYPTO
+#define PES_TIER_CRYPTO 0
+#endif
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 struct {
@@ -84,34 +89,7 @@ struct {
  * clang that emits BTF type tags): one ecb(aes) context per generation and config id,
  * made from the key by the syscall program tier_key (the key itself is in no map), and
  * a per-CPU block the decrypt writes into (the kfunc wants map memory). */
-#define __ksym __attribute__((section(".ksyms")))
-#define __kptr __attribute__((btf_type_tag("kptr")))
-
-struct bpf_crypto_ctx {};       /* the kernel's, found by name (a kptr's target) */
-struct bpf_crypto_params {
-    char type[14];
-    __u8 reserved[2];
-    char algo[128];
-    __u8 key[256];
-    __u32 key_len;
-    __u32 authsize;
-};
-
-extern struct bpf_crypto_ctx *bpf_crypto_ctx_create(const struct bpf_crypto_params *params,
-                                                    __u32 params__sz, int *err) __ksym;
-extern void bpf_crypto_ctx_release(struct bpf_crypto_ctx *ctx) __ksym;
-extern int bpf_crypto_decrypt(struct bpf_crypto_ctx *ctx, const struct bpf_dynptr *src,
-                              const struct bpf_dynptr *dst,
-                              const struct bpf_dynptr *siv__nullable) __ksym;
-extern int bpf_crypto_encrypt(struct bpf_crypto_ctx *ctx, const struct bpf_dynptr *src,
-                              const struct bpf_dynptr *dst,
-                              const struct bpf_dynptr *siv__nullable) __ksym;
-extern int bpf_dynptr_from_xdp(struct xdp_md *x, __u64 flags,
-                               struct bpf_dynptr *ptr__uninit) __ksym;
-extern int bpf_dynptr_adjust(const struct bpf_dynptr *p, __u32 start, __u32 end) __ksym;
-static long (*bpf_dynptr_from_mem)(void *data, __u32 size, __u64 flags,
-                                   struct bpf_dynptr *ptr) = (void *)BPF_FUNC_dynptr_from_mem;
-static void *(*bpf_kptr_xchg)(void *map_value, void *ptr) = (void *)BPF_FUNC_kptr_xchg;
+#include "bpf_crypto.h"
 
 struct pes_tier_key {
     struct bpf_crypto_ctx __kptr *ctx;
@@ -175,6 +153,19 @@ int tier_key(struct pes_tier_key_args *args)
     return 0;
 }
 
+/* The words tier_forward compares, from a decrypted server ID: the config id, then
+ * the plaintext's first 15 octets. */
+static __always_inline void tier_words(const __u8 *plain, __u32 config_id, __u64 *lo,
+                                       __u64 *hi)
+{
+    __u64 w0, w1;
+
+    __builtin_memcpy(&w0, plain, 8);
+    __builtin_memcpy(&w1, plain + 8, 8);
+    *lo = (w0 << 8) | config_id;
+    *hi = (w0 >> 56) | (w1 << 8);
+}
+
 /* The server ID of a single-pass CID whose encrypted block is at block_off: decrypted
  * with the generation's context for the config, as the words tier_forward compares
  * (config id, then the plaintext). 1 when done. */
@@ -186,7 +177,6 @@ static __always_inline int tier_decrypt(struct xdp_md *ctx, __u32 index, __u32 b
     struct pes_tier_block *out = bpf_map_lookup_elem(&PES_MAP_TIER_SCRATCH, &zero);
     struct bpf_crypto_ctx *c;
     struct bpf_dynptr src, dst;
-    __u64 w0, w1;
 
     if (!key || !out)
         return 0;
@@ -197,10 +187,7 @@ static __always_inline int tier_decrypt(struct xdp_md *ctx, __u32 index, __u32 b
         return 0;
     if (bpf_dynptr_from_mem(out->octets, 16, 0, &dst) || bpf_crypto_decrypt(c, &src, &dst, 0))
         return 0;
-    __builtin_memcpy(&w0, out->octets, 8);
-    __builtin_memcpy(&w1, out->octets + 8, 8);
-    *lo = (w0 << 8) | config_id;
-    *hi = (w0 >> 56) | (w1 << 8);
+    tier_words(out->octets, config_id, lo, hi);
     return 1;
 }
 
@@ -296,12 +283,7 @@ static __always_inline int tier_four_pass(__u32 index, const __u8 *block, const 
         __builtin_memcpy(sid + (half & 15), &r0, 8);
         __builtin_memcpy(sid + (half & 15) + 8, &r1, 8);
     }
-    __u64 w0, w1;
-
-    __builtin_memcpy(&w0, sid, 8);
-    __builtin_memcpy(&w1, sid + 8, 8);
-    *lo = (w0 << 8) | config_id;
-    *hi = (w0 >> 56) | (w1 << 8);
+    tier_words(sid, config_id, lo, hi);
     return 1;
 }
 #endif
@@ -310,10 +292,6 @@ struct pes_xdp_settings PES_SETTINGS_VAR;
 
 /* Which build this is (bpf/Makefile BUILD_TAG): two builds that differ only here are
  * two objects, as an upgrade would install. */
-#ifndef PES_TIER_CRYPTO
-#define PES_TIER_CRYPTO 0
-#endif
-
 #ifndef PES_BUILD_TAG
 #define PES_BUILD_TAG 0
 #endif

@@ -4,35 +4,9 @@
  * in a map; the XDP program decrypts the frame's first 16 octets with it
  * (bpf_crypto_decrypt over dynptrs) and writes the result at octets 16..31. Built with a
  * clang that emits BTF type tags (clang-19): the kptr field needs one. */
-#include "bpf_defs.h"
+#include "bpf_crypto.h"
 
 char LICENSE[] SEC("license") = "GPL";
-
-#define __ksym __attribute__((section(".ksyms")))
-#define __kptr __attribute__((btf_type_tag("kptr")))
-
-struct bpf_crypto_ctx {};     /* the kernel resolves it by name (a kptr target) */
-struct bpf_crypto_params {
-    char type[14];
-    __u8 reserved[2];
-    char algo[128];
-    __u8 key[256];
-    __u32 key_len;
-    __u32 authsize;
-};
-
-extern struct bpf_crypto_ctx *bpf_crypto_ctx_create(const struct bpf_crypto_params *params,
-                                                    __u32 params__sz, int *err) __ksym;
-extern void bpf_crypto_ctx_release(struct bpf_crypto_ctx *ctx) __ksym;
-extern int bpf_crypto_decrypt(struct bpf_crypto_ctx *ctx, const struct bpf_dynptr *src,
-                              const struct bpf_dynptr *dst,
-                              const struct bpf_dynptr *siv__nullable) __ksym;
-extern int bpf_dynptr_from_xdp(struct xdp_md *x, __u64 flags,
-                               struct bpf_dynptr *ptr__uninit) __ksym;
-extern int bpf_dynptr_adjust(const struct bpf_dynptr *p, __u32 start, __u32 end) __ksym;
-static long (*bpf_dynptr_from_mem)(void *data, __u32 size, __u64 flags,
-                                   struct bpf_dynptr *ptr) = (void *)BPF_FUNC_dynptr_from_mem;
-static void *(*bpf_kptr_xchg)(void *map_value, void *ptr) = (void *)BPF_FUNC_kptr_xchg;
 
 struct holder {
     struct bpf_crypto_ctx __kptr *ctx;
