@@ -15,6 +15,8 @@ from pesigitg._fastpath.fastpath import (
     CID_CONFIG_SIZE,
     CID_CONFIGS,
     CID_MAX_LEN,
+    CID_MODES,
+    CID_UNSET,
     CNT_CID_ROUTED,
     CNT_FORWARDED,
     CNT_RETRY_SENT,
@@ -104,7 +106,7 @@ from pesigitg._fastpath.fastpath import (
 
 __all__ = [
     "AES_PATHS", "AES_PATH_ENV", "BACKEND_COUNTS_SIZE", "BACKEND_NONE", "BACKEND_SIZE",
-    "BACKEND_SLOTS", "CID_CONFIGS",
+    "BACKEND_SLOTS", "CID_CONFIGS", "CID_MODES", "CID_UNSET",
     "CID_CONFIG_SIZE", "CID_MAX_LEN", "CNT_CID_ROUTED", "CNT_FORWARDED",
     "CNT_RETRY_SENT",
     "COUNTERS_SIZE", "COUNTER_FAMILIES", "COUNTER_NAMES", "DEFAULT_BATCH",

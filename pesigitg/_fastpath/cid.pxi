@@ -42,8 +42,10 @@ CID_CONFIG_SIZE = sizeof(pes_cid_config)
 NO_CONFIG = PES_CID_NO_CONFIG
 TOO_SHORT = PES_CID_TOO_SHORT
 
-_MODES = {"plaintext": PES_CID_PLAINTEXT, "single_pass": PES_CID_SINGLE_PASS,
-          "four_pass": PES_CID_FOUR_PASS}
+# enum pes_cid_mode by CidConfig.mode (the decode table's and the kernel tier's).
+CID_MODES = {"plaintext": PES_CID_PLAINTEXT, "single_pass": PES_CID_SINGLE_PASS,
+             "four_pass": PES_CID_FOUR_PASS}
+CID_UNSET = PES_CID_UNSET
 
 
 AES_PATHS = ("scalar", "aesni", "vaes")
@@ -147,7 +149,7 @@ def pack_cid_table(configs):
         slot = &table.conf[config.config_id]
         if slot.mode != PES_CID_UNSET:
             raise ValueError(f"config id {config.config_id} is given twice")
-        slot.mode = _MODES[config.mode]
+        slot.mode = CID_MODES[config.mode]
         slot.server_id_len = config.server_id_len
         slot.nonce_len = config.nonce_len
         slot.cid_len = config.cid_len

@@ -41,6 +41,8 @@ FLOW_ENTRIES_MAX: int
 RETRY_KEYS: int
 INITIAL_MIN: int
 CNT_RETRY_SENT: str
+CID_MODES: dict[str, int]
+CID_UNSET: int
 CNT_FORWARDED: str
 CNT_CID_ROUTED: tuple[str, ...]
 PTB_COPY_MAX: int

@@ -6,9 +6,10 @@ server that can take it; everything else goes to the workers as before. Its tabl
 made here from the very route table the workers get (the same backends, MACs, health
 and drains), so both tiers send a frame to the same MAC.
 
-Which configs it decodes is the ``xdp_decode`` setting: ``off`` (none) or
-``plaintext`` (the plaintext configs; keyed ones stay with the workers, which decode
-them with AES-NI).
+Which configs it decodes is the ``xdp_decode`` setting, by the rule of :func:`choose`:
+``off``, ``plaintext``, ``all`` or ``auto``. Keyed configs are decrypted with the
+kernel's bpf_crypto kfuncs, by the program's crypto build only (steering.py chooses the
+build); their AES contexts are made in the kernel from each key (``set_tier_key``).
 
 The table has two generations. An install writes the generation the program does not
 read (its servers, then its table), then switches ``settings.tier_generation`` to it:
@@ -26,9 +27,10 @@ import logging
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
-from pesigitg._fastpath import BACKEND_SLOTS, CID_CONFIGS, MAPS
+from pesigitg._fastpath import BACKEND_SLOTS, CID_CONFIGS, CID_MODES, CID_UNSET, MAPS
 from pesigitg.daemon.steering import Steering
 from pesigitg.routing.routes import CompiledRoutes
 
@@ -38,9 +40,6 @@ __all__ = ["DECODE_MODES", "TierChoice", "Written", "bucket", "choose", "install
 log = logging.getLogger("pesigitg")
 
 DECODE_MODES = ("off", "plaintext", "all", "auto")
-# enum pes_cid_mode (pesigitg_abi.h): what the tier decodes.
-CID_UNSET = 0
-CID_MODES = {"plaintext": 1, "single_pass": 2, "four_pass": 3}
 SERVER_ID_MAX = 15
 NO_SLOT = 0xFFFF
 # The servers' buckets (pesigitg_abi.h: pes_tier_bucket and its constants).
@@ -141,8 +140,10 @@ def choose(decode: str, modes: dict[int, str], crypto: bool = False, copy: bool 
     return TierChoice(decode, configs)
 
 
+@cache
 def kernel_aes_driver() -> str | None:
-    """The driver of the kernel's ecb(aes) of highest priority (/proc/crypto)."""
+    """The driver of the kernel's ecb(aes) of highest priority (/proc/crypto), read once
+    (every table change asks)."""
     try:
         text = Path("/proc/crypto").read_text()
     except OSError:
