@@ -114,17 +114,16 @@ class MetricsListeners:
         """Serve ``fresh`` (from :meth:`bind_new`) and stop serving what is no longer in
         ``addresses``."""
         wanted = set(addresses)
-        for address, listener in fresh.items():
-            await listener.serve()
-            self.serving[address] = listener
-            log.info("serving metrics on %s", address)
+        self.serving.update(fresh)
+        await self.serve(fresh)
         for address in [a for a in self.serving if a not in wanted]:
             await self.serving.pop(address).close()
             log.info("no longer serving metrics on %s", address)
 
-    async def serve(self) -> None:
-        """Start serving every bound listener (after a start or a take-over)."""
-        for address, listener in self.serving.items():
+    async def serve(self, listeners: dict[str, MetricsListener] | None = None) -> None:
+        """Start serving ``listeners`` (default: every bound one, after a start or a
+        take-over)."""
+        for address, listener in (self.serving if listeners is None else listeners).items():
             await listener.serve()
             log.info("serving metrics on %s", address)
 
