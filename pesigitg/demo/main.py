@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     family = parser.parse_args(argv).family
 
     def steps() -> None:
-        with demo_environment(family=family) as demo:
+        with demo_environment(family=family, xdp_decode="all") as demo:
             print(f"VIPs {', '.join(demo.net.vips.values())}; backends " + ", ".join(
                 f"{b.role}={b.address} (server ID {demo.server_ids()[b.role]})"
                 for b in demo.net.backends))
@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
 
     status = narrate("pesigitg demo: a client, pesigitgd and three HTTP/3 backends (aioquic) "
                      "in network namespaces,\nDirect Server Return, QUIC-LB four-pass "
-                     "config, health checks on.", steps)
+                     "config, health checks on, the kernel tier on (xdp_decode = all: "
+                     "1-RTT packets\ndecoded and forwarded in XDP where the kernel has "
+                     "the crypto kfuncs).", steps)
     if status == 0 and family == "dual":
         print("IPv6 only, backends probed and resolved over IPv6: "
               "python -m pesigitg.demo --family 6 (make demo-ipv6)")

@@ -33,7 +33,7 @@ from pesigitg.demo.narration import expect
 from pesigitg.demo.topology import Host, Network, Topology, version_of
 from pesigitg.routing.quiclb import CidConfig
 from pesigitg.testing.daemon import RunningDaemon
-from pesigitg.testing.netns import inside
+from pesigitg.testing.netns import inside, receive_xdp_tx
 
 __all__ = ["FAMILIES", "Demo", "demo_environment"]
 
@@ -64,6 +64,7 @@ class Demo:
     retry: dict[str, object] = field(default_factory=dict)    # lb.toml [retry], if any
     hash_key: str = ""              # lb.toml [fallback] hash_key, if any
     daemon_conf: str = ""           # more pesigitgd.conf lines
+    xdp_decode: str = "off"         # the kernel tier (pesigitgd.conf xdp_decode)
 
     def __post_init__(self) -> None:
         self.vip = self.vip or self.net.vip
@@ -126,8 +127,13 @@ class Demo:
     def start(self) -> None:
         cert, key = write_self_signed(self.workdir, SERVER_NAME, list(self.net.vips.values()))
         assert isinstance(self.net, Topology)
+        if self.xdp_decode != "off":
+            # The balancer's XDP_TX frames reach the bridge only through an XDP
+            # program on its port (a veth's rule; a NIC needs none).
+            receive_xdp_tx(self.net.switch, self.net.port(self.net.lb))
         self.daemon = RunningDaemon(self.net.lb.ns, self.workdir, interface=self.net.lb.dev,
-                                    extra_conf=self.daemon_conf)
+                                    extra_conf=f"xdp_decode = {self.xdp_decode}\n"
+                                               + self.daemon_conf)
         self.write_routes()             # first: the backends read the Retry keys there
         for backend in self.net.backends:
             self.start_backend(backend, cert, key)
@@ -338,6 +344,12 @@ class Demo:
                 self.say(f"   {name:28} {value}")
         self.say("   XDP verdicts: " + ", ".join(f"{k}={v}" for k, v in stats["xdp"].items()
                                                   if v))
+        tier = self.daemon.get("/health")["xdp"]["kernel_tier"]
+        paths = ", ".join(f"config {c}: {t['path']} ({t['why']})"
+                          for c, t in tier["configs"].items())
+        self.say(f"   kernel tier (xdp_decode = {tier['xdp_decode']}): {paths}; it "
+                 f"forwarded {stats['kernel_tier']['forwarded']} of "
+                 f"{stats['total']['forwarded']} frames, the workers the rest")
         return stats
 
 
@@ -348,15 +360,16 @@ FAMILIES = {"4": ((4,), None), "6": ((6,), None), "dual": ((4, 6), None),
 
 @contextlib.contextmanager
 def demo_environment(say: Callable[[str], None] = print, family: str = "4",
-                     retry: dict[str, object] | None = None, daemon_conf: str = ""
-                     ) -> Iterator[Demo]:
+                     retry: dict[str, object] | None = None, daemon_conf: str = "",
+                     xdp_decode: str = "off") -> Iterator[Demo]:
     """The topology (``family``: a key of FAMILIES), the backends and pesigitgd (with
-    ``retry`` as lb.toml's [retry], keys added, and ``daemon_conf`` in
+    ``retry`` as lb.toml's [retry], keys added, ``xdp_decode`` and ``daemon_conf`` in
     pesigitgd.conf), torn down whatever happens."""
     families, backend_families = FAMILIES[family]
     with tempfile.TemporaryDirectory(prefix="pesigitg-demo-") as tmp, \
             Topology(families=families, backend_families=backend_families) as net:
-        demo = Demo(net, Path(tmp), say, retry=dict(retry or {}), daemon_conf=daemon_conf)
+        demo = Demo(net, Path(tmp), say, retry=dict(retry or {}), daemon_conf=daemon_conf,
+                    xdp_decode=xdp_decode)
         try:
             demo.start()
             yield demo

@@ -115,11 +115,16 @@ class Network:
         for host in hosts:
             self.plug(host)
 
+    @staticmethod
+    def port(host: Host) -> str:
+        """The name of ``host``'s port on the bridge (in the namespace ``switch``)."""
+        return f"p-{host.role}"
+
     def plug(self, host: Host) -> None:
         """``host`` in its own namespace, on the bridge (also after the build: removed
         with the rest)."""
         self.make_netns(host.ns)
-        port = f"p-{host.role}"
+        port = self.port(host)
         ip("link", "add", host.dev, "type", "veth", "peer", "name", port, ns=host.ns)
         ip("link", "set", port, "netns", self.switch, ns=host.ns)
         ip("link", "set", port, "master", "br0", "up", ns=self.switch)

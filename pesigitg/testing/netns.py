@@ -17,6 +17,9 @@ import secrets
 import subprocess
 from collections.abc import Iterator
 
+from pesigitg.ebpf.attach import XDP_FLAGS_DRV_MODE, ifindex, set_xdp
+from pesigitg.ebpf.obj import BPF_PROG_TYPES
+from pesigitg.ebpf.program import load_program
 from pesigitg.errors import os_error
 
 CLONE_NEWNET = 0x40000000
@@ -107,3 +110,21 @@ def mac_of(ns: str, dev: str) -> bytes:
     """The MAC of ``dev`` in ``ns`` (sysfs shows the caller's namespace, so ask ip)."""
     link = json.loads(ip("-j", "link", "show", "dev", dev, ns=ns))[0]
     return bytes.fromhex(link["address"].replace(":", ""))
+
+
+# r0 = XDP_PASS; exit
+_XDP_PASS = bytes([0xB7, 0, 0, 0, 2, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
+
+
+def receive_xdp_tx(ns: str, dev: str) -> None:
+    """Let veth ``dev`` in ``ns`` receive what its peer sends with XDP_TX: a veth
+    takes such frames only if it runs an XDP program itself, so attach one that
+    passes everything on. It stays attached while the device lives (the
+    namespace's removal takes both)."""
+    program = load_program(BPF_PROG_TYPES["xdp"], _XDP_PASS, "GPL", "pass")
+    try:
+        with inside(ns):
+            set_xdp(ifindex(dev), program.fd, XDP_FLAGS_DRV_MODE,
+                    f"attaching an XDP_PASS program to {dev}")
+    finally:
+        program.close()

@@ -1,6 +1,9 @@
 """HTTP/3 clients through pesigitgd to aioquic backends: the behaviours of the demo,
 over IPv4 and over IPv6 (VIP, client and backends; the VIP in the backends' /64, the
-backends probed and resolved over NDP by pesigitgd).
+backends probed and resolved over NDP by pesigitgd), with the kernel tier on as in
+``make demo`` (xdp_decode = all: the four-pass config's 1-RTT packets decoded and
+forwarded in XDP; Initials, and everything else, by the workers). The other e2e
+files run with the tier off.
 
 One environment per family (building it takes seconds); the tests run in file order
 and the last two change it (a backend drains, then one fails).
@@ -18,7 +21,8 @@ from pesigitg.demo.scenario import Demo, demo_environment
 
 @pytest.fixture(scope="module", params=["4", "6"], ids=["ipv4", "ipv6"])
 def demo(request) -> Iterator[Demo]:
-    with demo_environment(say=lambda _: None, family=request.param) as environment:
+    with demo_environment(say=lambda _: None, family=request.param,
+                          xdp_decode="all") as environment:
         yield environment
 
 
@@ -39,13 +43,21 @@ def test_connections_spread_over_all_backends_and_stay_on_theirs(demo):
 
 
 def test_a_migrating_client_keeps_its_backend(demo):
+    in_xdp = demo.daemon.get("/stats")["kernel_tier"]["forwarded"]
     steps = asyncio.run(demo.migration())
     assert [s[0] for s in steps] == ["connected", "NAT rebinding: new port", "new address",
                                      "new connection ID"]
     assert steps[2][1].startswith(demo.net.client.addresses(demo.family)[1] + ":")
     assert len({backend for *_, backend in steps}) == 1
-    stats = demo.daemon.get("/stats")["total"]
-    assert stats["cid_routed_2"] > 0 and stats["dropped_not_quic"] == 0
+    stats = demo.daemon.get("/stats")
+    assert stats["total"]["cid_routed_2"] > 0 and stats["total"]["dropped_not_quic"] == 0
+    # The kernel tier forwarded the migrating connection's 1-RTT packets (this kernel
+    # has the crypto kfuncs), counted as config 2's and as its backend's.
+    tier = demo.daemon.get("/health")["xdp"]["kernel_tier"]
+    assert tier["configs"]["2"]["path"] == "xdp", tier
+    assert stats["kernel_tier"]["cid_routed_2"] == stats["kernel_tier"]["forwarded"] > in_xdp
+    assert sum(b["kernel_tier"] for b in stats["backends"].values()) == \
+        stats["kernel_tier"]["forwarded"]
 
 
 def test_a_reload_under_live_connections_breaks_none(demo):

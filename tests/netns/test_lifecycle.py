@@ -62,8 +62,9 @@ def settled(traffic: Traffic, sent: int, timeout: float = 5.0) -> int:
     return count
 
 
-def start(lab, daemons, *args: str, env: dict[str, str] | None = None) -> RunningDaemon:
-    daemon = RunningDaemon(lab.lb_ns, lab.workdir)
+def start(lab, daemons, *args: str, env: dict[str, str] | None = None,
+          decode: str = "off") -> RunningDaemon:
+    daemon = RunningDaemon(lab.lb_ns, lab.workdir, extra_conf=f"xdp_decode = {decode}\n")
     daemon.routes.write_text(lb_toml(STATIC))
     daemons.append(daemon)
     return daemon.start(*args, env=env)
@@ -75,8 +76,12 @@ def ctl(daemon: RunningDaemon, *command: str) -> subprocess.CompletedProcess[str
                           text=True, timeout=180)
 
 
-def test_restart_mid_stream_loses_no_frame_and_keeps_the_counters(lab, daemons, traffic):
-    daemon = start(lab, daemons)
+@pytest.mark.parametrize("decode", ["off", "all"], ids=["af_xdp", "kernel_tier"])
+def test_restart_mid_stream_loses_no_frame_and_keeps_the_counters(lab, daemons, traffic,
+                                                                  decode):
+    """Also with the kernel tier on (xdp_decode = all: this four-pass config is
+    decoded in XDP where the kernel has the crypto kfuncs, by the workers elsewhere)."""
+    daemon = start(lab, daemons, decode=decode)
     old = daemon.pid
     stream = stream_of(lab)
     try:
@@ -93,8 +98,12 @@ def test_restart_mid_stream_loses_no_frame_and_keeps_the_counters(lab, daemons, 
     assert settled(traffic, sent) == sent, "frames lost across the restart"
     stats = daemon.get("/stats")
     assert stats["total"]["forwarded"] == sent >= forwarded_before > 0   # carried on
-    assert stats["xdp"]["redirect_udp"] == sent and stats["xdp"]["drop_no_socket"] == 0
     health = daemon.get("/health")
+    in_xdp = stats["kernel_tier"]["forwarded"]
+    tier = health["xdp"]["kernel_tier"]["configs"]["1"]["path"]
+    assert in_xdp == (sent if tier == "xdp" else 0)
+    assert stats["xdp"]["redirect_udp"] == sent - in_xdp
+    assert stats["xdp"]["drop_no_socket"] == 0
     assert health["status"] == "ok" and health["xdp"]["attach"] == "link"
     # The new daemon is a daemon like any other: it can hand over in turn, and stop.
     assert ctl(daemon, "restart").returncode == 0
