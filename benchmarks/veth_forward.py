@@ -1,15 +1,23 @@
 """Forwarding throughput on a veth pair: pesigitg's engine vs the AF_XDP floor vs nginx,
-and the kernel tier (plaintext and single-pass CIDs decoded in XDP) vs the in-kernel
-XDP_TX MAC-swap floor and vs the workers.
+then the kernel tier (CIDs decoded in XDP) vs the in-kernel XDP_TX MAC-swap floor and
+vs the workers, on one forwarding core.
 
 The lab is benchmarks/veth_lab.py: a generator in one namespace, pesigitg's XDP
 program and one engine worker (pesigitgd's own, pinned to another CPU) in the other,
 a sink counting what comes back by destination MAC. The same traffic then goes
 through nginx's UDP stream proxy (``proxy_responses 0``).
 
-First the generator's own ceiling: the same frames into a sink on ``l0`` that drops
-them at once. A case that forwards every frame sent is marked: bound by the
-generator, not by pesigitgd.
+Part one, the workers: l0's receive path runs in the generator's softirq and the
+worker spins on its own CPU. Part two, the kernel tier: each path gets one core, the
+worker's CPU, for everything from receiving a frame to sending it on (l0's NAPI as a
+thread pinned there, the worker on it sleeping when idle, as pesigitgd runs): the
+XDP_TX cases then cost that core alone, not the generator's, and compare per core
+with the workers' AF_XDP path.
+
+Each part first measures the generator's own ceiling: the same frames into a sink on
+``l0`` that drops them at once. In part one a case that forwards every frame sent is
+marked: bound by the generator, not by pesigitgd. (In part two a full veth ring holds
+the generator back, so an XDP case forwards every frame at the rate its core allows.)
 
     python benchmarks/veth_forward.py [--frames N] [--size OCTETS] [--png FILE]
 
@@ -25,10 +33,12 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
+from veth_cases import FOUR_PASS, SINGLE_PASS, EngineCase, engine_case
 from veth_lab import (
     BACKENDS,
     BOUND,
@@ -42,113 +52,19 @@ from veth_lab import (
     ceiling,
     engine_worker,
     measure,
+    one_forwarding_core,
+    pin_receive,
     veth_lab,
 )
+from veth_tier import report_tier, tier_cases
 
-from pesigitg.daemon.tier import choose, install
-from pesigitg.ebpf.attach import XDP_FLAGS_DRV_MODE, ifindex, set_xdp
-from pesigitg.routing.quiclb import CidConfig
 from pesigitg.routing.route_config import RetryKey, RetrySpec, TableOptions
-from pesigitg.routing.routes import Backend, CompiledRoutes, Server, compile_routes
+from pesigitg.routing.routes import Backend, compile_routes
 from pesigitg.testing.netns import inside
 from tests import frames as f
 
-KEY = bytes.fromhex("8f95f09245765f80256934e50c66207f")
-FOUR_PASS = CidConfig(0, 3, 4, KEY)
-SINGLE_PASS = CidConfig(1, 8, 8, KEY)
-PLAINTEXT = CidConfig(2, 3, 4)
-XDP_SWAP = "XDP_TX MAC swap (in-kernel floor)"
-TIER = "QUIC-LB plaintext, kernel tier (XDP_TX)"
-PLAIN_AF_XDP = "QUIC-LB plaintext, workers (AF_XDP)"
-TIER_SINGLE = "QUIC-LB single-pass, kernel tier (XDP_TX)"
-SINGLE_AF_XDP = "QUIC-LB routing, single-pass"
-TIER_FOUR = "QUIC-LB four-pass, kernel tier (XDP_TX)"
-FOUR_AF_XDP = "QUIC-LB routing, four-pass"
 FLOWS = 1_000_000       # the flow table case's working set
-
-
-@dataclass(frozen=True)
-class EngineCase:
-    """One engine case. ``config`` None: the MAC swap floor. With ``flows``, every CID
-    is unroutable (config 7) and the frames come from that many client addresses:
-    Maglev on the 4-tuple, through a flow table of ``flow_entries`` (0: none).
-    ``soak``: frames the worker forwards before its memory is read again. ``tier``:
-    the kernel tier decodes the config (xdp_decode = plaintext)."""
-    name: str
-    config: CidConfig | None
-    soak: int = 0
-    flows: int = 0
-    flow_entries: int = 0
-    tier: bool = False
-
-
-def engine_routes(lab: Lab, case: EngineCase) -> CompiledRoutes:
-    config = case.config
-    backends = [Backend(f"10.9.1.{n}", backend_mac(n)) for n in range(1, BACKENDS + 1)]
-    servers = [Server(config.config_id, bytes([n]) * config.server_id_len, f"10.9.1.{n}")
-               for n in range(1, BACKENDS + 1)] if config else []
-    return compile_routes(lab.lb_mac, [config] if config else [], backends, servers,
-                          TableOptions(knobs={"flow_entries": case.flow_entries}))
-
-
-def engine_cids(case: EngineCase) -> list[bytes]:
-    config = case.config
-    if config and not case.flows:
-        return [config.encode(bytes([1 + i % BACKENDS]) * config.server_id_len,
-                              os.urandom(config.nonce_len), extra=b"") for i in range(CIDS)]
-    if case.flows:
-        return [b"\xe0" + os.urandom(7) for _ in range(CIDS)]   # config 7: unroutable
-    return [os.urandom(8) for _ in range(CIDS)]
-
-
-def engine_case(lab: Lab, case: EngineCase, frames: int) -> Result:
-    routes = engine_routes(lab, case)
-    lab.gen.load(lab.frame, engine_cids(case), 14 + 20 + 8 + 1, case.flows,
-                 14 + 12)                                   # flow: the source address
-    # In swap mode the frame comes back addressed to its sender, g0.
-    macs = set(range(1, BACKENDS + 1)) if case.config else {lab.frame[11]}
-    modes = {c.config_id: c.mode for c in routes.configs}
-    with engine_worker(lab, routes.blob, floor=case.config is None) as worker:
-        install(lab.xdp, routes, choose("all" if case.tier else "off", modes,
-                                        crypto=lab.xdp.crypto))
-        # The generator outruns the worker: several frames per flow reach it.
-        mpps, taken = measure(lab, frames, macs, warmup=10 * case.flows)
-        # Resident memory from here on: the worker has touched every UMEM frame by now
-        # (the supervisor's pages, counted in its RSS once it uses them).
-        rss_before = worker.rss()
-        # Soak: keep going until the worker itself has forwarded `soak` frames, so
-        # the resident-memory reading covers that many packets through the loop.
-        while worker.counts()["forwarded"] < case.soak:
-            lab.gen.send(2_000_000)
-        rss_after, counters = worker.rss(), worker.counts()
-        install(lab.xdp, routes, choose("off", modes))
-    routed = sum(v for k, v in counters.items() if k.startswith("cid_routed_"))
-    note = (f"worker forwarded {counters['forwarded']:,} ({routed:,} by CID), tx_full "
-            f"{counters['tx_full']:,}")
-    if case.tier:
-        note += f", XDP sent {lab.xdp.counters()['tx_cid']:,} in all"
-    if case.flows and case.flow_entries:
-        note += (f", flow table of {case.flow_entries:,}: hits {counters['flow_hits']:,} "
-                 f"inserts {counters['flow_inserts']:,} evictions "
-                 f"{counters['flow_evictions']:,}")
-    return Result(case.name, mpps, rss_before, rss_after, note, taken)
-
-
-def swap_case(lab: Lab, frames: int) -> Result:
-    """The in-kernel floor: an XDP program on l0 that swaps the MACs and sends the frame
-    back (XDP_TX), instead of pesigitg's."""
-    lab.gen.load(lab.frame, [os.urandom(8) for _ in range(CIDS)], 14 + 20 + 8 + 1)
-    with inside(lab.lb_ns):
-        l0 = ifindex("l0")
-        lab.xdp.detach()
-        set_xdp(l0, lab.traffic.swap.fd, XDP_FLAGS_DRV_MODE, "attaching the MAC swap")
-    try:
-        mpps, taken = measure(lab, frames, {lab.frame[11]})
-    finally:
-        with inside(lab.lb_ns):
-            set_xdp(l0, -1, XDP_FLAGS_DRV_MODE, "detaching the MAC swap")
-            lab.xdp.attach("l0")
-    return Result(XDP_SWAP, mpps, taken=taken)
+T = TypeVar("T")
 
 
 def initial_case(lab: Lab, name: str, frames: int, retry: bool) -> Result:
@@ -168,11 +84,11 @@ def initial_case(lab: Lab, name: str, frames: int, retry: bool) -> Result:
     lab.gen.load(frame, [os.urandom(20) for _ in range(CIDS)], 14 + 20 + 8 + 6)  # DCID
     macs = {lab.g0_mac[5]} if retry else set(range(1, BACKENDS + 1))
     with engine_worker(lab, routes.blob, floor=False) as worker:
-        mpps, taken = measure(lab, frames, macs)
+        m = measure(lab, frames, macs)
         counters = worker.counts()
     note = (f"worker sent {counters['retry_sent']:,} Retries" if retry else
             f"worker forwarded {counters['forwarded']:,}") + f", tx_full {counters['tx_full']:,}"
-    return Result(name, mpps, note=note, taken=taken)
+    return Result(name, m.mpps, note=note, taken=m.taken)
 
 
 def nginx_case(lab: Lab, frames: int) -> Result:
@@ -210,12 +126,12 @@ stream {{
         if proc.poll() is not None:
             return Result("nginx UDP proxy", 0.0, note="nginx failed to start: "
                           + (workdir / "nginx-error.log").read_text()[-300:])
-        mpps, taken = measure(lab, frames, {lab.g0_mac[5]})
+        m = measure(lab, frames, {lab.g0_mac[5]})
         rss = sum(p.memory_info().rss for p in psutil.Process(proc.pid).children(recursive=True))
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    return Result("nginx UDP proxy (1 worker)", mpps, rss, rss, taken=taken)
+    return Result("nginx UDP proxy (1 worker)", m.mpps, rss, rss, taken=m.taken)
 
 
 def plot(results: list[Result], path: Path) -> bool:
@@ -236,6 +152,7 @@ def plot(results: list[Result], path: Path) -> bool:
 
 
 def run_cases(lab: Lab, args: argparse.Namespace) -> list[Result]:
+    """Part one: the workers' cases."""
     engine = [EngineCase("QUIC-LB routing, four-pass", FOUR_PASS, soak=args.soak),
               EngineCase("QUIC-LB routing, single-pass", SINGLE_PASS),
               EngineCase("MAC swap only (AF_XDP floor)", None),
@@ -244,17 +161,11 @@ def run_cases(lab: Lab, args: argparse.Namespace) -> list[Result]:
               EngineCase(f"fallback, {FLOWS // 10**6}M flows, no flow table", FOUR_PASS,
                          flows=FLOWS),
               EngineCase(f"fallback, {FLOWS // 10**6}M flows, flow table", FOUR_PASS,
-                         flows=FLOWS, flow_entries=2 * FLOWS),
-              EngineCase(PLAIN_AF_XDP, PLAINTEXT),
-              EngineCase(TIER, PLAINTEXT, tier=True),
-              EngineCase(TIER_SINGLE, SINGLE_PASS, tier=True),
-              EngineCase(TIER_FOUR, FOUR_PASS, tier=True)]
+                         flows=FLOWS, flow_entries=2 * FLOWS)]
     results = []
     for case in engine:
         print(f"running {case.name} ...", flush=True)
         results.append(engine_case(lab, case, args.frames))
-    print(f"running {XDP_SWAP} ...", flush=True)
-    results.append(swap_case(lab, args.frames))
     for name, retry in (("1200-octet Initials, forwarded", False),
                         ("1200-octet Initials, answered with Retries", True)):
         print(f"running {name} ...", flush=True)
@@ -265,6 +176,14 @@ def run_cases(lab: Lab, args: argparse.Namespace) -> list[Result]:
     return results
 
 
+def table(results: list[Result], bound: Callable[[Result], bool]) -> None:
+    print(f"{'case':44} {'Mpps':>7} {'taken':>6} {'worker RSS (MiB)':>17}  note")
+    for r in results:
+        rss = f"{r.rss_before / 2**20:.1f} / {r.rss_after / 2**20:.1f}" if r.rss_before else "-"
+        mark = " [generator-bound]" if bound(r) else ""
+        print(f"{r.case:44} {r.mpps:7.3f} {r.taken:6.0%} {rss:>17}  {r.note}{mark}")
+
+
 def report(results: list[Result], top: float, args: argparse.Namespace, gen: str) -> None:
     print(f"\nveth forwarding, {args.size}-octet frames, generator ({gen}) on CPU "
           f"{args.gen_cpu}, worker on CPU {args.worker_cpu}, {args.frames:,} generated frames "
@@ -272,11 +191,7 @@ def report(results: list[Result], top: float, args: argparse.Namespace, gen: str
     print(f"generator ceiling (its frames into a sink that drops them at once): {top:.3f} "
           "Mpps. A case that forwards every frame sent is bound by the generator (and by the "
           "generator's CPU, which also carries l0's receive path), not by pesigitgd: marked")
-    print(f"{'case':44} {'Mpps':>7} {'taken':>6} {'worker RSS (MiB)':>17}  note")
-    for r in results:
-        rss = f"{r.rss_before / 2**20:.1f} / {r.rss_after / 2**20:.1f}" if r.rss_before else "-"
-        bound = " [generator-bound]" if r.taken >= BOUND else ""
-        print(f"{r.case:44} {r.mpps:7.3f} {r.taken:6.0%} {rss:>17}  {r.note}{bound}")
+    table(results, lambda r: r.taken >= BOUND)
     by = {r.case: r for r in results}
     floor = by["MAC swap only (AF_XDP floor)"].mpps
     four = by["QUIC-LB routing, four-pass"].mpps
@@ -291,26 +206,22 @@ def report(results: list[Result], top: float, args: argparse.Namespace, gen: str
               "(target >= 80%)")
     if nginx:
         print(f"four-pass routing is {four / nginx:.1f}x nginx (target >= 5x)")
-    single, tier_single = by[SINGLE_AF_XDP].mpps, by[TIER_SINGLE].mpps
-    if single:
-        print(f"kernel tier, single-pass (the kernel's AES): {tier_single / single:.2f}x the "
-              "workers' AF_XDP path (target >= 1.3x)"
-              + (" (both generator-bound: not the tier's ceiling)"
-                 if min(by[TIER_SINGLE].taken, by[SINGLE_AF_XDP].taken) >= BOUND else ""))
-    if by[FOUR_AF_XDP].mpps:
-        print(f"kernel tier, four-pass (3 kernel AES calls): "
-              f"{by[TIER_FOUR].mpps / by[FOUR_AF_XDP].mpps:.2f}x the workers' path "
-              "(measured; auto keeps four-pass with the workers)")
-    swap, tier, plain = by[XDP_SWAP].mpps, by[TIER].mpps, by[PLAIN_AF_XDP].mpps
-    if swap and plain:
-        print(f"kernel tier, plaintext: {tier / swap:.2f}x the XDP_TX MAC swap (target >= "
-              f"0.9x), {tier / plain:.2f}x the workers' AF_XDP path for the same config"
-              + (" (both XDP cases generator-bound: the ratio to the swap is the most this "
-                 "generator shows)" if min(by[XDP_SWAP].taken, by[TIER].taken) >= BOUND
-                 else ""))
     growth = [r for r in results if r.rss_before and r.rss_after > r.rss_before + (1 << 20)]
     print("worker RSS: " + ("flat" if not growth else
                             "GREW in " + ", ".join(r.case for r in growth)))
+
+
+def attached(lab: Lab, run: Callable[[], T]) -> T:
+    """``run`` with pesigitg's XDP program on l0 (steering port 443)."""
+    with inside(lab.lb_ns):
+        lab.xdp.set_ports([443])
+        lab.xdp.attach("l0")
+    pin_receive(lab)
+    try:
+        return run()
+    finally:
+        with inside(lab.lb_ns):
+            lab.xdp.detach()
 
 
 def main() -> int:
@@ -325,6 +236,9 @@ def main() -> int:
                         help="frames the worker must forward in the four-pass case before "
                              "its resident memory is read (default 10 million)")
     parser.add_argument("--skip-nginx", action="store_true")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="rounds of the kernel tier's cases (default 4; half --frames "
+                             "each)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (namespaces, XDP, AF_XDP)", file=sys.stderr)
@@ -332,16 +246,16 @@ def main() -> int:
     with veth_lab(args.size, args.gen_cpu, args.worker_cpu) as lab:
         print(f"generator: {lab.gen.name}; measuring its own ceiling ...", flush=True)
         top = ceiling(lab, args.frames)
-        with inside(lab.lb_ns):
-            lab.xdp.set_ports([443])
-            lab.xdp.attach("l0")
-        try:
-            results = run_cases(lab, args)
-        finally:
-            with inside(lab.lb_ns):
-                lab.xdp.detach()
+        results = attached(lab, lambda: run_cases(lab, args))
+        with one_forwarding_core(lab):
+            print("one forwarding core: measuring the generator's ceiling again ...",
+                  flush=True)
+            tier_top = ceiling(lab, args.frames)
+            tier = attached(lab, lambda: tier_cases(lab, args))
         gen = lab.gen.name
     report(results, top, args, gen)
+    report_tier(tier, tier_top)
+    results += tier[-1]
     args.png.parent.mkdir(parents=True, exist_ok=True)
     if plot(results, args.png):
         print(f"chart: {args.png}")

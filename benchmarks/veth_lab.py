@@ -7,6 +7,13 @@ traffic.generator picks, and the run says which). A sink XDP program on ``g0`` c
 what comes back by destination MAC and drops it. In ``lb``, ``l0`` carries pesigitg's
 XDP program and one engine worker process (pesigitgd's own), pinned to another CPU
 than the generator.
+
+Where ``l0``'s receive path runs is the lab's choice. By default it is the softirq of
+the CPU that sent the frame (the generator's) and the worker spins on its own CPU.
+With ``napi_cpu`` set (:func:`one_forwarding_core`), ``l0``'s NAPI, which runs the XDP
+program, is a kernel thread pinned to that CPU and the worker, on the same CPU, sleeps
+in poll() when idle (pesigitgd's default): everything between receiving a frame and
+sending it on then costs that one CPU, as on a NIC whose queue is served by one core.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,8 +49,9 @@ from pesigitg.testing.traffic import (  # noqa: E402
 )
 from tests import frames as f  # noqa: E402
 
-__all__ = ["BACKENDS", "BOUND", "CIDS", "GEN_IP", "LB_IP", "Lab", "Result", "Worker",
-           "backend_mac", "ceiling", "engine_worker", "measure", "veth_lab"]
+__all__ = ["BACKENDS", "BOUND", "CIDS", "GEN_IP", "LB_IP", "Lab", "Measured", "Result",
+           "Worker", "backend_mac", "busy_ns", "ceiling", "engine_worker", "measure",
+           "one_forwarding_core", "pin_receive", "veth_lab"]
 
 GEN_IP, LB_IP = "10.9.0.2", "10.9.0.1"
 BACKENDS = 8
@@ -63,6 +72,7 @@ class Result:
     rss_after: int = 0
     note: str = ""
     taken: float = 0.0      # the share of the frames sent that came back forwarded
+    core_ns: float = 0.0    # busy time of the worker's CPU per frame forwarded
 
 
 @dataclass
@@ -77,6 +87,46 @@ class Lab:
     frame: bytes            # a 1-RTT frame to the VIP, the CID's first octet at 14+20+8
     worker_cpu: int
     workdir: Path
+    napi_cpu: int | None = None     # l0's receive in a thread on this CPU (None: softirq)
+
+    @property
+    def spin(self) -> bool:
+        """Whether the worker spins when idle (it would starve l0's receive thread on
+        its own CPU)."""
+        return self.napi_cpu is None
+
+
+def pin_receive(lab: Lab) -> None:
+    """With ``lab.napi_cpu`` set, run l0's NAPI (its receive path, the XDP program
+    included) as a kernel thread pinned to that CPU. Called after every XDP attach on
+    l0: veth makes its NAPI anew then. (The thread is found by its name, napi/l0-ID; a
+    same-named device elsewhere would have its thread pinned too: affinity only.)"""
+    if lab.napi_cpu is None:
+        return
+    subprocess.run(["ip", "netns", "exec", lab.lb_ns, "sh", "-c",
+                    "echo 1 > /sys/class/net/l0/threaded"], check=True)
+    threads = [p.pid for p in psutil.process_iter(["name"])
+               if (p.info["name"] or "").startswith("napi/l0-")]
+    if not threads:
+        raise RuntimeError("l0 has no NAPI thread (threaded NAPI needs an XDP program "
+                           "on the veth)")
+    for pid in threads:
+        os.sched_setaffinity(pid, {lab.napi_cpu})
+
+
+@contextlib.contextmanager
+def one_forwarding_core(lab: Lab) -> Iterator[None]:
+    """l0's receive thread on the worker's CPU from the next XDP attach on (see the
+    module's text); back to the softirq on the way out."""
+    lab.napi_cpu = lab.worker_cpu
+    try:
+        yield
+    finally:
+        lab.napi_cpu = None
+        # (Refused while l0 has no NAPI, that is no XDP program: nothing to undo then.)
+        subprocess.run(["ip", "netns", "exec", lab.lb_ns, "sh", "-c",
+                        "echo 0 > /sys/class/net/l0/threaded"], check=False,
+                       capture_output=True)
 
 
 @contextlib.contextmanager
@@ -127,8 +177,8 @@ def engine_worker(lab: Lab, blob: bytes, floor: bool) -> Iterator[Worker]:
     with inside(lab.lb_ns):
         xsk = XskSocket("l0", 0)
     lab.xdp.register_socket(0, xsk.fd)
-    proc = start_worker(WorkerSpec(0, "l0", 0, lab.worker_cpu, busy_poll=True, floor=floor),
-                        xsk, blob, counters)
+    proc = start_worker(WorkerSpec(0, "l0", 0, lab.worker_cpu, busy_poll=lab.spin,
+                                   floor=floor), xsk, blob, counters)
     try:
         proc.conn.settimeout(15)
         message = wire.read_message(proc.conn, wire.FROM_WORKER)
@@ -152,19 +202,36 @@ def engine_worker(lab: Lab, blob: bytes, floor: bool) -> Iterator[Worker]:
         counters.close()
 
 
-def measure(lab: Lab, frames: int, macs: set[int], warmup: int = 0) -> tuple[float, float]:
-    """(Mpps counted at the sink by the last octet of ``macs`` while the generator sends
-    ``frames`` of what was loaded into it, the share of them counted)."""
+@dataclass
+class Measured:
+    mpps: float             # counted at the sink per second of sending
+    taken: float            # the share of the frames sent that the sink counted
+    core_ns: float          # busy time of the worker's CPU per frame counted
+
+
+def busy_ns(cpu: int) -> int:
+    """The time ``cpu`` has spent not idle (user, system, interrupts; not steal), ns."""
+    with open("/proc/stat") as stat:
+        fields = next(line.split() for line in stat if line.startswith(f"cpu{cpu} "))
+    user, nice, system, _idle, _iowait, irq, softirq = map(int, fields[1:8])
+    return (user + nice + system + irq + softirq) * 10**9 // os.sysconf("SC_CLK_TCK")
+
+
+def measure(lab: Lab, frames: int, macs: set[int], warmup: int = 0) -> Measured:
+    """The sink's count by the last octet of ``macs`` while the generator sends
+    ``frames`` of what was loaded into it, and what that cost the worker's CPU."""
     # Warm-up: caches, rings, ARP (and, for the flow cases, every flow seen once).
     lab.gen.send(warmup or min(frames // 10, 200_000))
     time.sleep(0.2)
     before = lab.traffic.sink_count(macs)
+    busy = busy_ns(lab.worker_cpu)
     start = time.perf_counter()
     lab.gen.send(frames)
     seconds = time.perf_counter() - start
     time.sleep(0.2)                                   # let the last batches drain
     counted = lab.traffic.sink_count(macs) - before
-    return counted / seconds / 1e6, counted / frames
+    busy = busy_ns(lab.worker_cpu) - busy
+    return Measured(counted / seconds / 1e6, counted / frames, busy / max(counted, 1))
 
 
 def ceiling(lab: Lab, frames: int) -> float:
@@ -174,8 +241,9 @@ def ceiling(lab: Lab, frames: int) -> float:
     lab.gen.load(lab.frame, [os.urandom(8) for _ in range(CIDS)], 14 + 20 + 8 + 1)
     lab.traffic.count_macs(lab.lb_mac)
     lab.traffic.sink_also(lab.lb_ns, l0)
+    pin_receive(lab)
     try:
-        return measure(lab, frames, {lab.lb_mac[5]})[0]
+        return measure(lab, frames, {lab.lb_mac[5]}).mpps
     finally:
         lab.traffic.sink_also(lab.lb_ns, l0, attach=False)
         lab.traffic.count_macs(bytes(5))

@@ -111,11 +111,12 @@ def choose(decode: str, modes: dict[int, str], crypto: bool = False, copy: bool 
     * ``off``: every config to the workers;
     * ``plaintext``: plaintext configs in XDP, keyed ones to the workers;
     * ``all``: every config in XDP (the keyed ones only with the kfuncs);
-    * ``auto``: plaintext in XDP; single-pass in XDP when the kfuncs are there and either
-      the sockets copy every frame (a copy costs more than a kernel decrypt) or the
-      kernel's AES is AES-NI (``aesni`` in the driver's name); four-pass with the
-      workers (three or four kernel AES calls a packet, against a few ns with the
-      workers' batch AES)."""
+    * ``auto``: plaintext in XDP; keyed configs, when the kfuncs are there: in XDP if
+      the sockets copy every frame (on one core, a copy to a worker and back costs more
+      than the three or four kernel AES calls of a four-pass decode: make bench); with
+      zero-copy sockets, single-pass in XDP only if the kernel's AES is AES-NI
+      (``aesni`` in the driver's name), four-pass with the workers (their batch AES
+      costs a few ns a packet against three or four kernel AES calls)."""
     configs: dict[int, tuple[str, str]] = {}
     fast_aes = aes_driver is not None and "aesni" in aes_driver
     for config_id, mode in sorted(modes.items()):
@@ -127,13 +128,14 @@ def choose(decode: str, modes: dict[int, str], crypto: bool = False, copy: bool 
             configs[config_id] = ("af_xdp", f"{mode}: xdp_decode = plaintext")
         elif not crypto:
             configs[config_id] = ("af_xdp", f"{mode}: this kernel has no bpf_crypto kfuncs")
-        elif mode == "four_pass" and decode == "auto":
-            configs[config_id] = ("af_xdp", "four_pass: decoded by the workers (3-4 kernel "
-                                            "AES calls a packet in XDP cost more)")
-        elif decode == "all" or copy or fast_aes:
+        elif decode == "all" or copy or (fast_aes and mode == "single_pass"):
             why = "xdp_decode = all" if decode == "all" else "copy-mode sockets" if copy \
                 else f"the kernel's AES is {aes_driver}"
             configs[config_id] = ("xdp", f"{mode}: kernel AES ({aes_driver or '?'}), {why}")
+        elif mode == "four_pass":
+            configs[config_id] = ("af_xdp", "four_pass: zero-copy sockets: decoded by the "
+                                            "workers (3-4 kernel AES calls a packet in XDP "
+                                            "cost more)")
         else:
             configs[config_id] = ("af_xdp", f"{mode}: zero-copy sockets and the kernel's AES "
                                             f"is {aes_driver or 'unknown'} (not AES-NI)")
