@@ -124,19 +124,3 @@ cdef inline void _gather(pes_decided *b, uint8_t *frames, const uint32_t *length
     for i in range(b.n):
         b.frame[i] = frames + i * stride
         b.len[i] = lengths[i]
-
-
-def _exp_single(RouteTable table not None, uint8_t[::1] frames, uint32_t[::1] lengths,
-                uint32_t stride, uint64_t repeat, *, FlowTable flows=None,
-                uint32_t distinct=0, uint32_t batch=DEFAULT_BATCH):
-    cdef uint64_t r, fwd = 0
-    cdef Py_ssize_t i, n = lengths.shape[0]
-    cdef pes_decision d
-    cdef pes_pkt pkt
-    with nogil:
-        for r in range(repeat):
-            for i in range(n):
-                if decide(table.table, &frames[i * stride], lengths[i], &d, &pkt):
-                    rewrite(table.table, &frames[i * stride], &d)
-                    fwd += 1
-    return fwd
