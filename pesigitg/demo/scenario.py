@@ -1,7 +1,8 @@
 """The end-to-end scenario: HTTP/3 through pesigitgd, with everything real.
 
 A client, pesigitgd and three aioquic backends in namespaces on one bridge, Direct
-Server Return, a four-pass QUIC-LB config, health checks on. The steps prove what
+Server Return, a four-pass QUIC-LB config, health checks on, and the kernel tier as
+``xdp_decode`` says (``make demo``: all). The steps prove what
 an operator relies on: connections spread over the backends and stay on theirs;
 a client that changes port, address and connection ID keeps its backend; a draining
 backend keeps its connections and gets no new ones; a dead backend is taken out by
