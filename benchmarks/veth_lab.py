@@ -103,8 +103,9 @@ def pin_receive(lab: Lab) -> None:
     same-named device elsewhere would have its thread pinned too: affinity only.)"""
     if lab.napi_cpu is None:
         return
-    subprocess.run(["ip", "netns", "exec", lab.lb_ns, "sh", "-c",
-                    "echo 1 > /sys/class/net/l0/threaded"], check=True)
+    done = napi_threaded(lab, True)
+    if done.returncode:
+        raise RuntimeError(f"threaded NAPI on l0: {done.stderr.strip()}")
     threads = [p.pid for p in psutil.process_iter(["name"])
                if (p.info["name"] or "").startswith("napi/l0-")]
     if not threads:
@@ -124,9 +125,15 @@ def one_forwarding_core(lab: Lab) -> Iterator[None]:
     finally:
         lab.napi_cpu = None
         # (Refused while l0 has no NAPI, that is no XDP program: nothing to undo then.)
-        subprocess.run(["ip", "netns", "exec", lab.lb_ns, "sh", "-c",
-                        "echo 0 > /sys/class/net/l0/threaded"], check=False,
-                       capture_output=True)
+        napi_threaded(lab, False)
+
+
+def napi_threaded(lab: Lab, on: bool) -> subprocess.CompletedProcess[str]:
+    """l0's NAPI as kernel threads (``on``) or in softirq; sysfs shows a namespace's
+    devices only from inside it, hence ``ip netns exec``."""
+    return subprocess.run(["ip", "netns", "exec", lab.lb_ns, "sh", "-c",
+                           f"echo {int(on)} > /sys/class/net/l0/threaded"],
+                          capture_output=True, text=True)
 
 
 @contextlib.contextmanager
