@@ -38,6 +38,13 @@ def cid_for(config: CidConfig, backend: int, nonce: int = 7) -> bytes:
 LB_MAC = bytes.fromhex("02000000b001")
 
 
+def unroutable(n: int, v6: bool = False) -> bytes:
+    """A 1-RTT packet whose CID names config 7 (no config), so it goes by its 4-tuple,
+    from client port 40000 + n."""
+    quic = f.quic_short(b"\xe0" + bytes([n % 256]) * 7)
+    return f.udp6_frame(quic, sport=40000 + n) if v6 else f.udp4_frame(quic, sport=40000 + n)
+
+
 def mac(n: int) -> bytes:
     return bytes([2, 0, 0, 0, 0xBE, n])
 

@@ -221,6 +221,8 @@ typedef struct {
     __u8 unroutable;    /* enum pes_unroutable */
     __u8 drop;          /* enum pes_drop */
     __s8 config_id;     /* config of a CID-routed frame, else -1 */
+    __u8 tuple_hashed;  /* tuple_hash holds the flow's unkeyed 4-tuple hash */
+    __u64 tuple_hash;   /* (client -> VIP), where the flow table's fingerprint starts */
 } pes_decision;
 
 /* -- the worker's counters -------------------------------------------------------------- */

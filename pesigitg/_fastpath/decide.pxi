@@ -10,10 +10,18 @@
 # it quotes left from a VIP (the engine makes the copies, rate-limited; the decision
 # names the hash choice as the fallback); anything else by the quoted 4-tuple.
 # A frame whose CID is keyed is decided in two steps, _decide_begin and _decide_end,
-# so that the AES of a whole batch's CIDs runs together in between (batch.pxi).
+# so that the AES of a whole batch's CIDs runs together in between (batch.pxi); so is
+# a short header that goes by its 4-tuple (_decide_begin, then _by_tuple or the
+# batch's hashes of many tuples together).
 # pesigitg.routing.decision is the Python reference this is tested against.
 
 from pesigitg._fastpath.includes.flowhash cimport pes_flow_hash, pes_siphash24, pes_tuple_hash
+from pesigitg._fastpath.includes.tuplebatch cimport (
+    PES_TUPLE_LANES,
+    pes_tuple4,
+    pes_tuple4_hash_batch,
+    pes_tuple4_set,
+)
 from pesigitg._fastpath.includes.routetable cimport (
     PES_BACKEND_ROUTABLE,
     pes_find_server,
@@ -33,6 +41,7 @@ cdef inline void _undecided(pes_decision *d) noexcept nogil:
     d.unroutable = PES_UNR_NONE
     d.drop = PES_DROP_NONE
     d.config_id = -1
+    d.tuple_hashed = 0
     d.backend = 0
 
 
@@ -78,6 +87,7 @@ cdef inline int _maglev(const pes_route_table *t, uint64_t hash, uint8_t route,
 
 
 DEF AES_PENDING = 2     # a keyed CID: decided after its batch's AES (_decide_end)
+DEF TUPLE_PENDING = 3   # a short header no CID routes: by its 4-tuple (_by_tuple)
 
 
 # Where a CID was found, for the fallback when it names no server that can take it.
@@ -140,12 +150,22 @@ cdef inline int _by_dcid(const pes_route_table *t, const uint8_t *dcid, size_t l
     return _maglev(t, _key_hash(t, dcid, len), PES_ROUTE_FALLBACK, d)
 
 
+cdef inline void _tuple_hashed(const pes_route_table *t, uint64_t hash, pes_decision *d
+                               ) noexcept nogil:
+    # Maglev takes the 4-tuple's hash: the flow table's fingerprint starts from it
+    # (stateful.pxi) when it is the unkeyed one; a keyed one it computes again.
+    d.tuple_hashed = not t.hash_keyed
+    d.tuple_hash = hash
+
+
 cdef inline int _by_tuple(const pes_route_table *t, const pes_pkt *pkt, pes_decision *d
                           ) noexcept nogil:
     # The 4-tuple, hashed as the reference hashes src + dst + sport + dport.
-    return _maglev(t, _tuple_hash(t, pkt.flow.saddr, pkt.flow.daddr, 4 if pkt.family == 4
-                                  else 16, pkt.flow.sport, pkt.flow.dport),
-                   PES_ROUTE_FALLBACK, d)
+    cdef uint64_t h = _tuple_hash(t, pkt.flow.saddr, pkt.flow.daddr,
+                                  4 if pkt.family == 4 else 16, pkt.flow.sport,
+                                  pkt.flow.dport)
+    _tuple_hashed(t, h, d)
+    return _maglev(t, h, PES_ROUTE_FALLBACK, d)
 
 
 cdef inline int _by_quoted_flow(const pes_route_table *t, const pes_pkt *pkt,
@@ -155,13 +175,15 @@ cdef inline int _by_quoted_flow(const pes_route_table *t, const pes_pkt *pkt,
     # that did not leave from a VIP is none of our backends' business, and is never
     # copied.
     cdef uint8_t route = PES_ROUTE_ICMP
+    cdef uint64_t h = _tuple_hash(t, pkt.quoted.daddr, pkt.quoted.saddr,
+                                  4 if pkt.family == 4 else 16, pkt.quoted.dport,
+                                  pkt.quoted.sport)
     d.unroutable = PES_UNR_NONE
     if pes_packet_too_big(pkt):
         route = PES_ROUTE_ICMP_FANOUT if pes_vip_listed(t, pkt.family, pkt.quoted.saddr) \
             else PES_ROUTE_ICMP_NOT_VIP
-    return _maglev(t, _tuple_hash(t, pkt.quoted.daddr, pkt.quoted.saddr,
-                                  4 if pkt.family == 4 else 16, pkt.quoted.dport,
-                                  pkt.quoted.sport), route, d)
+    _tuple_hashed(t, h, d)
+    return _maglev(t, h, route, d)
 
 
 cdef inline int _quic(const pes_route_table *t, const uint8_t *p, size_t len,
@@ -191,7 +213,7 @@ cdef inline int _quic(const pes_route_table *t, const uint8_t *p, size_t len,
     routed = _route_cid(t, p + 1, len - 1, d, job, CID_IN_SHORT)
     if routed:
         return routed
-    return _by_tuple(t, pkt, d)
+    return TUPLE_PENDING
 
 
 cdef inline int _icmp(const pes_route_table *t, const uint8_t *p, size_t len,
@@ -213,7 +235,8 @@ cdef inline int _decide_begin(const pes_route_table *t, const uint8_t *frame, si
                               pes_decision *d, pes_pkt *pkt, pes_cid_job *job) noexcept nogil:
     # The decision up to the AES: 1 to forward (d.backend), 0 to drop (d.drop),
     # AES_PENDING when a keyed CID waits in job for _decide_end (d as _undecided left
-    # it); pkt is what the parser found.
+    # it), TUPLE_PENDING when the frame goes by its 4-tuple's hash (_by_tuple, which a
+    # batch may run for many frames together); pkt is what the parser found.
     cdef int outcome
     _undecided(d)
     outcome = _parse(frame, len, pkt)
@@ -255,8 +278,12 @@ cdef struct pes_decided:
     uint32_t slot[MAX_BATCH]        # the caller's (the loop: the RX ring index)
     pes_cid_job jobs[MAX_BATCH]     # the keyed CIDs waiting for their AES
     uint32_t later[MAX_BATCH]       # frames the flow table decides, finished last:
-    pes_decision d[MAX_BATCH]       # their decisions, by frame
+    pes_decision d[MAX_BATCH]       # their decisions, by frame (also the tuples')
     uint64_t fp[MAX_BATCH]          # and fingerprints
+    uint32_t tupled[MAX_BATCH]      # frames whose IPv4 4-tuples are hashed together:
+    pes_tuple4 tuples[MAX_BATCH]    # the tuples
+    uint64_t hashes[MAX_BATCH]      # and their hashes (with a hash_key, keyed:
+    uint64_t unkeyed[MAX_BATCH]     # and these for the flow table)
 
 
 cdef inline int decide(const pes_route_table *t, const uint8_t *frame, size_t len,
@@ -264,6 +291,8 @@ cdef inline int decide(const pes_route_table *t, const uint8_t *frame, size_t le
     # One frame (a batch of one): 1 to forward (d.backend), 0 to drop (d.drop).
     cdef pes_cid_job job
     cdef int outcome = _decide_begin(t, frame, len, d, pkt, &job)
+    if outcome == TUPLE_PENDING:
+        return _by_tuple(t, pkt, d)
     if outcome != AES_PENDING:
         return outcome
     pes_cid_decrypt_batch(&job, 1, _aes_path)

@@ -25,10 +25,11 @@ def decide_frame(RouteTable table not None, frame):
     return _decision_tuple(&d, bytes(buf))
 
 
-def decide_frames_together(RouteTable table not None, frames):
+def decide_frames_together(RouteTable table not None, frames, FlowTable flows=None):
     """``decide_frame``'s tuple for each of ``frames`` (at most MAX_BATCH), decided as
-    one batch by the loop's own batch function: the keyed CIDs' AES together, on the
-    path set_aes_path chose. For the differential tests of the batch."""
+    one batch by the loop's own batch function: the keyed CIDs' AES and the 4-tuples'
+    hashes together, on the path set_aes_path chose; fallback frames through ``flows``
+    when given, as in the loop. For the differential tests of the batch."""
     cdef Py_ssize_t n = len(frames)
     cdef DecideBench sink = DecideBench()
     cdef pes_decided *b
@@ -41,7 +42,8 @@ def decide_frames_together(RouteTable table not None, frames):
     if b == NULL:
         raise MemoryError()
     try:
-        b.n, b.t, b.ft = <uint32_t>n, table.table, NULL
+        b.n, b.t = <uint32_t>n, table.table
+        b.ft = &flows.ft if flows is not None else NULL
         for i in range(b.n):
             b.frame[i] = <uint8_t *>_frame_pointer(bufs[i])
             b.len[i] = len(bufs[i])

@@ -5,12 +5,19 @@ from pesigitg._fastpath.includes.flowtable cimport (
     PES_FLOW_WAYS,
     pes_flow_entry,
     pes_flow_fp,
+    pes_flow_fp_of,
     pes_flow_insert,
     pes_flow_lookup,
     pes_flow_prefetch,
     pes_flow_table,
 )
 from posix.mman cimport MAP_ANONYMOUS, MAP_PRIVATE
+
+
+cdef extern from "<sys/mman.h>" nogil:
+    int madvise(void *addr, size_t length, int advice)
+    enum:
+        MADV_HUGEPAGE
 
 FLOW_ENTRY_SIZE = sizeof(pes_flow_entry)
 
@@ -37,6 +44,10 @@ cdef class FlowTable:
                    -1, 0)
         if mem == MAP_FAILED:
             raise os_error(errno, f"allocating a flow table of {self.entries} entries")
+        # Each frame looks up a random bucket: with 4 KiB pages nearly every lookup
+        # also misses the TLB. Huge pages where the kernel has them (THP "madvise" or
+        # "always"); a refusal leaves small pages, which work the same.
+        madvise(mem, self.map_len, MADV_HUGEPAGE)
         self.ft.entries = <pes_flow_entry *>mem
         self.ft.seed = int.from_bytes(os.urandom(8), "little")
 

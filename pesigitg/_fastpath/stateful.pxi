@@ -6,22 +6,28 @@ cdef inline uint64_t _flow_fp(pes_flow_table *ft, const pes_decision *d,
                               const pes_pkt *pkt) noexcept nogil:
     # The flow-table fingerprint a decision will look up (0: none), its bucket on its
     # way into the cache: a fallback frame's 4-tuple, or the flow an ICMP error routed
-    # by hash quotes (reversed: client -> VIP).
-    cdef uint64_t fp
-    cdef size_t alen = 4 if pkt.family == 4 else 16
+    # by hash quotes (reversed: client -> VIP). From the hash Maglev took when that was
+    # the tuple's unkeyed hash (d.tuple_hashed: pkt is not read, and may be NULL),
+    # else hashed here.
+    cdef uint64_t h
     if ft == NULL:
         return 0
+    h = d.tuple_hash
     if d.route == PES_ROUTE_FALLBACK:
-        fp = pes_flow_fp(ft, pkt.flow.saddr, pkt.flow.daddr, alen, pkt.flow.sport,
-                         pkt.flow.dport)
+        if not d.tuple_hashed:
+            h = pes_tuple_hash(pkt.flow.saddr, pkt.flow.daddr, 4 if pkt.family == 4 else 16,
+                               pkt.flow.sport, pkt.flow.dport)
     elif d.route == PES_ROUTE_ICMP or d.route == PES_ROUTE_ICMP_FANOUT \
             or d.route == PES_ROUTE_ICMP_NOT_VIP:
-        fp = pes_flow_fp(ft, pkt.quoted.daddr, pkt.quoted.saddr, alen, pkt.quoted.dport,
-                         pkt.quoted.sport)
+        if not d.tuple_hashed:
+            h = pes_tuple_hash(pkt.quoted.daddr, pkt.quoted.saddr,
+                               4 if pkt.family == 4 else 16, pkt.quoted.dport,
+                               pkt.quoted.sport)
     else:
         return 0
-    pes_flow_prefetch(ft, fp)
-    return fp
+    h = pes_flow_fp_of(ft, h)
+    pes_flow_prefetch(ft, h)
+    return h
 
 
 cdef inline void _beyond_the_decision(Engine self, XskSocket x, pes_batch *b,

@@ -28,6 +28,7 @@ from tests.corpus import (
     SINGLE,
     cid_for,
     mac,
+    unroutable,
 )
 
 Decide = Callable[[CompiledRoutes, bytes], tuple]
@@ -44,7 +45,8 @@ def reference(routes: CompiledRoutes, frame: bytes) -> tuple:
 def _companions() -> list[bytes]:
     """Frames of every kind around the one under test in a batch: CIDs of every config
     (so of every mode and both keys) to several servers, over both families, long and
-    short headers, and frames that fall back."""
+    short headers, and frames that fall back by their 4-tuples (IPv4 ones to fill a
+    group of the tuples' hash and part of the next, IPv6 ones in between)."""
     out = []
     for n, config in enumerate(CONFIGS * 3):
         cid = cid_for(config, 1 + n % 3, nonce=n)
@@ -52,7 +54,8 @@ def _companions() -> list[bytes]:
                    f.udp6_frame(f.quic_short(cid)))
         if n % 4 == 0:
             out.append(f.udp4_frame(f.quic_long(cid)))
-    out.append(f.udp4_frame(f.quic_short(b"\xe0" + bytes(7))))
+        if n % 2 == 0:
+            out.append(unroutable(n, v6=n % 8 == 4))
     return out
 
 
@@ -317,6 +320,20 @@ def test_a_keyed_fallback_decides_alike_and_differently_from_the_unkeyed_one():
         if fast(KEYED, frame)[1] != fast(unkeyed, frame)[1]:
             differ += 1
     assert differ > 100
+
+
+@pytest.mark.parametrize("path", aes_paths())
+def test_a_keyed_fallback_decides_alike_in_batches(path):
+    """With a hash_key the tuples of a batch are hashed together too (SipHash-2-4, eight
+    lanes on the VAES path): every frame of the corpus, in batches, as it does alone."""
+    from tests.corpus import corpus
+
+    frames = [*corpus(per_seed=10), *(unroutable(n) for n in range(200))]
+    with forced_aes_path(path):
+        for start in range(0, len(frames), 64):
+            batch = frames[start:start + 64]
+            assert decide_frames_together(KEYED.table, batch) == \
+                [decide_frame(KEYED.table, frame) for frame in batch]
 
 
 def test_two_balancers_with_the_same_configuration_decide_alike():

@@ -58,6 +58,8 @@ cdef extern from "pesigitg_abi.h" nogil:
         uint8_t unroutable
         uint8_t drop
         int8_t config_id
+        uint8_t tuple_hashed
+        uint64_t tuple_hash
 
     # Anonymous here so the values index arrays (the C enum is pes_counter).
     enum:

@@ -93,11 +93,14 @@ static inline void pes_sid_copy(uint8_t *dst, const uint8_t *sid, size_t n)
 #define PES_VAES_TARGET __attribute__((target("aes,sse4.1,ssse3,avx2,avx512f,avx512bw,vaes")))
 #define PES_UNROLL _Pragma("GCC unroll 16")
 
+/* The VAES path: also the AVX-512 hash of a batch's 4-tuples (tuplebatch.h), whose
+ * instructions (DQ, VBMI) every CPU with AVX-512 VAES has as well. */
 static inline int pes_vaes_supported(void)
 {
     __builtin_cpu_init();
     return __builtin_cpu_supports("vaes") && __builtin_cpu_supports("avx512f") &&
-           __builtin_cpu_supports("avx512bw");
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512vbmi");
 }
 
 static inline int pes_cid_best_path(void)

@@ -7,8 +7,8 @@
  * keyed 64-bit fingerprint picks a bucket of four 16-octet entries (one cache line);
  * a full bucket evicts by second chance (CLOCK within the bucket). Entries remember the
  * backend's key, not its index, which a reload may change. The fingerprint is keyed
- * with a per-worker random seed, so nobody can aim flows at one bucket, or make two
- * flows collide, without knowing it.
+ * with a per-worker random seed, so nobody can aim flows at one bucket without knowing
+ * it; flows that collide are ones Maglev would send to one backend anyway.
  */
 #ifndef PESIGITG_FLOWTABLE_H
 #define PESIGITG_FLOWTABLE_H
@@ -31,18 +31,22 @@ typedef struct {
     uint64_t seed;
 } pes_flow_table;
 
+/* The fingerprint of a 4-tuple whose Maglev hash without a hash_key is ``h``
+ * (pes_tuple_hash, which the decision has mostly computed already): the seed, then
+ * the finalizer again. Two 4-tuples share a fingerprint only if they share that hash,
+ * and then unkeyed Maglev sends them to one backend anyway. Not from the keyed hash:
+ * a new [fallback] hash_key must not make the table forget its flows. */
+static inline uint64_t pes_flow_fp_of(const pes_flow_table *ft, uint64_t h)
+{
+    h = pes_hash_finish(h ^ ft->seed);
+    return h ? h : 1;
+}
+
 static inline uint64_t pes_flow_fp(const pes_flow_table *ft, const uint8_t *src,
                                    const uint8_t *dst, size_t alen, uint16_t sport,
                                    uint16_t dport)
 {
-    uint8_t ports[4] = {(uint8_t)(sport >> 8), (uint8_t)sport, (uint8_t)(dport >> 8),
-                        (uint8_t)dport};
-    uint64_t h = PES_FNV_OFFSET ^ ft->seed;
-
-    h = pes_fnv_update(h, src, alen);
-    h = pes_fnv_update(h, dst, alen);
-    h = pes_hash_finish(pes_fnv_update(h, ports, 4) ^ ft->seed);
-    return h ? h : 1;
+    return pes_flow_fp_of(ft, pes_tuple_hash(src, dst, alen, sport, dport));
 }
 
 static inline pes_flow_entry *pes_flow_bucket(const pes_flow_table *ft, uint64_t fp)

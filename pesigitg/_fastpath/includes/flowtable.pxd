@@ -16,6 +16,7 @@ cdef extern from "flowtable.h" nogil:
         uint32_t buckets
         uint64_t seed
 
+    uint64_t pes_flow_fp_of(const pes_flow_table *ft, uint64_t h)
     uint64_t pes_flow_fp(const pes_flow_table *ft, const uint8_t *src, const uint8_t *dst,
                          size_t alen, uint16_t sport, uint16_t dport)
     void pes_flow_prefetch(const pes_flow_table *ft, uint64_t fp)
