@@ -191,8 +191,10 @@ cdef inline bint _offers(frame_sink sink) noexcept nogil:
 cdef inline bint _offer(frame_sink sink, pes_decided *b, uint32_t i, pes_decision *d,
                         const pes_pkt *pkt) noexcept nogil:
     # 0 when the frame is done with: the loop's Retry offload sent it back as a Retry.
+    # (pkt is NULL only when the offload is off: _tuples_together.)
     if frame_sink is Engine:
-        if d.route != PES_ROUTE_NONE and sink.b_now.offload.phase != PHASE_OFF:
+        if d.route != PES_ROUTE_NONE and pkt != NULL \
+                and sink.b_now.offload.phase != PHASE_OFF:
             return _offload(sink.xsk, sink.b_now, pes_ring_desc(&sink.xsk.rx, b.slot[i]),
                             d, pkt) != RETRY_SEND
         return 1

@@ -7,24 +7,23 @@ cdef inline uint64_t _flow_fp(pes_flow_table *ft, const pes_decision *d,
     # The flow-table fingerprint a decision will look up (0: none), its bucket on its
     # way into the cache: a fallback frame's 4-tuple, or the flow an ICMP error routed
     # by hash quotes (reversed: client -> VIP). From the hash Maglev took when that was
-    # the tuple's unkeyed hash (d.tuple_hashed: pkt is not read, and may be NULL),
-    # else hashed here.
+    # the tuple's unkeyed hash (d.tuple_hashed), else hashed here from pkt; pkt is NULL
+    # only for a frame whose tuple hash is in d (batch.pxi, _decide_tuples).
     cdef uint64_t h
-    if ft == NULL:
+    cdef bint quoted = d.route == PES_ROUTE_ICMP or d.route == PES_ROUTE_ICMP_FANOUT \
+        or d.route == PES_ROUTE_ICMP_NOT_VIP
+    if ft == NULL or not (quoted or d.route == PES_ROUTE_FALLBACK):
         return 0
-    h = d.tuple_hash
-    if d.route == PES_ROUTE_FALLBACK:
-        if not d.tuple_hashed:
-            h = pes_tuple_hash(pkt.flow.saddr, pkt.flow.daddr, 4 if pkt.family == 4 else 16,
-                               pkt.flow.sport, pkt.flow.dport)
-    elif d.route == PES_ROUTE_ICMP or d.route == PES_ROUTE_ICMP_FANOUT \
-            or d.route == PES_ROUTE_ICMP_NOT_VIP:
-        if not d.tuple_hashed:
-            h = pes_tuple_hash(pkt.quoted.daddr, pkt.quoted.saddr,
-                               4 if pkt.family == 4 else 16, pkt.quoted.dport,
-                               pkt.quoted.sport)
+    if d.tuple_hashed:
+        h = d.tuple_hash
+    elif pkt == NULL:
+        return 0
+    elif quoted:
+        h = pes_tuple_hash(pkt.quoted.daddr, pkt.quoted.saddr, 4 if pkt.family == 4 else 16,
+                           pkt.quoted.dport, pkt.quoted.sport)
     else:
-        return 0
+        h = pes_tuple_hash(pkt.flow.saddr, pkt.flow.daddr, 4 if pkt.family == 4 else 16,
+                           pkt.flow.sport, pkt.flow.dport)
     h = pes_flow_fp_of(ft, h)
     pes_flow_prefetch(ft, h)
     return h
