@@ -246,17 +246,20 @@ def install(steering: Steering, compiled: CompiledRoutes, choice: TierChoice,
 def tier_counts(steering: Steering, configs: Iterable[int], slots: Iterable[int]
                 ) -> tuple[dict[int, int], list[int]]:
     """Frames the kernel tier forwarded, summed over CPUs: per backend slot (of
-    ``slots``) and per config id (of ``configs``; the others read 0)."""
+    ``slots``) and per config id (of ``configs``; the others read 0). Two batched
+    reads per config: its slots up to the highest asked for, and the count of
+    backends without a slot."""
     counts = steering.map(MAPS["TIER_COUNTS"])
     slots = [s for s in slots if 0 <= s < BACKEND_SLOTS]
     per_slot = dict.fromkeys(slots, 0)
     per_config = [0] * CID_CONFIGS
     for config_id in configs:
-        for slot in [*slots, BACKEND_SLOTS]:        # the last: backends without a slot
-            n = counts.sum_per_cpu(struct.pack("<I", config_id * COUNT_STRIDE + slot))
-            per_config[config_id] += n
-            if slot < BACKEND_SLOTS:
-                per_slot[slot] += n
+        first = config_id * COUNT_STRIDE
+        by_slot = counts.sums_per_cpu(first, max(slots) + 1 if slots else 0)
+        per_config[config_id] += counts.sums_per_cpu(first + BACKEND_SLOTS, 1)[0]
+        for slot in per_slot:
+            per_config[config_id] += by_slot[slot]
+            per_slot[slot] += by_slot[slot]
     return per_slot, per_config
 
 

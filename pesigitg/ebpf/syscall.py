@@ -16,9 +16,10 @@ from pesigitg.errors import CAP_BPF, CAP_NET_ADMIN, missing_capability_hint, os_
 __all__ = [
     "BPF_BTF_LOAD", "BPF_F_REPLACE", "BPF_LINK_CREATE", "BPF_LINK_DETACH", "BPF_LINK_UPDATE",
     "BPF_MAP_CREATE", "BPF_MAP_DELETE_ELEM", "BPF_MAP_FREEZE", "BPF_MAP_GET_NEXT_KEY",
-    "BPF_MAP_LOOKUP_ELEM", "BPF_MAP_UPDATE_ELEM", "BPF_OBJ_GET_INFO_BY_FD",
+    "BPF_MAP_LOOKUP_BATCH", "BPF_MAP_LOOKUP_ELEM", "BPF_MAP_UPDATE_ELEM",
+    "BPF_OBJ_GET_INFO_BY_FD",
     "BPF_PROG_GET_FD_BY_ID", "BPF_PROG_LOAD", "BPF_PROG_TEST_RUN", "BPF_XDP",
-    "BtfLoadAttr", "GetIdAttr", "InfoAttr", "LinkCreateAttr", "LinkDetachAttr",
+    "BatchAttr", "BtfLoadAttr", "GetIdAttr", "InfoAttr", "LinkCreateAttr", "LinkDetachAttr",
     "LinkInfo", "LinkUpdateAttr", "MapCreateAttr", "MapElemAttr", "MapInfo", "ProgInfo",
     "ProgLoadAttr",
     "TestRunAttr", "addr", "bpf", "link_prog_id", "map_info", "prog_info", "prog_name_by_id",
@@ -36,6 +37,7 @@ BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_BTF_LOAD = 18
 BPF_MAP_FREEZE = 22
+BPF_MAP_LOOKUP_BATCH = 24
 BPF_LINK_CREATE = 28
 BPF_LINK_UPDATE = 29
 BPF_LINK_DETACH = 34
@@ -62,6 +64,13 @@ class MapCreateAttr(ctypes.Structure):
 class MapElemAttr(ctypes.Structure):
     # value doubles as next_key for BPF_MAP_GET_NEXT_KEY
     _fields_ = [("map_fd", u32), ("pad", u32), ("key", u64), ("value", u64), ("flags", u64)]
+
+
+class BatchAttr(ctypes.Structure):
+    # in_batch: the key before the first one wanted (0: from the start); count: in, the
+    # room in keys and values; out, how many were copied
+    _fields_ = [("in_batch", u64), ("out_batch", u64), ("keys", u64), ("values", u64),
+                ("count", u32), ("map_fd", u32), ("elem_flags", u64), ("flags", u64)]
 
 
 class ProgLoadAttr(ctypes.Structure):

@@ -89,6 +89,24 @@ def test_percpu_array_values_are_per_cpu_and_summed(make_map):
     assert m.sum_per_cpu(u32(1)) == 5 * len(values)
 
 
+def test_percpu_array_sums_are_read_in_one_batch(make_map):
+    """What the status socket reads of the kernel tier's counts: ranges of a per-CPU
+    array, each element summed over CPUs, in one bpf() call, the same as per key."""
+    m = make_map(MapType.PERCPU_ARRAY, 4, 8, 10)
+    for k in range(10):
+        m.update(u32(k), u64(k * 1000 + 7))
+    each = [m.sum_per_cpu(u32(k)) for k in range(10)]
+    assert each[3] > 0
+    assert m.sums_per_cpu(0, 10) == each
+    assert m.sums_per_cpu(3, 4) == each[3:7]
+    assert m.sums_per_cpu(7, 3) == each[7:]          # up to the last element
+    assert m.sums_per_cpu(9, 0) == []
+    with pytest.raises(ValueError, match="outside its 10"):
+        m.sums_per_cpu(8, 3)
+    with pytest.raises(ValueError, match="per-CPU arrays"):
+        make_map(MapType.ARRAY, 4, 8, 2).sums_per_cpu(0, 1)
+
+
 def test_map_refuses_wrong_key_and_value_sizes(make_map):
     m = make_map(MapType.HASH, 4, 8, 4)
     with pytest.raises(ValueError, match="key is 2 octets, the map's keys are 4"):
