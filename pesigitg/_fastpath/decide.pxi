@@ -15,7 +15,12 @@
 # batch's hashes of many tuples together).
 # pesigitg.routing.decision is the Python reference this is tested against.
 
-from pesigitg._fastpath.includes.flowhash cimport pes_flow_hash, pes_siphash24, pes_tuple_hash
+from pesigitg._fastpath.includes.flowhash cimport (
+    pes_flow_hash,
+    pes_siphash24,
+    pes_tuple_hash,
+    pes_tuple_key,
+)
 from pesigitg._fastpath.includes.tuplebatch cimport (
     PES_TUPLE_LANES,
     pes_tuple4,
@@ -41,7 +46,6 @@ cdef inline void _undecided(pes_decision *d) noexcept nogil:
     d.unroutable = PES_UNR_NONE
     d.drop = PES_DROP_NONE
     d.config_id = -1
-    d.tuple_hashed = 0
     d.backend = 0
 
 
@@ -66,13 +70,7 @@ cdef inline uint64_t _tuple_hash(const pes_route_table *t, const uint8_t *src,
     cdef uint8_t key[36]
     if not t.hash_keyed:
         return pes_tuple_hash(src, dst, alen, sport, dport)
-    memcpy(key, src, alen)
-    memcpy(key + alen, dst, alen)
-    key[2 * alen] = <uint8_t>(sport >> 8)
-    key[2 * alen + 1] = <uint8_t>sport
-    key[2 * alen + 2] = <uint8_t>(dport >> 8)
-    key[2 * alen + 3] = <uint8_t>dport
-    return pes_siphash24(t.hash_key, key, 2 * alen + 4)
+    return pes_siphash24(t.hash_key, key, pes_tuple_key(key, src, dst, alen, sport, dport))
 
 
 cdef inline int _maglev(const pes_route_table *t, uint64_t hash, uint8_t route,
@@ -146,7 +144,9 @@ cdef inline int _long_header(const uint8_t *p, size_t len, pes_long_header *lh) 
 cdef inline int _by_dcid(const pes_route_table *t, const uint8_t *dcid, size_t len,
                          pes_decision *d) noexcept nogil:
     # The client picked this DCID at random and repeats it on every retransmission of
-    # its first flight: hashing it needs no state.
+    # its first flight: hashing it needs no state. (The flow table still goes by the
+    # 4-tuple, which is not hashed here.)
+    d.tuple_hashed = 0
     return _maglev(t, _key_hash(t, dcid, len), PES_ROUTE_FALLBACK, d)
 
 

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define PES_FNV_OFFSET 0xcbf29ce484222325ULL
 #define PES_FNV_PRIME 0x100000001b3ULL
@@ -36,8 +37,21 @@ static inline uint64_t pes_flow_hash(const uint8_t *key, size_t len)
     return pes_hash_finish(pes_fnv_update(PES_FNV_OFFSET, key, len));
 }
 
-/* The 4-tuple key (source, destination addresses, then both ports in network order)
- * hashed in place: alen is 4 or 16. */
+/* The 4-tuple key written out: source, destination addresses (alen octets each), then
+ * both ports in network order; returns its length. */
+static inline size_t pes_tuple_key(uint8_t *out, const uint8_t *src, const uint8_t *dst,
+                                   size_t alen, uint16_t sport, uint16_t dport)
+{
+    memcpy(out, src, alen);
+    memcpy(out + alen, dst, alen);
+    out[2 * alen] = (uint8_t)(sport >> 8);
+    out[2 * alen + 1] = (uint8_t)sport;
+    out[2 * alen + 2] = (uint8_t)(dport >> 8);
+    out[2 * alen + 3] = (uint8_t)dport;
+    return 2 * alen + 4;
+}
+
+/* The same key hashed in place: alen is 4 or 16. */
 static inline uint64_t pes_tuple_hash(const uint8_t *src, const uint8_t *dst, size_t alen,
                                       uint16_t sport, uint16_t dport)
 {

@@ -32,12 +32,7 @@ typedef struct {
 static inline void pes_tuple4_set(pes_tuple4 *k, const uint8_t *src, const uint8_t *dst,
                                   uint16_t sport, uint16_t dport)
 {
-    memcpy(k->octets, src, 4);
-    memcpy(k->octets + 4, dst, 4);
-    k->octets[8] = (uint8_t)(sport >> 8);
-    k->octets[9] = (uint8_t)sport;
-    k->octets[10] = (uint8_t)(dport >> 8);
-    k->octets[11] = (uint8_t)dport;
+    pes_tuple_key(k->octets, src, dst, 4, sport, dport);
 }
 
 #if defined(__x86_64__)
