@@ -12,6 +12,12 @@
 
 #define PES_FNV_OFFSET 0xcbf29ce484222325ULL
 #define PES_FNV_PRIME 0x100000001b3ULL
+#define PES_MIX_1 0xbf58476d1ce4e5b9ULL     /* splitmix64's finalizer */
+#define PES_MIX_2 0x94d049bb133111ebULL
+#define PES_SIP_V0 0x736f6d6570736575ULL    /* SipHash's initial state, less the key */
+#define PES_SIP_V1 0x646f72616e646f6dULL
+#define PES_SIP_V2 0x6c7967656e657261ULL
+#define PES_SIP_V3 0x7465646279746573ULL
 
 static inline uint64_t pes_fnv_update(uint64_t h, const uint8_t *p, size_t len)
 {
@@ -25,9 +31,9 @@ static inline uint64_t pes_fnv_update(uint64_t h, const uint8_t *p, size_t len)
 static inline uint64_t pes_hash_finish(uint64_t h)
 {
     h ^= h >> 30;
-    h *= 0xbf58476d1ce4e5b9ULL;
+    h *= PES_MIX_1;
     h ^= h >> 27;
-    h *= 0x94d049bb133111ebULL;
+    h *= PES_MIX_2;
     h ^= h >> 31;
     return h;
 }
@@ -97,8 +103,8 @@ static inline uint64_t pes_le64(const uint8_t *p)
 static inline uint64_t pes_siphash24(const uint8_t key[16], const uint8_t *p, size_t len)
 {
     uint64_t k0 = pes_le64(key), k1 = pes_le64(key + 8);
-    uint64_t v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
-    uint64_t v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
+    uint64_t v0 = k0 ^ PES_SIP_V0, v1 = k1 ^ PES_SIP_V1;
+    uint64_t v2 = k0 ^ PES_SIP_V2, v3 = k1 ^ PES_SIP_V3;
     uint64_t m, last = (uint64_t)len << 56;
     size_t i, whole = len & ~(size_t)7;
 

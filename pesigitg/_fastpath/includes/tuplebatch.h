@@ -43,9 +43,9 @@ static inline void pes_tuple4_set(pes_tuple4 *k, const uint8_t *src, const uint8
 static inline PES_TUPLE_TARGET __m512i pes_hash_finish8(__m512i h)
 {
     h = _mm512_xor_si512(h, _mm512_srli_epi64(h, 30));
-    h = _mm512_mullo_epi64(h, _mm512_set1_epi64((long long)0xbf58476d1ce4e5b9ULL));
+    h = _mm512_mullo_epi64(h, _mm512_set1_epi64((long long)PES_MIX_1));
     h = _mm512_xor_si512(h, _mm512_srli_epi64(h, 27));
-    h = _mm512_mullo_epi64(h, _mm512_set1_epi64((long long)0x94d049bb133111ebULL));
+    h = _mm512_mullo_epi64(h, _mm512_set1_epi64((long long)PES_MIX_2));
     return _mm512_xor_si512(h, _mm512_srli_epi64(h, 31));
 }
 
@@ -93,10 +93,10 @@ static inline PES_TUPLE_TARGET void pes_tuple4_siphash8(const uint8_t hash_key[1
     const __m512i m = _mm512_permutex2var_epi64(lo, _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0), hi);
     __m512i last = _mm512_permutex2var_epi64(lo, _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1), hi);
     uint64_t k0 = pes_le64(hash_key), k1 = pes_le64(hash_key + 8);
-    __m512i v0 = _mm512_set1_epi64((long long)(k0 ^ 0x736f6d6570736575ULL));
-    __m512i v1 = _mm512_set1_epi64((long long)(k1 ^ 0x646f72616e646f6dULL));
-    __m512i v2 = _mm512_set1_epi64((long long)(k0 ^ 0x6c7967656e657261ULL));
-    __m512i v3 = _mm512_set1_epi64((long long)(k1 ^ 0x7465646279746573ULL));
+    __m512i v0 = _mm512_set1_epi64((long long)(k0 ^ PES_SIP_V0));
+    __m512i v1 = _mm512_set1_epi64((long long)(k1 ^ PES_SIP_V1));
+    __m512i v2 = _mm512_set1_epi64((long long)(k0 ^ PES_SIP_V2));
+    __m512i v3 = _mm512_set1_epi64((long long)(k1 ^ PES_SIP_V3));
 
     last = _mm512_or_si512(_mm512_and_si512(last, _mm512_set1_epi64(0xffffffff)),
                            _mm512_set1_epi64((long long)(12ULL << 56)));
