@@ -138,8 +138,13 @@ class Map:
 
     def sum_per_cpu(self, key: bytes) -> int:
         """The sum over CPUs of an unsigned little-endian per-CPU counter (0 if absent)."""
-        values = self.lookup_per_cpu(key) or []
-        return sum(int.from_bytes(v, "little") for v in values)
+        value = self.lookup_raw(key)
+        return 0 if value is None else self._cpu_sum(value)
+
+    def _cpu_sum(self, value: bytes) -> int:
+        """One element's value octets (every CPU's slot) as the sum of its counters."""
+        return sum(int.from_bytes(value[i:i + self.value_size], "little")
+                   for i in range(0, len(value), self._stride))
 
     def sums_per_cpu(self, first: int, count: int) -> list[int]:
         """For a per-CPU array of unsigned little-endian counters: the sum over CPUs of
@@ -166,10 +171,8 @@ class Map:
         if attr.count != count:
             raise OSError(errno.EIO, f"BPF map {self.name}: {attr.count} of {count} "
                                      f"elements read")
-        raw = values.raw
-        return [sum(int.from_bytes(raw[i + j:i + j + self.value_size], "little")
-                    for j in range(0, self._value_buf_size, self._stride))
-                for i in range(0, len(raw), self._value_buf_size)]
+        raw, size = values.raw, self._value_buf_size
+        return [self._cpu_sum(raw[i:i + size]) for i in range(0, len(raw), size)]
 
     def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
         if self.map_type in MapType.PER_CPU and len(value) == self.value_size:
